@@ -1,0 +1,371 @@
+"""One full audit: rules, attacks, sweep, record query and verdict, as report.json data.
+
+``audit_run`` is what the CLI and the service's Celery task both call. Every
+attack is isolated: one that fails is reported with its error, and the others
+still run. Seeds are derived from the audit seed and the attack's *name*, so
+the same seed gives the same report whichever attacks are enabled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from attacks import report
+from attacks.exceptions import AuditError, IntakeError
+from attacks.lira import LiRAAttack
+from attacks.policy import Policy
+from attacks.rmia import RMIAAttack
+from attacks.scan import HyperparameterScan, check_rules
+from attacks.shadow import ShadowModelAttack
+from attacks.shadows import shadow_pool_fit
+from attacks.target import Target
+from attacks.verdict import verdict_decide
+from attacks.worst_case import WorstCaseAttack
+
+#: name -> (title, factory(config, seed), uses the shared shadow pool)
+ATTACKS: dict[str, tuple[str, Callable, bool]] = {
+    "shadow": (
+        "Shadow-model attack",
+        lambda c, s: ShadowModelAttack(data_description=c.data_description, random_state=s),
+        False,
+    ),
+    "lira": ("LiRA (online)", lambda c, s: LiRAAttack(online=True, random_state=s), True),
+    "lira_offline": ("LiRA (offline)", lambda c, s: LiRAAttack(online=False, random_state=s), True),
+    "rmia": ("RMIA", lambda c, s: RMIAAttack(online=True, random_state=s), True),
+    "worst_case": (
+        "Worst-case attack",
+        lambda c, s: WorstCaseAttack(random_state=s, n_jobs=c.n_jobs),
+        False,
+    ),
+}
+DEFAULT_ATTACKS = tuple(ATTACKS)
+
+#: A progress callback gets a stage name and the fraction of the audit done.
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What to run. ``n_shadow_models`` None takes the policy's count."""
+
+    n_shadow_models: int | None = None
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    random_state: int = 0
+    n_jobs: int | None = None
+    label: str = "label"
+    data_description: dict | None = None
+    include_raw_values: bool = False
+    sweep: bool = True
+    n_sweep_shadow_models: int = 8
+    inputs: tuple[dict, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Record:
+    """A queried record: one row of features and its label, if the attacker knows it."""
+
+    X: pd.DataFrame
+    y: np.ndarray | None = None
+
+
+def audit_run(
+    target: Target,
+    *,
+    config: AuditConfig,
+    policy: Policy,
+    record: Record | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Run the whole audit and return the report as a dict (docs/report-schema.md)."""
+    started = time.perf_counter()
+    progress = progress or (lambda stage, done: None)
+    unknown = set(config.attacks) - set(ATTACKS)
+    if unknown:
+        raise AuditError(f"Unknown attack(s): {', '.join(sorted(unknown))}.")
+    n_shadows = config.n_shadow_models or policy["audit", "n_shadow_models"]
+    rec_X, rec_y = _record_rows(target, record)
+    progress("rules", 0.0)
+    rules = [
+        dataclasses.asdict(f) for f in check_rules(target, thresholds=policy.sections["rules"])
+    ]
+    top_k = min(policy["audit", "top_k"], target.n_members)
+    fitted, attacks = _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress)
+    sweep = _run_sweep(target, config, progress) if config.sweep else None
+    record_part = _record_part(target, record, rec_y, fitted) if record is not None else None
+    verdict = verdict_decide(attacks=attacks, rules=rules, record=record_part, policy=policy)
+    progress("report", 1.0)
+    return _assemble(
+        target,
+        config,
+        policy,
+        attacks,
+        rules,
+        sweep,
+        record_part,
+        verdict,
+        fitted,
+        n_shadows,
+        time.perf_counter() - started,
+    )
+
+
+def _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress):
+    fitted, results, pool = {}, [], None
+    for i, name in enumerate(config.attacks):
+        title, factory, uses_pool = ATTACKS[name]
+        progress(name, 0.05 + 0.65 * i / len(config.attacks))
+        started = time.perf_counter()
+        try:
+            if uses_pool and pool is None:
+                pool = shadow_pool_fit(
+                    target,
+                    n_shadow_models=n_shadows,
+                    n_jobs=config.n_jobs,
+                    random_state=_seed(config.random_state, "pool"),
+                    X_extra=rec_X,
+                    y_extra=rec_y,
+                )
+            attack = factory(config, _seed(config.random_state, name))
+            attack.fit(target, pool=pool if uses_pool else None, X_extra=rec_X, y_extra=rec_y)
+        except (AuditError, ValueError, MemoryError) as exc:
+            results.append(
+                report.failed_attack_dict(
+                    name, title, _sentence(exc), time.perf_counter() - started
+                )
+            )
+            continue
+        fitted[name] = attack
+        exposed = report.exposed_records(
+            target, attack, k=top_k, raw_values=config.include_raw_values
+        )
+        results.append(
+            report.attack_dict(
+                name,
+                title,
+                attack,
+                details=_details(attack),
+                exposed=exposed,
+                seconds=time.perf_counter() - started,
+            )
+        )
+    return fitted, results
+
+
+def _details(attack) -> dict:
+    names = (
+        "shadow_member_confidence_",
+        "shadow_non_member_confidence_",
+        "n_shadow_models_",
+        "n_reference_models_",
+        "baseline_aucs_",
+        "p_value_",
+    )
+    return {n.rstrip("_"): getattr(attack, n) for n in names if hasattr(attack, n)}
+
+
+def _run_sweep(target, config, progress) -> dict:
+    progress("sweep", 0.7)
+    scan = HyperparameterScan(
+        n_shadow_models=config.n_sweep_shadow_models,
+        n_jobs=config.n_jobs,
+        random_state=_seed(config.random_state, "sweep"),
+    ).fit(target)
+    return sweep_dict(scan)
+
+
+def sweep_dict(scan: HyperparameterScan) -> dict:
+    """A fitted scan as the report's ``sweep`` object."""
+
+    def plain(obj):
+        return None if obj is None else report.json_safe(dataclasses.asdict(obj))
+
+    return {
+        "attack": f"LiRA (online, {scan.n_shadow_models} shadow models)",
+        "points": [plain(p) for p in scan.points_],
+        "original": plain(scan.original_),
+        "recommendation": plain(scan.recommendation_),
+        "accuracy_tolerance": scan.accuracy_tolerance,
+        "note": getattr(scan, "note_", ""),
+    }
+
+
+def _record_rows(target, record):
+    """The queried record as extra rows, unless it is already one of the audit rows."""
+    if record is None:
+        return None, None
+    y = record.y if record.y is not None else np.asarray(target.model.predict(record.X))
+    if _pool_row(target, record.X, y) is not None:
+        return None, None
+    return record.X, y
+
+
+def _pool_row(target, X_row, y_row):
+    X, y, membership = target.pool()
+    same = (X.to_numpy() == X_row[X.columns].to_numpy()).all(axis=1) & (y == y_row[0])
+    hits = np.flatnonzero(same)
+    return None if len(hits) == 0 else int(hits[0])
+
+
+def _record_part(target, record, rec_y, fitted) -> dict:
+    y = record.y if record.y is not None else np.asarray(target.model.predict(record.X))
+    row = _pool_row(target, record.X, y)
+    per_attack = [_record_attack(name, a, row) for name, a in fitted.items()]
+    if not per_attack:
+        return None
+    strongest = max(fitted, key=lambda n: (fitted[n].metrics_.auc, n))
+    n_m = target.n_members
+    return {
+        "membership_probability": next(
+            a["membership_probability"] for a in per_attack if a["name"] == strongest
+        ),
+        "attack": strongest,
+        "label_source": "given" if record.y is not None else "predicted",
+        "pool_row": None
+        if row is None
+        else {"set": "train" if row < n_m else "test", "index": row if row < n_m else row - n_m},
+        "attacks": per_attack,
+    }
+
+
+def _record_attack(name, attack, row) -> dict:
+    non = attack.membership_ == 0
+    if row is None:
+        p = float(attack.extra_probabilities_[0])
+        fpr = float((attack.probabilities_[non] >= p).mean())
+    else:
+        p = float(attack.probabilities_[row])
+        others = non.copy()
+        others[row] = False
+        fpr = float((attack.scores_[others] >= attack.scores_[row]).mean())
+    return {"name": name, "membership_probability": p, "false_positive_rate": fpr}
+
+
+def _assemble(
+    target, config, policy, attacks, rules, sweep, record_part, verdict, fitted, n_shadows, seconds
+) -> dict:
+    ran = [a for a in attacks if not a["error"]]
+    strongest = max(ran, key=lambda a: (a["auc"], a["name"]), default=None)
+    out = {
+        **report.header(),
+        "verdict": {
+            "risk": verdict.risk,
+            "summary": verdict.summary,
+            "reasons": [report.json_safe(dataclasses.asdict(r)) for r in verdict.reasons],
+        },
+        "model": report.model_summary(target),
+        "data": report.data_summary(target, config.label),
+        "inputs": list(config.inputs),
+        "attacks": attacks,
+        "rules": report.json_safe(rules),
+        "sweep": sweep,
+        "most_exposed": strongest["most_exposed"] if strongest else [],
+        "policy": policy.to_dict(),
+        "reproducibility": report.reproducibility(
+            seed=config.random_state,
+            n_shadow_models=n_shadows,
+            n_jobs=config.n_jobs,
+            attacks=config.attacks,
+            seconds=seconds,
+        ),
+        "raw_values_included": config.include_raw_values,
+    }
+    if record_part is not None:
+        out["record"] = record_part
+    return out
+
+
+def _seed(random_state: int, name: str) -> int:
+    """A seed for one part of the audit, fixed by the audit seed and the part's name."""
+    return int(
+        np.random.SeedSequence([int(random_state), zlib.crc32(name.encode())]).generate_state(1)[0]
+        % (2**31 - 1)
+    )
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if text.endswith(".") else text + "."
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A submitted file: its name (for its type) and its bytes."""
+
+    name: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def describe(self, role: str) -> dict:
+        return {"role": role, "name": self.name, "sha256": self.sha256, "bytes": len(self.data)}
+
+
+def target_from_uploads(*, model: Upload, train: Upload, test: Upload, label: str) -> Target:
+    """Validate the three submitted files and build the audit target (IntakeError if not)."""
+    from attacks import intake
+
+    estimator = intake.load_model(model.data, filename=model.name)
+    return intake.build_target(
+        estimator,
+        intake.load_table(train.data, filename=train.name),
+        intake.load_table(test.data, filename=test.name),
+        label=label,
+        record_key=bytes.fromhex(train.sha256),
+    )
+
+
+def audit_uploads(
+    *,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    label: str,
+    policy: Policy,
+    config: AuditConfig,
+    record: Upload | None = None,
+    description: Upload | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Audit submitted files end to end: the one entry point of the CLI and the service."""
+    target = target_from_uploads(model=model, train=train, test=test, label=label)
+    inputs = [
+        u.describe(role)
+        for role, u in (
+            ("model", model),
+            ("train", train),
+            ("test", test),
+            ("record", record),
+            ("description", description),
+        )
+        if u is not None
+    ]
+    row = None
+    if record is not None:
+        from attacks.intake import load_record
+
+        X, y = load_record(record.data, feature_names=target.feature_names, label=label)
+        row = Record(X=X, y=y)
+    config = dataclasses.replace(
+        config, label=label, inputs=tuple(inputs), data_description=_description(description)
+    )
+    return audit_run(target, config=config, policy=policy, record=row, progress=progress)
+
+
+def _description(upload: Upload | None) -> dict | None:
+    if upload is None:
+        return None
+    try:
+        return json.loads(upload.data)
+    except (ValueError, UnicodeDecodeError):
+        raise IntakeError("The data description is not valid JSON.") from None

@@ -1,0 +1,75 @@
+"""Risk policies: the thresholds a TRE judges audits by, in a TOML file."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from attacks.exceptions import PolicyError
+
+#: Every threshold a policy must hold, with the range it must lie in.
+BOUNDS = {
+    ("audit", "n_shadow_models"): (2, 1024),
+    ("audit", "top_k"): (0, 1000),
+    ("attacks", "auc_medium"): (0.5, 1.0),
+    ("attacks", "auc_high"): (0.5, 1.0),
+    ("attacks", "tpr_ratio_medium"): (1.0, 1000.0),
+    ("attacks", "tpr_ratio_high"): (1.0, 1000.0),
+    ("record", "probability_medium"): (0.0, 1.0),
+    ("record", "probability_high"): (0.0, 1.0),
+    ("record", "max_false_positive_rate"): (0.0, 1.0),
+    ("rules", "min_leaf_records"): (1, 10_000),
+    ("rules", "svc_gamma_high"): (0.0, 1e6),
+    ("rules", "max_params_per_record"): (0.0, 1e6),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated risk policy. ``sha256`` identifies the exact text it came from."""
+
+    name: str
+    version: str
+    sha256: str
+    sections: dict[str, dict[str, Any]] = field(repr=False)
+
+    def __getitem__(self, key: tuple[str, str]) -> Any:
+        section, name = key
+        return self.sections[section][name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256,
+                "thresholds": self.sections}
+
+
+def default_policy_text() -> str:
+    return resources.files("attacks").joinpath("policy_default.toml").read_text()
+
+
+def load_policy(text: str | None = None) -> Policy:
+    """Parse and validate a policy; None gives the documented default."""
+    text = default_policy_text() if text is None else text
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"The policy file is not valid TOML: {exc}.") from None
+    sections = {name: dict(data.get(name, {})) for name in ("audit", "attacks", "record", "rules")}
+    sections["attacks"].setdefault("require_significant_auc", True)
+    for (section, name), (low, high) in BOUNDS.items():
+        _check(sections, section, name, low, high)
+    for section, pair in (("attacks", "auc"), ("attacks", "tpr_ratio"), ("record", "probability")):
+        if sections[section][f"{pair}_medium"] > sections[section][f"{pair}_high"]:
+            raise PolicyError(f"In [{section}], {pair}_medium must not exceed {pair}_high.")
+    return Policy(name=str(data.get("name", "unnamed")), version=str(data.get("version", "")),
+                  sha256=hashlib.sha256(text.encode()).hexdigest(), sections=sections)
+
+
+def _check(sections, section, name, low, high):
+    value = sections[section].get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PolicyError(f"The policy needs a number for {name} in [{section}].")
+    if not low <= value <= high:
+        raise PolicyError(f"{name} in [{section}] must lie between {low} and {high}.")
