@@ -36,8 +36,9 @@ class MembershipAttack(BaseEstimator):
     #: Name used in reports.
     name = "attack"
 
-    def _finish(self, membership, scores, probabilities=None, extra_probabilities=(),
-                extra_scores=()):
+    def _finish(
+        self, membership, scores, probabilities=None, extra_probabilities=(), extra_scores=()
+    ):
         """Store results; with ``probabilities`` None, calibrate them from the scores."""
         self.membership_ = np.asarray(membership, dtype=int)
         self.scores_ = np.asarray(scores, dtype=float)

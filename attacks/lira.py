@@ -52,8 +52,15 @@ class LiRAAttack(MembershipAttack):
 
     name = "lira"
 
-    def __init__(self, n_shadow_models=16, *, online=True, fix_variance="auto",
-                 random_state=None, n_jobs=None):
+    def __init__(
+        self,
+        n_shadow_models=16,
+        *,
+        online=True,
+        fix_variance="auto",
+        random_state=None,
+        n_jobs=None,
+    ):
         self.n_shadow_models = n_shadow_models
         self.online = online
         self.fix_variance = fix_variance
@@ -74,9 +81,14 @@ class LiRAAttack(MembershipAttack):
             average IN-OUT shift.
         """
         if pool is None:
-            pool = shadow_pool_fit(target, n_shadow_models=self.n_shadow_models,
-                                   random_state=self.random_state, n_jobs=self.n_jobs,
-                                   X_extra=X_extra, y_extra=y_extra)
+            pool = shadow_pool_fit(
+                target,
+                n_shadow_models=self.n_shadow_models,
+                random_state=self.random_state,
+                n_jobs=self.n_jobs,
+                X_extra=X_extra,
+                y_extra=y_extra,
+            )
         if pool.n_shadow_models < 2:
             raise AttackError("LiRA needs at least 2 shadow models.")
         X, y, membership = target.pool()
@@ -86,8 +98,15 @@ class LiRAAttack(MembershipAttack):
         out_mu, out_sd = _gaussians(shadow, ~pool.in_mask, global_var)
         in_mu, in_sd = _gaussians(shadow, pool.in_mask, global_var)
         scores = self._score(observed, in_mu, in_sd, out_mu, out_sd)
-        extra = self._score_extra(target, pool, X_extra, y_extra,
-                                  shift=float(np.mean(in_mu - out_mu)), in_sd=in_sd, out_sd=out_sd)
+        extra = self._score_extra(
+            target,
+            pool,
+            X_extra,
+            y_extra,
+            shift=float(np.mean(in_mu - out_mu)),
+            in_sd=in_sd,
+            out_sd=out_sd,
+        )
         self.n_shadow_models_ = pool.n_shadow_models
         return self._finish(membership, scores, extra_scores=extra)
 
@@ -132,5 +151,3 @@ def _global_sd(values: np.ndarray, mask: np.ndarray) -> float:
     squares = np.where(mask, (values - mu) ** 2, 0.0).sum()
     dof = max(int((count - 1).clip(min=0).sum()), 1)
     return max(float(np.sqrt(squares / dof)), MIN_STD)
-
-

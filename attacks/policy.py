@@ -18,6 +18,7 @@ BOUNDS = {
     ("attacks", "auc_high"): (0.5, 1.0),
     ("attacks", "tpr_ratio_medium"): (1.0, 1000.0),
     ("attacks", "tpr_ratio_high"): (1.0, 1000.0),
+    ("attacks", "min_false_positives"): (1, 1_000_000),
     ("record", "probability_medium"): (0.0, 1.0),
     ("record", "probability_high"): (0.0, 1.0),
     ("record", "max_false_positive_rate"): (0.0, 1.0),
@@ -41,8 +42,12 @@ class Policy:
         return self.sections[section][name]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256,
-                "thresholds": self.sections}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "thresholds": self.sections,
+        }
 
 
 def default_policy_text() -> str:
@@ -63,8 +68,12 @@ def load_policy(text: str | None = None) -> Policy:
     for section, pair in (("attacks", "auc"), ("attacks", "tpr_ratio"), ("record", "probability")):
         if sections[section][f"{pair}_medium"] > sections[section][f"{pair}_high"]:
             raise PolicyError(f"In [{section}], {pair}_medium must not exceed {pair}_high.")
-    return Policy(name=str(data.get("name", "unnamed")), version=str(data.get("version", "")),
-                  sha256=hashlib.sha256(text.encode()).hexdigest(), sections=sections)
+    return Policy(
+        name=str(data.get("name", "unnamed")),
+        version=str(data.get("version", "")),
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        sections=sections,
+    )
 
 
 def _check(sections, section, name, low, high):

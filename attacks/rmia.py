@@ -47,8 +47,16 @@ class RMIAAttack(MembershipAttack):
 
     name = "rmia"
 
-    def __init__(self, n_reference_models=4, *, online=True, offline_a=0.3, gamma=2.0,
-                 random_state=None, n_jobs=None):
+    def __init__(
+        self,
+        n_reference_models=4,
+        *,
+        online=True,
+        offline_a=0.3,
+        gamma=2.0,
+        random_state=None,
+        n_jobs=None,
+    ):
         self.n_reference_models = n_reference_models
         self.online = online
         self.offline_a = offline_a
@@ -59,12 +67,18 @@ class RMIAAttack(MembershipAttack):
     def fit(self, target: Target, pool: ShadowPool | None = None, X_extra=None, y_extra=None):
         """Train reference models (unless ``pool`` is given) and score every record."""
         if pool is None:
-            pool = shadow_pool_fit(target, n_shadow_models=self.n_reference_models,
-                                   random_state=self.random_state, n_jobs=self.n_jobs,
-                                   X_extra=X_extra, y_extra=y_extra)
+            pool = shadow_pool_fit(
+                target,
+                n_shadow_models=self.n_reference_models,
+                random_state=self.random_state,
+                n_jobs=self.n_jobs,
+                X_extra=X_extra,
+                y_extra=y_extra,
+            )
         X, y, membership = target.pool()
-        log_ratio = self._log_ratio(true_class_proba(target.model, X, y),
-                                    pool.confidences, pool.in_mask)
+        log_ratio = self._log_ratio(
+            true_class_proba(target.model, X, y), pool.confidences, pool.in_mask
+        )
         population = np.sort(log_ratio[membership == 0])
         self.rmia_scores_ = self._beaten_fraction(log_ratio, population)
         extra = np.empty(0)

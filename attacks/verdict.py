@@ -93,8 +93,9 @@ def _auc_reason(attack, source, policy) -> Reason | None:
 
 def _tpr_reason(attack, source, policy) -> Reason | None:
     worst = None
+    n_non_members = 1 / attack["min_resolvable_fpr"]
     for key, tpr in attack["tpr_at_fpr"].items():
-        if tpr is None:
+        if tpr is None or float(key) * n_non_members < policy["attacks", "min_false_positives"]:
             continue
         ratio = tpr / float(key)
         risk = _level(

@@ -1,0 +1,151 @@
+"""End-to-end audits: the cases the issue names, and the report contract."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attacks.audit import AuditConfig, Record, audit_run
+from attacks.datasets import FAMOUS_PATIENT
+from attacks.exceptions import AuditError
+from attacks.policy import load_policy
+from attacks.report import report_dumps
+
+POLICY = load_policy()
+FAST = AuditConfig(n_shadow_models=8, n_jobs=2, sweep=False, label="y")
+
+
+def _best_auc(report):
+    return max(a["auc"] for a in report["attacks"] if not a["error"])
+
+
+def test_overfit_nearest_neighbour_is_found_leaky(overfit_knn):
+    report = audit_run(overfit_knn, config=FAST, policy=POLICY)
+    assert _best_auc(report) > 0.8
+    assert report["verdict"]["risk"] == "high"
+
+
+def test_regularised_logistic_regression_on_large_data_is_found_safe(safe_logreg):
+    report = audit_run(safe_logreg, config=FAST, policy=POLICY)
+    assert _best_auc(report) < 0.56
+    assert report["verdict"]["risk"] == "low"
+    assert report["rules"] == []
+
+
+@pytest.fixture(scope="module")
+def famous_reports(famous_leaky, famous_mitigated):
+    config = AuditConfig(n_shadow_models=16, n_jobs=2, label="response", sweep=False)
+    record = Record(X=pd.DataFrame([FAMOUS_PATIENT]))
+    return {
+        gamma: audit_run(target, config=config, policy=POLICY, record=record)
+        for gamma, target in ((3, famous_leaky), (0.1, famous_mitigated))
+    }
+
+
+def _record_value(report, attack):
+    return next(a for a in report["record"]["attacks"] if a["name"] == attack)
+
+
+def test_famous_patient_is_judged_a_member_at_gamma_3(famous_reports):
+    report = famous_reports[3]
+    assert report["record"]["membership_probability"] >= 0.7
+    assert _record_value(report, "shadow")["membership_probability"] >= 0.7
+    assert report["record"]["pool_row"] == {"set": "train", "index": 199}
+    assert report["verdict"]["risk"] == "high"
+
+
+def test_gamma_0_1_looks_safe_to_the_example_but_not_to_stronger_attacks(famous_reports):
+    report = famous_reports[0.1]
+    assert 0.35 <= _record_value(report, "shadow")["membership_probability"] <= 0.65
+    lira = _record_value(report, "lira")
+    assert lira["false_positive_rate"] <= 0.1  # LiRA still singles the patient out
+    assert report["record"]["attack"] != "shadow"
+    lira_auc = next(a["auc"] for a in report["attacks"] if a["name"] == "lira")
+    assert lira_auc > 0.6
+    sources = {r["source"] for r in report["verdict"]["reasons"]}
+    assert "rule:embeds_training_rows" in sources  # an SVC stores training rows verbatim
+
+
+def test_report_keeps_its_contract(famous_reports):
+    report = json.loads(report_dumps(famous_reports[3]))
+    assert report["schema_version"] == "1.0"
+    assert report["verdict"]["risk"] in {"low", "medium", "high"}
+    assert all({"risk", "source", "text"} <= set(r) for r in report["verdict"]["reasons"])
+    for attack in report["attacks"]:
+        assert {"name", "auc", "auc_ci", "tpr_at_fpr"} <= set(attack)
+        assert set(attack["tpr_at_fpr"]) == {"0.001", "0.01", "0.1"}
+        assert attack["tpr_at_fpr"]["0.001"] is None  # 200 non-members cannot resolve 0.1%
+        low, high = attack["auc_ci"]
+        assert low <= attack["auc"] <= high
+    assert all({"rule", "risk"} <= set(f) for f in report["rules"])
+    assert report["policy"]["sha256"] == POLICY.sha256
+    assert report["reproducibility"]["seed"] == 0
+
+
+def test_reports_name_records_by_index_and_hash_only(famous_reports, famous_leaky):
+    text = report_dumps(famous_reports[3])
+    assert report_dumps(famous_reports[3]).count('"values"') == 0
+    exposed = famous_reports[3]["most_exposed"][0]
+    assert exposed["hash"] == famous_leaky.record_hash(famous_leaky.X_train, exposed["index"])
+    assert '"age": 62' not in text
+
+
+def test_raw_values_only_when_asked(famous_leaky):
+    config = AuditConfig(
+        n_shadow_models=4, n_jobs=2, attacks=("lira",), sweep=False, include_raw_values=True
+    )
+    report = audit_run(famous_leaky, config=config, policy=POLICY)
+    assert report["raw_values_included"] is True
+    assert set(report["most_exposed"][0]["values"]) == set(FAMOUS_PATIENT)
+
+
+def test_same_seed_same_report_whatever_the_attack_order(famous_mitigated):
+    def run(attacks):
+        config = AuditConfig(n_shadow_models=4, n_jobs=2, attacks=attacks, sweep=False)
+        report = audit_run(famous_mitigated, config=config, policy=POLICY)
+        return {a["name"]: (a["auc"], a["tpr_at_fpr"]) for a in report["attacks"]}
+
+    assert run(("lira", "rmia", "shadow")) == run(("shadow", "rmia", "lira"))
+
+
+def test_one_failing_attack_does_not_stop_the_others(famous_leaky):
+    policy_text = None  # default policy
+    config = AuditConfig(
+        n_shadow_models=1, n_jobs=2, attacks=("lira", "rmia", "shadow"), sweep=False
+    )
+    report = audit_run(famous_leaky, config=config, policy=load_policy(policy_text))
+    by_name = {a["name"]: a for a in report["attacks"]}
+    assert by_name["lira"]["error"] == "LiRA needs at least 2 shadow models."
+    assert by_name["lira"]["auc"] is None
+    assert by_name["rmia"]["error"] is None and by_name["shadow"]["error"] is None
+    assert any(r["source"] == "attack:lira" for r in report["verdict"]["reasons"])
+
+
+def test_a_record_outside_the_data_is_scored_too(famous_leaky):
+    stranger = {**FAMOUS_PATIENT, "age": 21, "bmi_group": 1}
+    config = AuditConfig(n_shadow_models=4, n_jobs=2, sweep=False)
+    report = audit_run(
+        famous_leaky,
+        config=config,
+        policy=POLICY,
+        record=Record(X=pd.DataFrame([stranger]), y=np.array([1])),
+    )
+    assert report["record"]["pool_row"] is None
+    assert report["record"]["label_source"] == "given"
+    assert all(0 <= a["membership_probability"] <= 1 for a in report["record"]["attacks"])
+
+
+def test_unknown_attack_is_refused(famous_leaky):
+    with pytest.raises(AuditError, match="Unknown attack"):
+        audit_run(famous_leaky, config=AuditConfig(attacks=("nope",)), policy=POLICY)
+
+
+def test_sweep_is_in_the_report(famous_leaky):
+    config = AuditConfig(
+        n_shadow_models=4, n_jobs=2, attacks=("lira",), sweep=True, n_sweep_shadow_models=4
+    )
+    sweep = audit_run(famous_leaky, config=config, policy=POLICY)["sweep"]
+    assert sweep["original"]["is_original"] is True
+    assert {p["param"] for p in sweep["points"]} == {"gamma", "C"}
+    assert sweep["recommendation"]["value"] != 3.0

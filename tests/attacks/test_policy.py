@@ -1,0 +1,35 @@
+import pytest
+
+from attacks.exceptions import PolicyError
+from attacks.policy import default_policy_text, load_policy
+
+
+def test_default_policy_is_valid_and_identified():
+    policy = load_policy()
+    assert policy.name == "tre-audit default"
+    assert len(policy.sha256) == 64
+    assert policy["attacks", "auc_medium"] < policy["attacks", "auc_high"]
+    assert policy.to_dict()["thresholds"]["rules"]["min_leaf_records"] == 5
+
+
+def test_a_changed_threshold_changes_the_identity():
+    text = default_policy_text().replace("auc_high = 0.8", "auc_high = 0.75")
+    changed = load_policy(text)
+    assert changed["attacks", "auc_high"] == 0.75
+    assert changed.sha256 != load_policy().sha256
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("auc_high = 0.8", "auc_high = 1.8", "between"),
+        ("auc_high = 0.8", 'auc_high = "high"', "needs a number"),
+        ("auc_medium = 0.6", "auc_medium = 0.9", "must not exceed"),
+        ("n_shadow_models = 16", "n_shadow_models = 1", "between"),
+        ("[attacks]", "[attacks", "not valid TOML"),
+    ],
+)
+def test_bad_policies_are_refused_in_one_sentence(old, new, message):
+    with pytest.raises(PolicyError, match=message) as info:
+        load_policy(default_policy_text().replace(old, new))
+    assert "\n" not in str(info.value)
