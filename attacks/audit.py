@@ -119,29 +119,19 @@ def audit_run(
 
 
 def _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress):
-    fitted, results, pool = {}, [], None
+    """Run each attack in isolation: a failure is reported and the others go on."""
+    fitted, results = {}, []
+    pool = _LazyPool(target, config, n_shadows, rec_X, rec_y)
     for i, name in enumerate(config.attacks):
         title, factory, uses_pool = ATTACKS[name]
         progress(name, 0.05 + 0.65 * i / len(config.attacks))
         started = time.perf_counter()
         try:
-            if uses_pool and pool is None:
-                pool = shadow_pool_fit(
-                    target,
-                    n_shadow_models=n_shadows,
-                    n_jobs=config.n_jobs,
-                    random_state=_seed(config.random_state, "pool"),
-                    X_extra=rec_X,
-                    y_extra=rec_y,
-                )
             attack = factory(config, _seed(config.random_state, name))
-            attack.fit(target, pool=pool if uses_pool else None, X_extra=rec_X, y_extra=rec_y)
-        except (AuditError, ValueError, MemoryError) as exc:
-            results.append(
-                report.failed_attack_dict(
-                    name, title, _sentence(exc), time.perf_counter() - started
-                )
-            )
+            attack.fit(target, pool=pool.get() if uses_pool else None, X_extra=rec_X, y_extra=rec_y)
+        except Exception as exc:  # noqa: BLE001 - isolation boundary: reported, never swallowed
+            seconds = time.perf_counter() - started
+            results.append(report.failed_attack_dict(name, title, _sentence(exc), seconds))
             continue
         fitted[name] = attack
         exposed = report.exposed_records(
@@ -158,6 +148,33 @@ def _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress):
             )
         )
     return fitted, results
+
+
+class _LazyPool:
+    """The shared shadow pool, trained on first use; a failure is kept, not retried."""
+
+    def __init__(self, target, config, n_shadows, rec_X, rec_y):
+        self.args = (target, config, n_shadows, rec_X, rec_y)
+        self.pool, self.error = None, None
+
+    def get(self):
+        if self.error is not None:
+            raise self.error
+        if self.pool is None:
+            target, config, n_shadows, rec_X, rec_y = self.args
+            try:
+                self.pool = shadow_pool_fit(
+                    target,
+                    n_shadow_models=n_shadows,
+                    n_jobs=config.n_jobs,
+                    X_extra=rec_X,
+                    y_extra=rec_y,
+                    random_state=_seed(config.random_state, "pool"),
+                )
+            except Exception as exc:  # noqa: BLE001 - re-raised to every attack that needs it
+                self.error = exc
+                raise
+        return self.pool
 
 
 def _details(attack) -> dict:
@@ -292,7 +309,10 @@ def _seed(random_state: int, name: str) -> int:
 
 
 def _sentence(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """One sentence for the report: our own errors as they are, others by type."""
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    if not isinstance(exc, AuditError):
+        text = f"it failed with {type(exc).__name__}" + (f": {text}" if text else "")
     return text if text.endswith(".") else text + "."
 
 
@@ -350,16 +370,28 @@ def audit_uploads(
         )
         if u is not None
     ]
-    row = None
-    if record is not None:
-        from attacks.intake import load_record
-
-        X, y = load_record(record.data, feature_names=target.feature_names, label=label)
-        row = Record(X=X, y=y)
+    row = None if record is None else _record(target, record, label)
     config = dataclasses.replace(
         config, label=label, inputs=tuple(inputs), data_description=_description(description)
     )
     return audit_run(target, config=config, policy=policy, record=row, progress=progress)
+
+
+def _record(target: Target, upload: Upload, label: str) -> Record:
+    """The queried record, validated against the target's features and classes."""
+    from sklearn.pipeline import Pipeline
+
+    from attacks.intake import coerce_labels, load_record
+
+    X, y = load_record(
+        upload.data,
+        feature_names=target.feature_names,
+        label=label,
+        allow_text=isinstance(target.model, Pipeline),
+    )
+    if y is not None:
+        y = coerce_labels(y, classes=target.model.classes_, where="record")
+    return Record(X=X, y=y)
 
 
 def _description(upload: Upload | None) -> dict | None:

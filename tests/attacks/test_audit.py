@@ -149,3 +149,24 @@ def test_sweep_is_in_the_report(famous_leaky):
     assert sweep["original"]["is_original"] is True
     assert {p["param"] for p in sweep["points"]} == {"gamma", "C"}
     assert sweep["recommendation"]["value"] != 3.0
+
+
+def test_an_unexpected_error_in_shadow_training_is_isolated(famous_leaky, monkeypatch):
+    import attacks.audit as audit_module
+
+    calls = []
+
+    def broken_pool(*args, **kwargs):
+        calls.append(1)
+        raise TypeError("shadow exploded")
+
+    monkeypatch.setattr(audit_module, "shadow_pool_fit", broken_pool)
+    config = AuditConfig(
+        n_shadow_models=4, n_jobs=2, attacks=("lira", "rmia", "shadow"), sweep=False
+    )
+    report = audit_run(famous_leaky, config=config, policy=POLICY)
+    by_name = {a["name"]: a for a in report["attacks"]}
+    assert by_name["lira"]["error"] == "it failed with TypeError: shadow exploded."
+    assert by_name["rmia"]["error"] == by_name["lira"]["error"]
+    assert by_name["shadow"]["error"] is None
+    assert len(calls) == 1  # the failed pool is not retrained for each attack
