@@ -17,8 +17,14 @@ from scipy.stats import poisson
 
 LABEL = "response"
 FEATURES = ["diabetes", "asthma", "bmi_group", "blood_pressure", "smoker", "age"]
-FAMOUS_PATIENT = {"diabetes": 1, "asthma": 1, "bmi_group": 3, "blood_pressure": 2,
-                  "smoker": 1, "age": 62}
+FAMOUS_PATIENT = {
+    "diabetes": 1,
+    "asthma": 1,
+    "bmi_group": 3,
+    "blood_pressure": 2,
+    "smoker": 1,
+    "age": 62,
+}
 AGES = list(range(20, 90))
 
 #: Per column and class: (values, weights). Label 1 responds to the drug.
@@ -26,8 +32,10 @@ RECIPE = {
     "diabetes": {1: ([1, 0], [0.7, 0.3]), 0: ([1, 0], [0.2, 0.8])},
     "asthma": {1: ([1, 0], [0.7, 0.3]), 0: ([1, 0], [0.5, 0.5])},
     "bmi_group": {1: ([1, 2, 3, 4], [0.5, 5, 7, 5]), 0: ([1, 2, 3, 4], [1, 7, 4, 1])},
-    "blood_pressure": {1: (list(range(6)), [0.5, 1, 5, 6, 1, 0.5]),
-                       0: (list(range(6)), [0.5, 5, 5, 1, 1, 0.5])},
+    "blood_pressure": {
+        1: (list(range(6)), [0.5, 1, 5, 6, 1, 0.5]),
+        0: (list(range(6)), [0.5, 5, 5, 1, 1, 0.5]),
+    },
     "smoker": {1: ([1, 0], [0.8, 0.2]), 0: ([1, 0], [0.2, 0.8])},
     "age": {1: (AGES, poisson.pmf(AGES, 72).tolist()), 0: (AGES, poisson.pmf(AGES, 55).tolist())},
 }
@@ -52,16 +60,25 @@ def famous_patient_model(train: pd.DataFrame, gamma: float = 3.0):
 
 def famous_patient_description(n_per_class: int = 100) -> dict:
     """The recipe as a data description, for a freshly generated shadow cohort."""
-    return {"label": LABEL, "classes": {
-        str(label): {"n": n_per_class, "columns": {
-            col: {"values": RECIPE[col][label][0], "weights": RECIPE[col][label][1]}
-            for col in FEATURES}}
-        for label in (1, 0)}}
+    return {
+        "label": LABEL,
+        "classes": {
+            str(label): {
+                "n": n_per_class,
+                "columns": {
+                    col: {"values": RECIPE[col][label][0], "weights": RECIPE[col][label][1]}
+                    for col in FEATURES
+                },
+            }
+            for label in (1, 0)
+        },
+    }
 
 
 def _cohort(n_responders: int, n_non_responders: int) -> pd.DataFrame:
-    columns = {col: _draw(col, 1, n_responders) + _draw(col, 0, n_non_responders)
-               for col in FEATURES}
+    columns = {
+        col: _draw(col, 1, n_responders) + _draw(col, 0, n_non_responders) for col in FEATURES
+    }
     columns[LABEL] = [1] * n_responders + [0] * n_non_responders
     return pd.DataFrame(columns)
 
@@ -99,9 +116,16 @@ def write_famous_patient_example(directory, *, gamma: float = 3.0) -> dict[str, 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     train, test = famous_patient_data()
-    paths = {role: directory / name for role, name in (
-        ("model", "model.skops"), ("train", "train.csv"), ("test", "test.csv"),
-        ("record", "famous_patient.json"), ("description", "description.json"))}
+    paths = {
+        role: directory / name
+        for role, name in (
+            ("model", "model.skops"),
+            ("train", "train.csv"),
+            ("test", "test.csv"),
+            ("record", "famous_patient.json"),
+            ("description", "description.json"),
+        )
+    }
     skops.io.dump(famous_patient_model(train, gamma), paths["model"])
     train.to_csv(paths["train"], index=False)
     test.to_csv(paths["test"], index=False)

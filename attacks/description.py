@@ -45,8 +45,9 @@ def sample_cohort(description: dict[str, Any], *, classes, random_state=None):
         if key not in by_name:
             raise IntakeError(f"The data description names class {key!r}, which the model lacks.")
         n = int(spec.get("n", 0))
-        frames.append(pd.DataFrame({col: _draw(col, dist, n, rng)
-                                    for col, dist in spec["columns"].items()}))
+        frames.append(
+            pd.DataFrame({col: _draw(col, dist, n, rng) for col, dist in spec["columns"].items()})
+        )
         labels.append(np.full(n, by_name[key]))
     return pd.concat(frames, ignore_index=True), np.concatenate(labels)
 
@@ -64,8 +65,10 @@ def _classes(description):
 def _draw(column: str, dist: dict, n: int, rng) -> np.ndarray:
     values, weights = dist.get("values"), dist.get("weights")
     if not values or weights is None or len(values) != len(weights):
-        raise IntakeError(f"Column {column!r} of the data description needs matching "
-                          "'values' and 'weights' lists.")
+        raise IntakeError(
+            f"Column {column!r} of the data description needs matching "
+            "'values' and 'weights' lists."
+        )
     p = np.asarray(weights, dtype=float)
     if (p < 0).any() or p.sum() <= 0:
         raise IntakeError(f"Column {column!r} of the data description has invalid weights.")

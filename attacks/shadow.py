@@ -64,8 +64,7 @@ class ShadowModelAttack(MembershipAttack):
     def _cohort(self, target, rng):
         if self.data_description is None:
             return target.X_test.reset_index(drop=True), np.asarray(target.y_test)
-        X, y = sample_cohort(self.data_description, classes=target.model.classes_,
-                             random_state=rng)
+        X, y = sample_cohort(self.data_description, classes=target.model.classes_, random_state=rng)
         return X[target.feature_names], y
 
     def _membership_proba(self, model, X):

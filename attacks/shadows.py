@@ -109,6 +109,7 @@ def reseeded_clone(model: BaseEstimator, seed: int) -> BaseEstimator:
     shadow = clone(model)
     params = shadow.get_params(deep=True)
     updates = {k: seed for k in params if k.split("__")[-1] == "random_state"}
-    updates.update({k: 1 for k, v in params.items()
-                    if k.split("__")[-1] == "n_jobs" and v not in (None, 1)})
+    updates.update(
+        {k: 1 for k, v in params.items() if k.split("__")[-1] == "n_jobs" and v not in (None, 1)}
+    )
     return shadow.set_params(**updates)

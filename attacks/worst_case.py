@@ -64,23 +64,31 @@ class WorstCaseAttack(MembershipAttack):
         X, y, membership = target.pool()
         features = output_features(target.model, X, y)
         scores = self._out_of_fold(features, membership, rng.randint(2**31 - 1))
-        self.baseline_aucs_ = np.array([
-            auc_with_ci(shuffled, self._out_of_fold(features, shuffled, rng.randint(2**31 - 1)))[0]
-            for shuffled in (rng.permutation(membership) for _ in range(self.n_baselines))
-        ])
+        self.baseline_aucs_ = self._baseline_aucs(features, membership, rng)
         extra = self._score_extra(target, features, membership, X_extra, y_extra, rng)
         self._finish(membership, scores, scores, extra)
         self.p_value_ = _p_value(self.metrics_.auc, self.baseline_aucs_)
         return self
 
+    def _baseline_aucs(self, features, membership, rng) -> np.ndarray:
+        """AUCs of the same attack on shuffled membership: what no signal looks like."""
+        aucs = []
+        for _ in range(self.n_baselines):
+            shuffled = rng.permutation(membership)
+            scores = self._out_of_fold(features, shuffled, rng.randint(2**31 - 1))
+            aucs.append(auc_with_ci(shuffled, scores)[0])
+        return np.array(aucs)
+
     def _model(self, seed):
-        return RandomForestClassifier(n_estimators=ATTACK_TREES, min_samples_leaf=5,
-                                      random_state=seed, n_jobs=self.n_jobs)
+        return RandomForestClassifier(
+            n_estimators=ATTACK_TREES, min_samples_leaf=5, random_state=seed, n_jobs=self.n_jobs
+        )
 
     def _out_of_fold(self, features, labels, seed):
         folds = StratifiedKFold(self.n_splits, shuffle=True, random_state=seed)
-        return cross_val_predict(self._model(seed), features, labels, cv=folds,
-                                 method="predict_proba")[:, 1]
+        return cross_val_predict(
+            self._model(seed), features, labels, cv=folds, method="predict_proba"
+        )[:, 1]
 
     def _score_extra(self, target, features, membership, X_extra, y_extra, rng):
         if X_extra is None or len(X_extra) == 0:

@@ -44,8 +44,13 @@ def test_lira_works_on_a_pipeline(famous_data):
     features = [c for c in train.columns if c != "response"]
     model = make_pipeline(StandardScaler(), SVC(gamma=3, probability=True, random_state=0))
     model.fit(train[features], train["response"])
-    target = Target(model, train[features], train["response"].to_numpy(), test[features],
-                    test["response"].to_numpy())
+    target = Target(
+        model,
+        train[features],
+        train["response"].to_numpy(),
+        test[features],
+        test["response"].to_numpy(),
+    )
     attack = LiRAAttack(n_shadow_models=4, random_state=0, n_jobs=2).fit(target)
     assert attack.metrics_.auc > 0.8
 

@@ -58,11 +58,14 @@ def test_roc_points_are_thinned_and_monotone():
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
 
 
-@pytest.mark.parametrize("membership, scores", [
-    ([1, 1, 1], [0.1, 0.2, 0.3]),
-    ([1, 0], [0.1, np.nan]),
-    ([1, 0, 1], [0.1, 0.2]),
-])
+@pytest.mark.parametrize(
+    "membership, scores",
+    [
+        ([1, 1, 1], [0.1, 0.2, 0.3]),
+        ([1, 0], [0.1, np.nan]),
+        ([1, 0, 1], [0.1, 0.2]),
+    ],
+)
 def test_bad_input_is_refused(membership, scores):
     with pytest.raises(ValueError):
         metrics.attack_metrics(np.array(membership), np.array(scores))
