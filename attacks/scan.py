@@ -54,7 +54,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from attacks.exceptions import AttackError, PolicyError
 from attacks.lira import LiRAAttack
-from attacks.shadows import reseeded_clone
+from attacks.shadows import fit_quietly, reseeded_clone
 from attacks.target import Target
 
 # --------------------------------------------------------------------------
@@ -636,7 +636,7 @@ class HyperparameterScan(BaseEstimator):
             return
         try:
             model = reseeded_clone(target.model, model_seed).set_params(**{name: value})
-            model.fit(target.X_train, target.y_train)
+            fit_quietly(model, target.X_train, target.y_train)
             point = self._measure(replace(target, model=model), name, value, lira_seed)
         except (AttackError, ValueError) as exc:
             self.skipped_.append({"param": name, "value": _plain(value), "reason": str(exc)})

@@ -9,7 +9,7 @@ from sklearn.utils import check_random_state
 from attacks.base import MembershipAttack
 from attacks.description import sample_cohort
 from attacks.exceptions import AttackError
-from attacks.shadows import reseeded_clone
+from attacks.shadows import fit_quietly, reseeded_clone
 from attacks.target import Target
 
 
@@ -51,7 +51,7 @@ class ShadowModelAttack(MembershipAttack):
         if inside.sum() < 2 or (~inside).sum() < 2:
             raise AttackError("The shadow cohort is too small to split into members and others.")
         shadow = reseeded_clone(target.model, int(rng.randint(2**31 - 1)))
-        shadow.fit(X_cohort[inside], y_cohort[inside])
+        fit_quietly(shadow, X_cohort[inside], y_cohort[inside])
         conf = _max_confidence(shadow, X_cohort)
         self.shadow_member_confidence_ = float(conf[inside].mean())
         self.shadow_non_member_confidence_ = float(conf[~inside].mean())

@@ -91,12 +91,20 @@ def shadow_pool_fit(
 
 
 def _fit_one(model, X, y, mask, seed, X_extra, y_extra):
-    shadow = reseeded_clone(model, seed)
-    with warnings.catch_warnings():  # the target's own fit already showed them, once
-        warnings.simplefilter("ignore")
-        shadow.fit(X.iloc[np.flatnonzero(mask)], y[mask])
+    shadow = fit_quietly(reseeded_clone(model, seed), X.iloc[np.flatnonzero(mask)], y[mask])
     extra = true_class_proba(shadow, X_extra, y_extra) if len(y_extra) else np.empty(0)
     return true_class_proba(shadow, X, y), extra
+
+
+def fit_quietly(model: BaseEstimator, X, y) -> BaseEstimator:
+    """Fit a copy of the researcher's configuration without repeating its warnings.
+
+    The researcher saw them when fitting the target; shadows and sweep points
+    would print them again dozens of times.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(X, y)
 
 
 def reseeded_clone(model: BaseEstimator, seed: int) -> BaseEstimator:

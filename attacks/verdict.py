@@ -23,6 +23,7 @@ class Reason:
     source: str
     text: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,13 @@ def verdict_decide(
     """Judge attack results (report dicts), rule findings and a queried record."""
     reasons = [r for a in attacks for r in attack_reasons(a, policy)]
     reasons += [
-        Reason(f["risk"], f"rule:{f['rule']}", f["reason"], f.get("evidence", {}))
+        Reason(
+            f["risk"],
+            f"rule:{f['rule']}",
+            f["reason"],
+            f.get("evidence", {}),
+            f.get("title", f["rule"]),
+        )
         for f in rules
         if f["risk"] != "low"
     ]
@@ -69,6 +76,7 @@ def attack_reasons(attack: dict, policy: Policy) -> list[Reason]:
                 f"{attack['title']} could not run: {attack['error']} "
                 "The audit is incomplete without it.",
                 {"error": attack["error"]},
+                attack["title"],
             )
         ]
     return [
@@ -88,7 +96,7 @@ def _auc_reason(attack, source, policy) -> Reason | None:
         f"{attack['title']} tells members from non-members with AUC {auc:.3f} "
         f"(95% CI {low:.3f} to {high:.3f}; 0.5 is guessing)."
     )
-    return Reason(risk, source, text, {"auc": auc, "auc_ci": [low, high]})
+    return Reason(risk, source, text, {"auc": auc, "auc_ci": [low, high]}, attack["title"])
 
 
 def _tpr_reason(attack, source, policy) -> Reason | None:
@@ -110,7 +118,8 @@ def _tpr_reason(attack, source, policy) -> Reason | None:
         f"{attack['title']} identifies {tpr:.1%} of members while wrongly accusing "
         f"only {fpr:.1%} of non-members ({ratio:.1f} times chance)."
     )
-    return Reason(risk, source, text, {"fpr": fpr, "tpr": tpr, "times_chance": ratio})
+    evidence = {"fpr": fpr, "tpr": tpr, "times_chance": ratio}
+    return Reason(risk, source, text, evidence, f"{attack['title']} at low FPR")
 
 
 def record_reasons(record: dict, policy: Policy) -> list[Reason]:
@@ -130,6 +139,7 @@ def record_reasons(record: dict, policy: Policy) -> list[Reason]:
             "record",
             text,
             {"membership_probability": p, "attack": name, "false_positive_rate": fpr},
+            "The queried record",
         )
     ]
 
@@ -144,11 +154,11 @@ def _all_clear(attacks) -> Reason:
     text = "No attack or rule reached the policy's thresholds" + (
         f"; the strongest attack's AUC was {best:.3f}." if best is not None else "."
     )
-    return Reason("low", "audit", text, {"best_auc": best})
+    return Reason("low", "audit", text, {"best_auc": best}, "No finding")
 
 
 def _summary(risk: str, reasons: list[Reason]) -> str:
     if not reasons:
         return "Low risk: no attack or rule found evidence that the model gives away its members."
-    top = [r for r in reasons if r.risk == risk]
-    return f"{risk.capitalize()} risk: {len(top)} finding(s) at this level; first: {top[0].text}"
+    titles = list(dict.fromkeys(r.title or r.source for r in reasons if r.risk == risk))
+    return f"{risk.capitalize()} risk, from: {'; '.join(titles)}."

@@ -110,3 +110,15 @@ def test_an_exposed_record_is_a_reason():
     assert verdict.risk == "high" and verdict.reasons[0].source == "record"
     record["attacks"][0]["false_positive_rate"] = 0.4  # flagged, but so are many non-members
     assert verdict_decide(attacks=[], rules=[], record=record, policy=POLICY).risk == "low"
+
+
+def test_summary_names_every_finding_at_the_verdict_level():
+    rule = {"rule": "embeds_training_rows", "risk": "high", "title": "Rows inside", "reason": "r"}
+    verdict = verdict_decide(
+        attacks=[_attack("lira", 0.91, [0.88, 0.94]), _attack("rmia", 0.65, [0.6, 0.7])],
+        rules=[rule],
+        record=None,
+        policy=POLICY,
+    )
+    assert verdict.summary == "High risk, from: LIRA; Rows inside."
+    assert [r.title for r in verdict.reasons] == ["LIRA", "Rows inside", "RMIA"]

@@ -1,0 +1,164 @@
+"""The ``tre-audit`` command as a user runs it: a real process, real files."""
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "tre_audit.cli"]
+
+
+def run(*args, env_extra=None):
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("example")
+    result = run("example", "famous-patient", "--gamma", "3", "--out", directory)
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
+def audit_args(example, out, *extra):
+    return (
+        "audit",
+        "--model",
+        example / "model.skops",
+        "--train",
+        example / "train.csv",
+        "--test",
+        example / "test.csv",
+        "--label",
+        "response",
+        "--out",
+        out,
+        "--seed",
+        "1",
+        "--shadows",
+        "4",
+        "--jobs",
+        "2",
+        *extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def audited(example, tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit")
+    result = run(
+        *audit_args(example, out, "--record", example / "famous_patient.json"),
+        env_extra={"TRE_AUDIT_PROGRESS": "1"},
+    )
+    return result, out
+
+
+def test_audit_writes_json_and_pdf_and_exits_zero(audited):
+    result, out = audited
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"]["risk"] == "high"
+    assert report["record"]["pool_row"] == {"set": "train", "index": 199}
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+    assert "HIGH risk" in result.stdout
+    assert {i["role"] for i in report["inputs"]} == {"model", "train", "test", "record"}
+
+
+def test_audit_shows_a_progress_bar(audited):
+    result, _ = audited
+    assert "100%" in result.stderr and "sweep" in result.stderr
+
+
+def test_an_existing_report_is_never_silently_replaced(audited, example):
+    _, out = audited
+    before = (out / "report.json").read_bytes()
+    result = run(*audit_args(example, out, "--no-sweep"))
+    assert result.returncode == 2
+    assert "already holds a report" in result.stderr
+    assert (out / "report.json").read_bytes() == before
+
+
+def _one_line_error(result):
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tre-audit: error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_a_pickled_model_is_refused_with_the_conversion(example, tmp_path):
+    evil = tmp_path / "model.pkl"
+    evil.write_bytes(pickle.dumps({"not": "run"}))
+    args = list(audit_args(example, tmp_path / "out"))
+    args[args.index("--model") + 1] = evil
+    line = _one_line_error(run(*args))
+    assert "skops.io.dump" in line
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--label", "outcome", "outcome"),
+        ("--train", "missing.csv", "does not exist"),
+        ("--test", "model.skops", "CSV"),
+    ],
+)
+def test_bad_inputs_exit_2_in_one_line(example, tmp_path, flag, value, message):
+    args = list(audit_args(example, tmp_path / "out", "--no-sweep"))
+    args[args.index(flag) + 1] = value if flag == "--label" else example / value
+    assert message in _one_line_error(run(*args))
+
+
+def test_malformed_csv_is_refused(example, tmp_path):
+    bad = tmp_path / "train.csv"
+    bad.write_text(Path(example / "train.csv").read_text().replace("\n1,", "\nx,", 1))
+    args = list(audit_args(example, tmp_path / "out", "--no-sweep"))
+    args[args.index("--train") + 1] = bad
+    assert "numeric" in _one_line_error(run(*args))
+
+
+def test_bad_policy_and_attack_names_exit_2(example, tmp_path):
+    policy = tmp_path / "p.toml"
+    policy.write_text("[attacks\n")
+    assert "TOML" in _one_line_error(run(*audit_args(example, tmp_path / "a", "--policy", policy)))
+    assert "Unknown attack" in _one_line_error(
+        run(*audit_args(example, tmp_path / "b", "--attacks", "lira,magic"))
+    )
+
+
+def test_argument_errors_exit_2():
+    result = run("audit", "--model")
+    assert result.returncode == 2
+
+
+def test_scan_prints_rules_and_a_recommendation(example, tmp_path):
+    result = run(
+        "scan",
+        "--model",
+        example / "model.skops",
+        "--train",
+        example / "train.csv",
+        "--test",
+        example / "test.csv",
+        "--label",
+        "response",
+        "--shadows",
+        "4",
+        "--jobs",
+        "2",
+        "--out",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[HIGH  ]" in result.stdout and "gamma=3" in result.stdout
+    scan = json.loads((tmp_path / "scan.json").read_text())
+    assert scan["sweep"]["recommendation"]["param"] in {"gamma", "C"}

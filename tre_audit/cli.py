@@ -1,0 +1,273 @@
+"""The ``tre-audit`` command line: thin parsing around the attacks library.
+
+Exit status: 0 when the command did its job (an audit that ran, whatever its
+verdict), 2 on bad input, with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from attacks.exceptions import AuditError
+
+BAD_INPUT = 2
+
+
+class CommandError(Exception):
+    """A user error the CLI reports in one line and exits 2 for."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CommandError, AuditError) as exc:
+        print(f"tre-audit: error: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        print("tre-audit: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tre-audit", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    audit = commands.add_parser("audit", help="audit a model for membership inference risk")
+    _add_target_args(audit)
+    audit.add_argument(
+        "--out", required=True, type=Path, help="directory for report.json and report.pdf"
+    )
+    audit.add_argument(
+        "--record", type=Path, help="row.json: one record to ask about (feature -> value)"
+    )
+    audit.add_argument(
+        "--description", type=Path, help="per-column data description (JSON) for the shadow cohort"
+    )
+    audit.add_argument(
+        "--attacks", help="comma-separated subset of: shadow,lira,lira_offline,rmia,worst_case"
+    )
+    audit.add_argument("--no-sweep", action="store_true", help="skip the hyperparameter sweep")
+    audit.add_argument(
+        "--include-raw-values",
+        action="store_true",
+        help="show raw values of the most exposed records (checkers only)",
+    )
+    audit.add_argument("--force", action="store_true", help="replace an existing report in --out")
+    audit.set_defaults(handler=_audit)
+    example = commands.add_parser("example", help="write a teaching example's files to audit")
+    example.add_argument("name", choices=["famous-patient"])
+    example.add_argument(
+        "--gamma", type=float, default=3.0, help="SVC gamma (3 leaks; 0.1 is the mitigation)"
+    )
+    example.add_argument("--out", required=True, type=Path, help="directory for the files")
+    example.set_defaults(handler=_example)
+    scan = commands.add_parser("scan", help="hyperparameter risk scan only (rules and sweep)")
+    _add_target_args(scan)
+    scan.add_argument("--out", type=Path, help="also write scan.json here")
+    scan.set_defaults(handler=_scan)
+    return parser
+
+
+def _add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=Path, help="fitted scikit-learn model (.skops)")
+    p.add_argument("--train", required=True, type=Path, help="training set (.csv or .parquet)")
+    p.add_argument("--test", required=True, type=Path, help="held-out set (.csv or .parquet)")
+    p.add_argument("--label", required=True, help="name of the label column")
+    p.add_argument("--shadows", type=_positive, help="shadow models (default: the policy's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--jobs", type=_positive, help="processes for shadow models (default: all cores)"
+    )
+    p.add_argument("--policy", type=Path, help="risk policy (TOML); default: the built-in policy")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _audit(args) -> int:
+    from attacks.audit import AuditConfig, audit_uploads
+    from attacks.pdf import render_pdf
+    from attacks.report import report_dumps
+
+    _check_out_dir(args.out, force=args.force)
+    config = AuditConfig(
+        n_shadow_models=args.shadows,
+        random_state=args.seed,
+        n_jobs=args.jobs,
+        attacks=_attack_names(args.attacks),
+        sweep=not args.no_sweep,
+        include_raw_values=args.include_raw_values,
+    )
+    with _progress_bar(args.quiet) as progress:
+        report = audit_uploads(
+            **_uploads(args),
+            label=args.label,
+            policy=_policy(args.policy),
+            config=config,
+            record=_optional_upload(args.record),
+            description=_optional_upload(args.description),
+            progress=progress,
+        )
+    _write(args.out / "report.json", report_dumps(report).encode())
+    _write(args.out / "report.pdf", render_pdf(report))
+    print(f"{report['verdict']['risk'].upper()} risk. {report['verdict']['summary']}")
+    print(f"Wrote {args.out / 'report.json'} and {args.out / 'report.pdf'}")
+    return 0
+
+
+def _example(args) -> int:
+    from attacks.datasets import write_famous_patient_example
+
+    for role, path in write_famous_patient_example(args.out, gamma=args.gamma).items():
+        print(f"{role:12} {path}")
+    return 0
+
+
+def _scan(args) -> int:
+    from attacks.audit import sweep_dict, target_from_uploads
+    from attacks.scan import HyperparameterScan, check_rules
+
+    policy = _policy(args.policy)
+    target = target_from_uploads(**_uploads(args), label=args.label)
+    rules = check_rules(target, thresholds=policy.sections["rules"])
+    scan = HyperparameterScan(
+        n_shadow_models=args.shadows or 8, random_state=args.seed, n_jobs=args.jobs
+    ).fit(target)
+    result = {"rules": [dataclasses.asdict(r) for r in rules], "sweep": sweep_dict(scan)}
+    _print_scan(result)
+    if args.out is not None:
+        from attacks.report import json_safe, report_dumps
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        _write(args.out / "scan.json", report_dumps(json_safe(result)).encode())
+    return 0
+
+
+def _print_scan(result: dict) -> None:
+    for rule in result["rules"]:
+        print(f"[{rule['risk'].upper():6}] {rule['title']}: {rule['reason']}")
+    if not result["rules"]:
+        print("No structural findings.")
+    sweep = result["sweep"]
+    for p in sweep["points"]:
+        tpr = "n/a" if p["tpr_at_1pct_fpr"] is None else f"{p['tpr_at_1pct_fpr']:.3f}"
+        mark = " (current)" if p["is_original"] else ""
+        print(
+            f"  {p['param']}={p['value']!s:<8} AUC {p['auc']:.3f}  TPR@1%FPR {tpr:>5}  "
+            f"held-out accuracy {p['test_accuracy']:.3f}{mark}"
+        )
+    rec = sweep["recommendation"]
+    print(rec["text"] if rec else (sweep.get("note") or "No sweep applies to this model."))
+
+
+def _uploads(args) -> dict:
+    from attacks.audit import Upload
+
+    return {role: _read(getattr(args, role), Upload) for role in ("model", "train", "test")}
+
+
+def _optional_upload(path: Path | None):
+    from attacks.audit import Upload
+
+    return None if path is None else _read(path, Upload)
+
+
+def _read(path: Path, upload_class):
+    try:
+        return upload_class(name=path.name, data=path.read_bytes())
+    except FileNotFoundError:
+        raise CommandError(f"{path} does not exist.") from None
+    except IsADirectoryError:
+        raise CommandError(f"{path} is a directory, not a file.") from None
+    except PermissionError:
+        raise CommandError(f"{path} cannot be read (permission denied).") from None
+
+
+def _policy(path: Path | None):
+    from attacks.policy import load_policy
+
+    if path is None:
+        return load_policy()
+    try:
+        return load_policy(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        raise CommandError(f"The policy file {path} cannot be read.") from None
+
+
+def _attack_names(text: str | None) -> tuple[str, ...]:
+    from attacks.audit import ATTACKS, DEFAULT_ATTACKS
+
+    if not text:
+        return DEFAULT_ATTACKS
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in ATTACKS]
+    if unknown or not names:
+        raise CommandError(
+            f"Unknown attack {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(ATTACKS)}."
+        )
+    return names
+
+
+def _check_out_dir(out: Path, *, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"{out} exists and is not a directory.")
+    if (out / "report.json").exists() and not force:
+        raise CommandError(f"{out} already holds a report; choose another --out or pass --force.")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write atomically, so an interrupted run never leaves half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class _progress_bar:
+    """A tqdm bar driven by the audit's progress callback (stderr, off with --quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = (
+            quiet or not sys.stderr.isatty() and os.environ.get("TRE_AUDIT_PROGRESS") != "1"
+        )
+
+    def __enter__(self):
+        if self.quiet:
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=100,
+            unit="%",
+            file=sys.stderr,
+            desc="audit",
+            bar_format="{desc:<14} {bar} {n:.0f}% {elapsed}",
+        )
+        return self.update
+
+    def update(self, stage: str, done: float) -> None:
+        self.bar.set_description_str(stage)
+        self.bar.update(max(0.0, 100 * done - self.bar.n))
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.bar.close()
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
