@@ -38,12 +38,24 @@ ATTACKS: dict[str, tuple[str, Callable, bool]] = {
         lambda c, s: ShadowModelAttack(data_description=c.data_description, random_state=s),
         False,
     ),
-    "lira": ("LiRA (online)", lambda c, s: LiRAAttack(online=True, random_state=s), True),
-    "lira_offline": ("LiRA (offline)", lambda c, s: LiRAAttack(online=False, random_state=s), True),
-    "rmia": ("RMIA", lambda c, s: RMIAAttack(online=True, random_state=s), True),
+    "lira": (
+        "LiRA (online, {n} shadow models)",
+        lambda c, s: LiRAAttack(online=True, random_state=s),
+        True,
+    ),
+    "lira_offline": (
+        "LiRA (offline, {n} shadow models)",
+        lambda c, s: LiRAAttack(online=False, random_state=s),
+        True,
+    ),
+    "rmia": (
+        "RMIA ({n} reference models)",
+        lambda c, s: RMIAAttack(online=True, random_state=s),
+        True,
+    ),
     "worst_case": (
         "Worst-case attack",
-        lambda c, s: WorstCaseAttack(random_state=s, n_jobs=c.n_jobs),
+        lambda c, s: WorstCaseAttack(random_state=s, n_jobs=c.n_jobs or -1),
         False,
     ),
 }
@@ -124,6 +136,7 @@ def _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress):
     pool = _LazyPool(target, config, n_shadows, rec_X, rec_y)
     for i, name in enumerate(config.attacks):
         title, factory, uses_pool = ATTACKS[name]
+        title = title.format(n=n_shadows)
         progress(name, 0.05 + 0.65 * i / len(config.attacks))
         started = time.perf_counter()
         try:

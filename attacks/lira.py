@@ -9,7 +9,7 @@ from scipy.stats import norm
 from attacks.base import MembershipAttack
 from attacks.exceptions import AttackError
 from attacks.shadows import ShadowPool, shadow_pool_fit
-from attacks.target import Target, logit, true_class_proba
+from attacks.target import Target, logit, probability_floor, true_class_proba
 
 #: Carlini et al. find a global variance better than per-record variances
 #: below about 64 shadow models; "auto" follows that.
@@ -92,8 +92,9 @@ class LiRAAttack(MembershipAttack):
         if pool.n_shadow_models < 2:
             raise AttackError("LiRA needs at least 2 shadow models.")
         X, y, membership = target.pool()
-        observed = logit(true_class_proba(target.model, X, y))
-        shadow = logit(pool.confidences)
+        floor = probability_floor(target.model)
+        observed = logit(true_class_proba(target.model, X, y), floor)
+        shadow = logit(pool.confidences, floor)
         global_var = _use_global_variance(self.fix_variance, pool.n_shadow_models)
         out_mu, out_sd = _gaussians(shadow, ~pool.in_mask, global_var)
         in_mu, in_sd = _gaussians(shadow, pool.in_mask, global_var)
@@ -119,8 +120,9 @@ class LiRAAttack(MembershipAttack):
         """Rows no shadow trained on: OUT from every shadow, IN by the pool's mean shift."""
         if X_extra is None or pool.extra_confidences.shape[1] == 0:
             return np.empty(0)
-        observed = logit(true_class_proba(target.model, X_extra, y_extra))
-        out_mu = logit(pool.extra_confidences).mean(axis=0)
+        floor = probability_floor(target.model)
+        observed = logit(true_class_proba(target.model, X_extra, y_extra), floor)
+        out_mu = logit(pool.extra_confidences, floor).mean(axis=0)
         sd_in, sd_out = float(np.median(in_sd)), float(np.median(out_sd))
         return self._score(observed, out_mu + shift, sd_in, out_mu, sd_out)
 

@@ -80,8 +80,9 @@ def shadow_pool_fit(
     seeds = rng.randint(2**31 - 1, size=n_shadow_models)
     if X_extra is None:
         X_extra, y_extra = X.iloc[:0], y[:0]
+    template = clone(target.model)  # unfitted: a fitted forest is megabytes to ship per job
     jobs = (
-        delayed(_fit_one)(target.model, X, y, mask, int(seed), X_extra, y_extra)
+        delayed(_fit_one)(template, X, y, mask, int(seed), X_extra, y_extra)
         for mask, seed in zip(in_mask, seeds)
     )
     results = Parallel(n_jobs=n_jobs or -1, prefer="processes")(jobs)

@@ -64,3 +64,27 @@ def test_pool_masks_are_paired_halves(famous_leaky):
     pool = shadow_pool_fit(famous_leaky, n_shadow_models=6, random_state=0, n_jobs=2)
     assert (pool.in_mask.sum(axis=0) == 3).all()
     np.testing.assert_array_equal(pool.in_mask[0], ~pool.in_mask[1])
+
+
+def test_probability_floor_follows_what_the_model_can_express():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    from attacks.target import EPS, TREE_FLOOR, probability_floor
+
+    assert probability_floor(RandomForestClassifier(50)) == 0.01  # half of one vote in 50
+    assert probability_floor(make_pipeline(StandardScaler(), RandomForestClassifier(100))) == 0.005
+    assert probability_floor(KNeighborsClassifier(5)) == 0.1
+    assert probability_floor(DecisionTreeClassifier()) == TREE_FLOOR
+    assert probability_floor(LogisticRegression()) == EPS
+
+
+def test_saturated_forest_votes_do_not_swamp_online_lira():
+    """Forest probabilities of exactly 1.0 once made online LiRA weaker than offline."""
+    X, y = make_classification(n_samples=1200, n_features=10, flip_y=0.05, random_state=2)
+    forest = make_target(RandomForestClassifier(50, random_state=0), X, y, 600)
+    pool = shadow_pool_fit(forest, n_shadow_models=8, random_state=0, n_jobs=2)
+    online = LiRAAttack(online=True).fit(forest, pool=pool).metrics_.auc
+    assert online > 0.6
+    assert online >= LiRAAttack(online=False).fit(forest, pool=pool).metrics_.auc - 0.02
