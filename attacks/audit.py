@@ -55,7 +55,7 @@ ATTACKS: dict[str, tuple[str, Callable, bool]] = {
     ),
     "worst_case": (
         "Worst-case attack",
-        lambda c, s: WorstCaseAttack(random_state=s, n_jobs=c.n_jobs or -1),
+        lambda c, s: WorstCaseAttack(random_state=s, n_jobs=c.n_jobs),
         False,
     ),
 }

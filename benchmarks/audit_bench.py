@@ -67,8 +67,12 @@ REFERENCE_SECONDS_PER_SHADOW = {"breast_cancer_rf": 0.18, "classification_10k_rf
 TARGET_AUDIT_SECONDS = {("breast_cancer_rf", 64): 5.0, ("classification_10k_rf", 16): 15.0}
 TARGET_PEAK_MB = 2048.0
 
-#: "As strong" as the best LiRA: AUC within this of it and TPR@1% at least as high.
+#: "As strong" as the best LiRA: AUC within this of it, and TPR@1% no lower than
+#: the best's minus two standard errors of a difference of two rates over the
+#: members (5,000 on the 10,000-row case: about 0.019 at TPR 0.33), i.e. not
+#: distinguishable from it on this data.
 AUC_TOLERANCE = 0.005
+N_MEMBERS_10K = 5000
 
 CASES = {
     "breast_cancer_rf": "breast cancer, RandomForest(100)",
@@ -443,14 +447,16 @@ def _row(attack: str, models: int, seconds: float, auc: float, tpr: float | None
 
 
 def cheapest_as_strong(rows: dict) -> dict:
-    """The fastest row with AUC within AUC_TOLERANCE of the best LiRA and TPR@1% no lower."""
+    """The fastest row with AUC within AUC_TOLERANCE of the best LiRA and TPR@1% within noise."""
     lira = [r for r in rows.values() if r["attack"].startswith("LiRA")]
     best = max(lira, key=lambda r: (r["auc"], r["tpr_at_1pct"] or 0.0))
+    best_tpr = best["tpr_at_1pct"] or 0.0
+    tpr_slack = 2 * (2 * best_tpr * (1 - best_tpr) / N_MEMBERS_10K) ** 0.5
     strong = [
         name
         for name, r in rows.items()
         if r["auc"] >= best["auc"] - AUC_TOLERANCE
-        and (r["tpr_at_1pct"] or 0.0) >= (best["tpr_at_1pct"] or 0.0)
+        and (r["tpr_at_1pct"] or 0.0) >= best_tpr - tpr_slack
     ]
     choice = min(strong, key=lambda name: rows[name]["seconds"])
     return {
@@ -538,7 +544,7 @@ def print_rmia(rows: dict, pick: dict) -> None:
         )
     print(
         f"Cheapest attack as strong as the best LiRA ({pick['best_lira']}; AUC within "
-        f"{AUC_TOLERANCE}, TPR@1% no lower): {pick['choice']}"
+        f"{AUC_TOLERANCE}, TPR@1% within 2 standard errors): {pick['choice']}"
     )
 
 

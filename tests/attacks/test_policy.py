@@ -25,7 +25,7 @@ def test_a_changed_threshold_changes_the_identity():
         ("auc_high = 0.8", "auc_high = 1.8", "between"),
         ("auc_high = 0.8", 'auc_high = "high"', "needs a number"),
         ("auc_medium = 0.6", "auc_medium = 0.9", "must not exceed"),
-        ("n_shadow_models = 4", "n_shadow_models = 1", "between"),
+        ("n_shadow_models = 16", "n_shadow_models = 1", "between"),
         ("[attacks]", "[attacks", "not valid TOML"),
     ],
 )
