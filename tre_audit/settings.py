@@ -1,0 +1,101 @@
+"""The one settings module of the tre-audit service.
+
+Embedded default: SQLite and files under ``var/`` beside the checkout, Redis on
+localhost. Production: set ``TRE_AUDIT_SECRET_KEY``, ``DATABASE_URL``
+(PostgreSQL), ``CELERY_BROKER_URL`` and ``TRE_AUDIT_DEBUG=false``.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+
+from tre_audit.env import env, env_bool, env_int
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env("TRE_AUDIT_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("TRE_AUDIT_DEBUG", True)
+if DEBUG:
+    SECRET_KEY = env("TRE_AUDIT_SECRET_KEY", "dev-only-insecure-key")
+else:
+    SECRET_KEY = env("TRE_AUDIT_SECRET_KEY", hint="Production needs its own secret key.")
+ALLOWED_HOSTS = env("TRE_AUDIT_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "tre_audit.submissions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tre_audit.urls"
+WSGI_APPLICATION = "tre_audit.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=60
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+#: Submitted files, stored by SHA-256 and never changed once written.
+TRE_AUDIT_FILE_ROOT = Path(env("TRE_AUDIT_FILE_ROOT", str(VAR_DIR / "files")))
+#: Largest file a researcher may upload, in bytes.
+TRE_AUDIT_MAX_UPLOAD_BYTES = env_int("TRE_AUDIT_MAX_UPLOAD_BYTES", 200 * 2**20)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+
+EMAIL_BACKEND = env("TRE_AUDIT_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env("TRE_AUDIT_FROM_EMAIL", "tre-audit@localhost")
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"

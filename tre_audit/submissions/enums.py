@@ -1,0 +1,22 @@
+from django.db import models
+
+
+class Status(models.TextChoices):
+    """Where a release request stands. Changes only through ``submission_set_status``."""
+
+    SUBMITTED = "submitted", "Submitted"
+    AUDITING = "auditing", "Auditing"
+    AUDIT_FAILED = "audit_failed", "Audit failed"
+    AWAITING_REVIEW = "awaiting_review", "Awaiting review"
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+    RELEASED = "released", "Released"
+
+
+class FileRole(models.TextChoices):
+    MODEL = "model", "Model"
+    TRAIN = "train", "Training set"
+    TEST = "test", "Held-out set"
+    REPORT_PDF = "report_pdf", "Report (PDF)"

@@ -1,0 +1,74 @@
+from django.conf import settings
+from django.db import models
+
+from tre_audit.submissions.enums import FileRole, Status
+
+
+class StoredFile(models.Model):
+    """One file's bytes, stored once under its SHA-256 and never changed."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    size = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.sha256[:12]
+
+
+class Submission(models.Model):
+    """A researcher's request to release a model, across its versions."""
+
+    title = models.CharField(max_length=200)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="submissions"
+    )
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.SUBMITTED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"#{self.pk} {self.title}"
+
+
+class SubmissionFile(models.Model):
+    """A stored file in one role of one submission, with the name it was uploaded as."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="files")
+    role = models.CharField(max_length=16, choices=FileRole.choices)
+    stored = models.ForeignKey(StoredFile, on_delete=models.PROTECT)
+    name = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["submission", "role"], name="one_file_per_role")
+        ]
+
+
+class AuditEntry(models.Model):
+    """One line of the append-only audit log, chained to the previous by hash."""
+
+    submission = models.ForeignKey(
+        Submission, null=True, on_delete=models.PROTECT, related_name="audit_entries"
+    )
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
+    action = models.CharField(max_length=64)
+    before = models.CharField(max_length=32, blank=True)
+    after = models.CharField(max_length=32, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    entry_hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValueError("Audit entries are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("Audit entries are append-only.")
