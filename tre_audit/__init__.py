@@ -1,0 +1,1 @@
+"""tre-audit: the Django service and the command line."""

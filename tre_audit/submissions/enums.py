@@ -20,3 +20,18 @@ class FileRole(models.TextChoices):
     TRAIN = "train", "Training set"
     TEST = "test", "Held-out set"
     REPORT_PDF = "report_pdf", "Report (PDF)"
+
+
+class Hosting(models.TextChoices):
+    """Where an approved model will live: it decides how it may leave."""
+
+    PUBLIC_FILE = "public_file", "Published as a file"
+    ANOTHER_TRE = "another_tre", "Moved to another TRE"
+    QUERY_ONLY = "query_only", "Behind a query-only service"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"

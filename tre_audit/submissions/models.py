@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from tre_audit.submissions.enums import FileRole, Status
+from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
 
 
 class StoredFile(models.Model):
@@ -23,6 +23,13 @@ class Submission(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="submissions"
     )
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.SUBMITTED)
+    label = models.CharField(max_length=200, default="label")
+    # The researcher's declaration
+    model_type = models.CharField(max_length=200, blank=True)
+    preprocessing = models.TextField(blank=True)
+    purpose = models.TextField(blank=True)
+    hosting = models.CharField(max_length=32, choices=Hosting.choices, default=Hosting.PUBLIC_FILE)
+    files_are_exact = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -72,3 +79,22 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Audit entries are append-only.")
+
+
+class AuditRun(models.Model):
+    """One audit of one submission: progress while it runs, the report when done."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    stage = models.CharField(max_length=64, blank=True)
+    progress = models.FloatField(default=0.0)
+    attempts = models.PositiveIntegerField(default=0)
+    report = models.JSONField(null=True, blank=True)
+    report_pdf = models.ForeignKey(StoredFile, null=True, blank=True, on_delete=models.PROTECT)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -12,9 +14,19 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from tre_audit.submissions.enums import Status
-from tre_audit.submissions.exceptions import InvalidTransition
-from tre_audit.submissions.models import AuditEntry, StoredFile, Submission
+from attacks.audit import AuditConfig, Upload, audit_uploads, target_from_uploads
+from attacks.exceptions import AuditError
+from attacks.pdf import render_pdf
+from attacks.policy import load_policy
+from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
+from tre_audit.submissions.exceptions import InvalidTransition, UploadRefused
+from tre_audit.submissions.models import (
+    AuditEntry,
+    AuditRun,
+    StoredFile,
+    Submission,
+    SubmissionFile,
+)
 
 #: Every status change the service allows; anything else is refused.
 TRANSITIONS: dict[str, set[str]] = {
@@ -147,3 +159,158 @@ def file_read(*, stored: StoredFile) -> bytes:
 
 def file_path(digest: str):
     return settings.TRE_AUDIT_FILE_ROOT / digest[:2] / digest[2:4] / digest
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What the researcher declares about the model they submit."""
+
+    model_type: str = ""
+    preprocessing: str = ""
+    purpose: str = ""
+    hosting: str = Hosting.PUBLIC_FILE
+    files_are_exact: bool = False
+
+
+def submission_create(
+    *,
+    author: AbstractBaseUser,
+    title: str,
+    label: str,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    declaration: Declaration = Declaration(),
+) -> Submission:
+    """Check the three files on arrival, store them, and queue the audit.
+
+    Nothing is stored when a file is refused: the checks run first.
+    """
+    _check_uploads(model=model, train=train, test=test, label=label)
+    with transaction.atomic():
+        submission = Submission.objects.create(
+            title=title, author=author, label=label, **dataclasses.asdict(declaration)
+        )
+        for role, upload in (
+            (FileRole.MODEL, model),
+            (FileRole.TRAIN, train),
+            (FileRole.TEST, test),
+        ):
+            SubmissionFile.objects.create(
+                submission=submission,
+                role=role,
+                name=upload.name,
+                stored=file_store(data=upload.data),
+            )
+        audit_entry_append(
+            submission=submission,
+            action="submitted",
+            after=Status.SUBMITTED,
+            by=author,
+            reason=title,
+        )
+        run = AuditRun.objects.create(submission=submission)
+        transaction.on_commit(lambda: _enqueue_audit(run.id))
+    return submission
+
+
+def _check_uploads(*, model: Upload, train: Upload, test: Upload, label: str) -> None:
+    limit = settings.TRE_AUDIT_MAX_UPLOAD_BYTES
+    for upload in (model, train, test):
+        if len(upload.data) > limit:
+            raise UploadRefused(f"{upload.name} is larger than the limit of {limit // 2**20} MiB.")
+    try:
+        target_from_uploads(model=model, train=train, test=test, label=label)
+    except AuditError as exc:
+        raise UploadRefused(str(exc)) from None
+
+
+def _enqueue_audit(run_id: int) -> None:
+    from tre_audit.submissions.tasks import audit_run_execute_task
+
+    audit_run_execute_task.delay(run_id)
+
+
+def audit_run_execute(*, run: AuditRun, config: AuditConfig | None = None) -> AuditRun:
+    """Audit the submission's files and attach the report; a finished run is left alone."""
+    if run.status in (RunStatus.DONE, RunStatus.FAILED):
+        return run
+    submission = run.submission
+    if submission.status != Status.AUDITING:
+        submission_set_status(
+            submission=submission, to=Status.AUDITING, by=None, reason=f"audit run {run.id}"
+        )
+    _run_update(run, status=RunStatus.RUNNING, attempts=run.attempts + 1, started_at=timezone.now())
+    try:
+        report = audit_uploads(
+            **_uploads_of(submission),
+            label=submission.label,
+            policy=load_policy(),
+            config=config or AuditConfig(),
+            progress=_progress_saver(run),
+        )
+    except AuditError as exc:
+        return audit_run_fail(run=run, error=str(exc))
+    return _audit_run_finish(run, report)
+
+
+@transaction.atomic
+def _audit_run_finish(run: AuditRun, report: dict) -> AuditRun:
+    pdf = file_store(data=render_pdf(report))
+    _run_update(
+        run,
+        status=RunStatus.DONE,
+        report=report,
+        report_pdf=pdf,
+        progress=1.0,
+        stage="done",
+        finished_at=timezone.now(),
+    )
+    submission_set_status(
+        submission=run.submission,
+        to=Status.AWAITING_REVIEW,
+        by=None,
+        reason=f"audit run {run.id}: {report['verdict']['risk']} risk",
+    )
+    return run
+
+
+@transaction.atomic
+def audit_run_fail(*, run: AuditRun, error: str) -> AuditRun:
+    """Mark the run failed and the request AUDIT_FAILED, with the reason for the researcher."""
+    run.refresh_from_db()
+    if run.status == RunStatus.DONE:
+        return run
+    _run_update(run, status=RunStatus.FAILED, error=error, finished_at=timezone.now())
+    if run.submission.status == Status.AUDITING:
+        submission_set_status(
+            submission=run.submission, to=Status.AUDIT_FAILED, by=None, reason=error
+        )
+    return run
+
+
+def _uploads_of(submission: Submission) -> dict[str, Upload]:
+    files = {f.role: f for f in submission.files.select_related("stored")}
+    return {
+        role: Upload(name=files[role].name, data=file_read(stored=files[role].stored))
+        for role in (FileRole.MODEL, FileRole.TRAIN, FileRole.TEST)
+    }
+
+
+def _progress_saver(run: AuditRun):
+    """A progress callback that writes at most every half second."""
+    last = [0.0]
+
+    def save(stage: str, done: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5 or done >= 1.0:
+            last[0] = now
+            _run_update(run, stage=stage, progress=done)
+
+    return save
+
+
+def _run_update(run: AuditRun, **fields) -> None:
+    for name, value in fields.items():
+        setattr(run, name, value)
+    AuditRun.objects.filter(id=run.id).update(**fields)
