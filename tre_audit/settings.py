@@ -64,6 +64,10 @@ DATABASES = {
         env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=60
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    VAR_DIR.mkdir(parents=True, exist_ok=True)  # the embedded default needs no setup step
+    # a file, not memory, so that a test's Celery worker process sees the same data
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -92,7 +96,16 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# An unacknowledged audit (its worker was killed) is redelivered after this many
+# seconds. It must exceed the longest audit, or a slow audit would run twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("TRE_AUDIT_VISIBILITY_TIMEOUT", 3600)
+}
+
+#: Audit sizing for the service; empty shadow count means the risk policy's.
+TRE_AUDIT_SHADOW_MODELS = env_int("TRE_AUDIT_SHADOW_MODELS", 0) or None
+TRE_AUDIT_SWEEP = env_bool("TRE_AUDIT_SWEEP", True)
+TRE_AUDIT_JOBS = env_int("TRE_AUDIT_JOBS", 0) or None
 
 EMAIL_BACKEND = env("TRE_AUDIT_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("TRE_AUDIT_FROM_EMAIL", "tre-audit@localhost")

@@ -246,12 +246,20 @@ def audit_run_execute(*, run: AuditRun, config: AuditConfig | None = None) -> Au
             **_uploads_of(submission),
             label=submission.label,
             policy=load_policy(),
-            config=config or AuditConfig(),
+            config=config or _audit_config(),
             progress=_progress_saver(run),
         )
     except AuditError as exc:
         return audit_run_fail(run=run, error=str(exc))
     return _audit_run_finish(run, report)
+
+
+def _audit_config() -> AuditConfig:
+    return AuditConfig(
+        n_shadow_models=settings.TRE_AUDIT_SHADOW_MODELS,
+        sweep=settings.TRE_AUDIT_SWEEP,
+        n_jobs=settings.TRE_AUDIT_JOBS,
+    )
 
 
 @transaction.atomic

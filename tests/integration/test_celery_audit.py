@@ -1,0 +1,67 @@
+"""A real Redis broker and real Celery worker processes audit a submitted request."""
+
+import pytest
+
+from attacks.audit import Upload
+from attacks.datasets import write_famous_patient_example
+from tests import factories
+from tests.integration.conftest import wait_for
+from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.models import AuditRun
+from tre_audit.submissions.services import audit_chain_verify, submission_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def example_files(tmp_path_factory):
+    paths = write_famous_patient_example(tmp_path_factory.mktemp("ex"), gamma=3.0)
+    return {
+        role: Upload(name=p.rsplit("/", 1)[1], data=open(p, "rb").read())
+        for role, p in paths.items()
+        if role in ("model", "train", "test")
+    }
+
+
+def _submit(files):
+    return submission_create(author=factories.create_user(), title="SVC", label="response", **files)
+
+
+def _run(submission) -> AuditRun:
+    return AuditRun.objects.get(submission=submission)
+
+
+def test_a_worker_audits_a_submitted_request(worker_factory, example_files):
+    worker_factory()
+    submission = _submit(example_files)  # commits, so the task is on the broker now
+    run = wait_for(lambda: _done(submission), timeout=180, what="the audit to finish")
+    submission.refresh_from_db()
+    assert submission.status == Status.AWAITING_REVIEW
+    assert run.report["verdict"]["risk"] == "high" and run.report_pdf is not None
+    assert run.attempts == 1
+    assert audit_chain_verify().ok
+
+
+def test_an_audit_survives_its_worker_being_killed(worker_factory, example_files):
+    first = worker_factory()
+    submission = _submit(example_files)
+    wait_for(
+        lambda: _run(submission).status == RunStatus.RUNNING,
+        timeout=120,
+        what="the audit to start",
+        interval=0.05,
+    )
+    first.kill()
+    assert _run(submission).status == RunStatus.RUNNING  # died mid-audit
+    worker_factory()
+    run = wait_for(lambda: _done(submission), timeout=240, what="the redelivered audit")
+    submission.refresh_from_db()
+    assert submission.status == Status.AWAITING_REVIEW
+    assert run.attempts == 2
+    assert audit_chain_verify().ok
+
+
+def _done(submission):
+    run = _run(submission)
+    assert run.status != RunStatus.FAILED, run.error
+    return run if run.status == RunStatus.DONE else None
