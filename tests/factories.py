@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
-from tre_audit.submissions.enums import Status
-from tre_audit.submissions.models import Submission
+from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.models import AuditRun, Submission
 from tre_audit.submissions.services import submission_set_status
 
 _names = itertools.count()
@@ -26,12 +27,23 @@ PATHS = {
 }
 
 
-def create_user(username: str | None = None):
-    return get_user_model().objects.create_user(username or f"user{next(_names)}", password="pw")
+def create_user(username: str | None = None, role: str | None = None):
+    user = get_user_model().objects.create_user(username or f"user{next(_names)}", password="pw")
+    if role is not None:
+        user.groups.add(Group.objects.get(name=role))
+    return user
 
 
-def create_submission_at_status(status: Status, author=None) -> Submission:
+def create_submission_at_status(status: Status, author=None, risk: str = "low") -> Submission:
+    """A request walked to ``status``; from AUDITING on, it has a finished audit of ``risk``."""
     submission = Submission.objects.create(title="A model", author=author or create_user())
     for step in PATHS[status]:
+        if step == Status.AWAITING_REVIEW:
+            AuditRun.objects.create(
+                submission=submission,
+                status=RunStatus.DONE,
+                progress=1.0,
+                report={"verdict": {"risk": risk, "reasons": []}},
+            )
         submission_set_status(submission=submission, to=step, by=None, reason="test")
     return submission

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "tre_audit.submissions",
+    "tre_audit.reviews",
 ]
 
 MIDDLEWARE = [
