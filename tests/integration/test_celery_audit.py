@@ -2,8 +2,6 @@
 
 import pytest
 
-from attacks.audit import Upload
-from attacks.datasets import write_famous_patient_example
 from tests import factories
 from tests.integration.conftest import wait_for
 from tre_audit.submissions.enums import RunStatus, Status
@@ -11,16 +9,6 @@ from tre_audit.submissions.models import AuditRun
 from tre_audit.submissions.services import audit_chain_verify, submission_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def example_files(tmp_path_factory):
-    paths = write_famous_patient_example(tmp_path_factory.mktemp("ex"), gamma=3.0)
-    return {
-        role: Upload(name=p.rsplit("/", 1)[1], data=open(p, "rb").read())
-        for role, p in paths.items()
-        if role in ("model", "train", "test")
-    }
 
 
 def _submit(files):

@@ -6,7 +6,6 @@ import pickle
 import pytest
 
 from attacks.audit import AuditConfig, Upload
-from attacks.datasets import write_famous_patient_example
 from tests import factories
 from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.exceptions import UploadRefused
@@ -20,16 +19,6 @@ from tre_audit.submissions.services import (
 
 pytestmark = pytest.mark.django_db
 FAST = AuditConfig(n_shadow_models=4, n_jobs=2, sweep=False)
-
-
-@pytest.fixture(scope="module")
-def example_files(tmp_path_factory):
-    paths = write_famous_patient_example(tmp_path_factory.mktemp("ex"), gamma=3.0)
-    return {
-        role: Upload(name=p.rsplit("/", 1)[1], data=open(p, "rb").read())
-        for role, p in paths.items()
-        if role in ("model", "train", "test")
-    }
 
 
 def _create(files, **overrides):
