@@ -111,7 +111,7 @@ def _audit(args) -> int:
         sweep=not args.no_sweep,
         include_raw_values=args.include_raw_values,
     )
-    with _progress_bar(args.quiet) as progress:
+    with _ProgressBar(args.quiet) as progress:
         report = audit_uploads(
             **_uploads(args),
             label=args.label,
@@ -237,7 +237,7 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class _progress_bar:
+class _ProgressBar:
     """A tqdm bar driven by the audit's progress callback (stderr, off with --quiet)."""
 
     def __init__(self, quiet: bool):
