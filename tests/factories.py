@@ -28,7 +28,8 @@ PATHS = {
 
 
 def create_user(username: str | None = None, role: str | None = None):
-    user = get_user_model().objects.create_user(username or f"user{next(_names)}", password="pw")
+    name = username or f"user{next(_names)}"
+    user = get_user_model().objects.create_user(name, email=f"{name}@tre.example", password="pw")
     if role is not None:
         user.groups.add(Group.objects.get(name=role))
     return user

@@ -10,6 +10,7 @@ from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
 from tre_audit.reviews.models import Review
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import AuditRun, Submission
+from tre_audit.submissions.notifications import notify_decision
 from tre_audit.submissions.services import audit_entry_append, submission_set_status
 
 #: Approvals by different checkers, neither the author, before a request is approved.
@@ -81,6 +82,10 @@ def review_submit(
         submission=submission, action=f"review:{decision}", by=reviewer, reason=reason.strip()
     )
     _apply_outcome(submission, run, decision, reviewer, reason)
+    if submission.status != Status.AWAITING_REVIEW:
+        notify_decision(
+            submission, decision=Decision(decision).label.lower(), reason=reason, comment=comment
+        )
     return review
 
 

@@ -27,6 +27,7 @@ from tre_audit.submissions.models import (
     Submission,
     SubmissionFile,
 )
+from tre_audit.submissions.notifications import notify_audit_finished
 
 #: Every status change the service allows; anything else is refused.
 TRANSITIONS: dict[str, set[str]] = {
@@ -280,6 +281,7 @@ def _audit_run_finish(run: AuditRun, report: dict) -> AuditRun:
         by=None,
         reason=f"audit run {run.id}: {report['verdict']['risk']} risk",
     )
+    notify_audit_finished(run.submission, risk=report["verdict"]["risk"])
     return run
 
 
@@ -294,6 +296,7 @@ def audit_run_fail(*, run: AuditRun, error: str) -> AuditRun:
         submission_set_status(
             submission=run.submission, to=Status.AUDIT_FAILED, by=None, reason=error
         )
+        notify_audit_finished(run.submission, risk=None, error=error)
     return run
 
 
