@@ -28,27 +28,15 @@ def example(tmp_path_factory):
     return directory
 
 
+def target_args(example):
+    """The model, data and sizing every command here takes."""
+    files = ("--model", "model.skops", "--train", "train.csv", "--test", "test.csv")
+    paths = [example / f if f.startswith(("model", "train", "test")) else f for f in files]
+    return (*paths, "--label", "response", "--shadows", "4", "--jobs", "2")
+
+
 def audit_args(example, out, *extra):
-    return (
-        "audit",
-        "--model",
-        example / "model.skops",
-        "--train",
-        example / "train.csv",
-        "--test",
-        example / "test.csv",
-        "--label",
-        "response",
-        "--out",
-        out,
-        "--seed",
-        "1",
-        "--shadows",
-        "4",
-        "--jobs",
-        "2",
-        *extra,
-    )
+    return ("audit", *target_args(example), "--out", out, "--seed", "1", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -141,23 +129,7 @@ def test_argument_errors_exit_2():
 
 
 def test_scan_prints_rules_and_a_recommendation(example, tmp_path):
-    result = run(
-        "scan",
-        "--model",
-        example / "model.skops",
-        "--train",
-        example / "train.csv",
-        "--test",
-        example / "test.csv",
-        "--label",
-        "response",
-        "--shadows",
-        "4",
-        "--jobs",
-        "2",
-        "--out",
-        tmp_path,
-    )
+    result = run("scan", *target_args(example), "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "[HIGH  ]" in result.stdout and "gamma=3" in result.stdout
     scan = json.loads((tmp_path / "scan.json").read_text())
