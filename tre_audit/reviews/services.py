@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
 from tre_audit.reviews.enums import Decision, ReleaseCondition, Role
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
-from tre_audit.reviews.models import Review
+from tre_audit.reviews.models import Comment, Review
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import AuditRun, Submission
 from tre_audit.submissions.notifications import notify_decision
-from tre_audit.submissions.services import audit_entry_append, submission_set_status
+from tre_audit.submissions.services import (
+    audit_entry_append,
+    release_bundle_build,
+    submission_set_status,
+)
 
 #: Approvals by different checkers, neither the author, before a request is approved.
 APPROVALS_NEEDED = 2
@@ -24,8 +29,12 @@ def user_has_role(user: AbstractBaseUser, role: Role) -> bool:
 
 
 def current_run(submission: Submission) -> AuditRun | None:
-    """The newest finished audit: the evidence reviews are about."""
-    return submission.runs.filter(status=RunStatus.DONE).order_by("-created_at").first()
+    """The newest finished audit of the current version: the evidence reviews are about."""
+    return (
+        submission.runs.filter(status=RunStatus.DONE, version=submission.version)
+        .order_by("-created_at")
+        .first()
+    )
 
 
 def check_user_can_review(user: AbstractBaseUser, submission: Submission) -> None:
@@ -66,6 +75,7 @@ def review_submit(
     run = current_run(submission)
     high_risk = (run.report or {}).get("verdict", {}).get("risk") == "high"
     _check_review(decision, reason, comment, justification, high_risk)
+    _check_evidence(evidence, finding_sources(run))
     review = Review.objects.create(
         submission=submission,
         run=run,
@@ -98,6 +108,14 @@ def _check_review(decision, reason, comment, justification, high_risk) -> None:
         raise ReviewInvalid("Approving against a high-risk verdict needs a written justification.")
 
 
+def _check_evidence(evidence, sources) -> None:
+    if sources and not evidence:
+        raise ReviewInvalid("Cite the findings of the report your decision relies on.")
+    unknown = sorted(set(evidence) - set(sources))
+    if unknown:
+        raise ReviewInvalid(f"{unknown[0]} is not a finding of this audit's report.")
+
+
 def _apply_outcome(submission, run, decision, reviewer, reason) -> None:
     if decision in _OUTCOME:
         submission_set_status(
@@ -116,3 +134,119 @@ def _apply_outcome(submission, run, decision, reviewer, reason) -> None:
             by=reviewer,
             reason=f"approved by {len(approvers)} checkers",
         )
+
+
+def check_user_can_sign_off(user: AbstractBaseUser, review: Review) -> None:
+    """Raise ReviewNotAllowed unless ``user`` may countersign this high-risk approval."""
+    if not user_has_role(user, Role.TRE_ADMIN):
+        raise ReviewNotAllowed("Only TRE admins can sign off a high-risk approval.")
+    if not review.needs_admin_signoff or review.signed_off_at is not None:
+        raise ReviewNotAllowed("This review does not await an admin's sign-off.")
+    if user.pk in (review.reviewer_id, review.submission.author_id):
+        raise ReviewNotAllowed("Sign-off must come from someone other than the checker or author.")
+
+
+@transaction.atomic
+def review_sign_off(*, review: Review, admin: AbstractBaseUser, reason: str) -> Review:
+    """An admin countersigns an approval given against a high-risk verdict."""
+    check_user_can_sign_off(admin, review)
+    if not reason.strip():
+        raise ReviewInvalid("Say why you sign off this approval.")
+    review.signed_off_by = admin
+    review.signed_off_at = timezone.now()
+    review.save(update_fields=["signed_off_by", "signed_off_at"])
+    audit_entry_append(
+        submission=review.submission, action="sign-off", by=admin, reason=reason.strip()
+    )
+    return review
+
+
+def pending_sign_offs(submission: Submission) -> list[Review]:
+    """Approvals of the current audit that still wait for an admin's sign-off."""
+    return list(
+        Review.objects.filter(
+            run=current_run(submission),
+            decision=Decision.APPROVE,
+            needs_admin_signoff=True,
+            signed_off_at__isnull=True,
+        )
+    )
+
+
+def release_condition(submission: Submission) -> str:
+    """The strictest condition any approval of the current audit set."""
+    conditions = set(
+        Review.objects.filter(run=current_run(submission), decision=Decision.APPROVE).values_list(
+            "condition", flat=True
+        )
+    )
+    if ReleaseCondition.ENDPOINT_ONLY in conditions:
+        return ReleaseCondition.ENDPOINT_ONLY
+    return ReleaseCondition.AS_FILE
+
+
+def check_user_can_release(user: AbstractBaseUser, submission: Submission) -> None:
+    if submission.author_id != user.pk and not user_has_role(user, Role.TRE_ADMIN):
+        raise ReviewNotAllowed("Only the author or a TRE admin can release a request.")
+    if submission.status != Status.APPROVED:
+        raise ReviewNotAllowed("Only an approved request can be released.")
+    if pending_sign_offs(submission):
+        raise ReviewNotAllowed("A high-risk approval still waits for a TRE admin's sign-off.")
+
+
+@transaction.atomic
+def submission_release(*, submission: Submission, by: AbstractBaseUser) -> Submission:
+    """Release an approved request: build its bundle and mark it RELEASED.
+
+    When an approval says the model may leave only behind a secure endpoint, the
+    bundle holds the report and manifest but never the weights.
+    """
+    submission = Submission.objects.select_for_update().get(pk=submission.pk)
+    check_user_can_release(by, submission)
+    with_model = release_condition(submission) == ReleaseCondition.AS_FILE
+    submission.release_bundle = release_bundle_build(
+        submission=submission, run=current_run(submission), with_model=with_model
+    )
+    submission.save(update_fields=["release_bundle", "updated_at"])
+    reason = "released as a file" if with_model else "released behind a secure endpoint only"
+    return submission_set_status(submission=submission, to=Status.RELEASED, by=by, reason=reason)
+
+
+def user_can_comment(user: AbstractBaseUser, submission: Submission) -> bool:
+    """Checkers (not the author) and the author answering them may comment on an audit."""
+    if current_run(submission) is None or submission.status in (Status.WITHDRAWN,):
+        return False
+    if submission.author_id == user.pk:
+        return True
+    return user_has_role(user, Role.CHECKER) or user_has_role(user, Role.TRE_ADMIN)
+
+
+@transaction.atomic
+def comment_add(
+    *, submission: Submission, author: AbstractBaseUser, text: str, finding: str = ""
+) -> Comment:
+    """A remark on one finding of the current audit, or the author's answer to one."""
+    if not user_can_comment(author, submission):
+        raise ReviewNotAllowed("You cannot comment on this request.")
+    if not text.strip():
+        raise ReviewInvalid("Write the comment first.")
+    run = current_run(submission)
+    if finding and finding not in finding_sources(run):
+        raise ReviewInvalid("Comment on a finding of this audit's report.")
+    comment = Comment.objects.create(
+        submission=submission, run=run, author=author, finding=finding, text=text.strip()
+    )
+    audit_entry_append(submission=submission, action="comment", by=author, reason=finding)
+    return comment
+
+
+def finding_sources(run: AuditRun | None) -> list[str]:
+    """The report's findings a review or comment may cite, e.g. ``attack:rmia``."""
+    if run is None or not run.report:
+        return []
+    sources = [f"attack:{a.get('name')}" for a in run.report.get("attacks", [])]
+    sources += [f"rule:{r.get('rule')}" for r in run.report.get("rules", [])]
+    sources += [r.get("source", "") for r in run.report.get("verdict", {}).get("reasons", [])]
+    if run.report.get("sweep"):
+        sources.append("sweep")
+    return sorted({s for s in sources if s})

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 
 from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
 
@@ -15,6 +16,16 @@ class StoredFile(models.Model):
         return self.sha256[:12]
 
 
+class Project(models.Model):
+    """A research project: its members see each other's requests."""
+
+    name = models.CharField(max_length=200, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="projects")
+
+    def __str__(self):
+        return self.name
+
+
 class Submission(models.Model):
     """A researcher's request to release a model, across its versions."""
 
@@ -22,7 +33,15 @@ class Submission(models.Model):
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="submissions"
     )
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.PROTECT, related_name="submissions"
+    )
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.SUBMITTED)
+    #: The current version; files and audits of earlier versions are kept.
+    version = models.PositiveIntegerField(default=1)
+    release_bundle = models.ForeignKey(
+        StoredFile, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     label = models.CharField(max_length=200, default="label")
     # The researcher's declaration
     model_type = models.CharField(max_length=200, blank=True)
@@ -39,18 +58,24 @@ class Submission(models.Model):
     def __str__(self):
         return f"#{self.pk} {self.title}"
 
+    def get_absolute_url(self):
+        return reverse("submissions:detail", args=[self.pk])
+
 
 class SubmissionFile(models.Model):
     """A stored file in one role of one submission, with the name it was uploaded as."""
 
     submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="files")
+    version = models.PositiveIntegerField(default=1)
     role = models.CharField(max_length=16, choices=FileRole.choices)
     stored = models.ForeignKey(StoredFile, on_delete=models.PROTECT)
     name = models.CharField(max_length=255)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["submission", "role"], name="one_file_per_role")
+            models.UniqueConstraint(
+                fields=["submission", "version", "role"], name="one_file_per_role_per_version"
+            )
         ]
 
 
@@ -85,6 +110,7 @@ class AuditRun(models.Model):
     """One audit of one submission: progress while it runs, the report when done."""
 
     submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="runs")
+    version = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     stage = models.CharField(max_length=64, blank=True)
     progress = models.FloatField(default=0.0)
@@ -98,3 +124,17 @@ class AuditRun(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class PolicyVersion(models.Model):
+    """One saved version of the risk policy (TOML); audits use the newest."""
+
+    version = models.PositiveIntegerField(unique=True)
+    text = models.TextField()
+    sha256 = models.CharField(max_length=64)
+    note = models.CharField(max_length=300)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-version"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -15,14 +17,21 @@ from django.db import transaction
 from django.utils import timezone
 
 from attacks.audit import AuditConfig, Upload, audit_uploads, target_from_uploads
-from attacks.exceptions import AuditError
+from attacks.exceptions import AuditError, PolicyError
 from attacks.pdf import render_pdf
-from attacks.policy import load_policy
+from attacks.policy import Policy, load_policy
 from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
-from tre_audit.submissions.exceptions import InvalidTransition, UploadRefused
+from tre_audit.submissions.exceptions import (
+    InvalidTransition,
+    NotAllowed,
+    SubmissionError,
+    UploadRefused,
+)
 from tre_audit.submissions.models import (
     AuditEntry,
     AuditRun,
+    PolicyVersion,
+    Project,
     StoredFile,
     Submission,
     SubmissionFile,
@@ -35,6 +44,7 @@ TRANSITIONS: dict[str, set[str]] = {
     Status.AUDITING: {Status.AWAITING_REVIEW, Status.AUDIT_FAILED},
     Status.AUDIT_FAILED: {Status.AUDITING, Status.SUBMITTED, Status.WITHDRAWN},
     Status.AWAITING_REVIEW: {
+        Status.SUBMITTED,  # a new version: the evidence changed, reviews start again
         Status.APPROVED,
         Status.CHANGES_REQUESTED,
         Status.REJECTED,
@@ -182,27 +192,23 @@ def submission_create(
     train: Upload,
     test: Upload,
     declaration: Declaration = Declaration(),
+    project: Project | None = None,
 ) -> Submission:
     """Check the three files on arrival, store them, and queue the audit.
 
     Nothing is stored when a file is refused: the checks run first.
     """
+    if project is not None and not project.members.filter(pk=author.pk).exists():
+        raise NotAllowed("You can only submit to a project you are a member of.")
     _check_uploads(model=model, train=train, test=test, label=label)
     with transaction.atomic():
         submission = Submission.objects.create(
-            title=title, author=author, label=label, **dataclasses.asdict(declaration)
+            title=title,
+            author=author,
+            label=label,
+            project=project,
+            **dataclasses.asdict(declaration),
         )
-        for role, upload in (
-            (FileRole.MODEL, model),
-            (FileRole.TRAIN, train),
-            (FileRole.TEST, test),
-        ):
-            SubmissionFile.objects.create(
-                submission=submission,
-                role=role,
-                name=upload.name,
-                stored=file_store(data=upload.data),
-            )
         audit_entry_append(
             submission=submission,
             action="submitted",
@@ -210,9 +216,82 @@ def submission_create(
             by=author,
             reason=title,
         )
-        run = AuditRun.objects.create(submission=submission)
-        transaction.on_commit(lambda: _enqueue_audit(run.id))
+        _version_store(submission, model=model, train=train, test=test)
     return submission
+
+
+#: Where a request may be when its author sends a new version.
+NEW_VERSION_FROM = {Status.AUDIT_FAILED, Status.AWAITING_REVIEW, Status.CHANGES_REQUESTED}
+
+
+def submission_new_version(
+    *,
+    submission: Submission,
+    by: AbstractBaseUser,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    note: str = "",
+) -> Submission:
+    """Store a new version's files and audit it again; earlier versions are kept.
+
+    The reviews of the earlier audit no longer apply: checkers review the new one.
+    """
+    if submission.author_id != by.pk:
+        raise NotAllowed("Only the author can submit a new version of a request.")
+    if submission.status not in NEW_VERSION_FROM:
+        raise InvalidTransition(
+            f"A request that is {submission.get_status_display().lower()} "
+            "cannot take a new version."
+        )
+    _check_uploads(model=model, train=train, test=test, label=submission.label)
+    with transaction.atomic():
+        submission = Submission.objects.select_for_update().get(pk=submission.pk)
+        submission.version += 1
+        submission.save(update_fields=["version", "updated_at"])
+        submission_set_status(
+            submission=submission,
+            to=Status.SUBMITTED,
+            by=by,
+            reason=f"version {submission.version}" + (f": {note}" if note else ""),
+        )
+        _version_store(submission, model=model, train=train, test=test)
+    return submission
+
+
+def _version_store(submission: Submission, *, model: Upload, train: Upload, test: Upload):
+    for role, upload in ((FileRole.MODEL, model), (FileRole.TRAIN, train), (FileRole.TEST, test)):
+        SubmissionFile.objects.create(
+            submission=submission,
+            version=submission.version,
+            role=role,
+            name=upload.name,
+            stored=file_store(data=upload.data),
+        )
+    run = AuditRun.objects.create(submission=submission, version=submission.version)
+    transaction.on_commit(lambda: _enqueue_audit(run.id))
+
+
+def submission_withdraw(*, submission: Submission, by: AbstractBaseUser, reason: str) -> Submission:
+    """The author takes the request back; nothing is deleted."""
+    if submission.author_id != by.pk:
+        raise NotAllowed("Only the author can withdraw a request.")
+    if not reason.strip():
+        raise SubmissionError("Say why you withdraw the request.")
+    return submission_set_status(
+        submission=submission, to=Status.WITHDRAWN, by=by, reason=reason.strip()
+    )
+
+
+def audit_run_retry(*, submission: Submission, by: AbstractBaseUser) -> AuditRun:
+    """Audit a failed request's current version again (for its author or an admin)."""
+    with transaction.atomic():
+        submission_set_status(
+            submission=submission, to=Status.SUBMITTED, by=by, reason="audit retried"
+        )
+        run = AuditRun.objects.create(submission=submission, version=submission.version)
+        transaction.on_commit(lambda: _enqueue_audit(run.id))
+    return run
 
 
 def _check_uploads(*, model: Upload, train: Upload, test: Upload, label: str) -> None:
@@ -244,9 +323,9 @@ def audit_run_execute(*, run: AuditRun, config: AuditConfig | None = None) -> Au
     _run_update(run, status=RunStatus.RUNNING, attempts=run.attempts + 1, started_at=timezone.now())
     try:
         report = audit_uploads(
-            **_uploads_of(submission),
+            **_uploads_of(submission, run.version),
             label=submission.label,
-            policy=load_policy(),
+            policy=policy_current(),
             config=config or _audit_config(),
             progress=_progress_saver(run),
         )
@@ -300,8 +379,8 @@ def audit_run_fail(*, run: AuditRun, error: str) -> AuditRun:
     return run
 
 
-def _uploads_of(submission: Submission) -> dict[str, Upload]:
-    files = {f.role: f for f in submission.files.select_related("stored")}
+def _uploads_of(submission: Submission, version: int) -> dict[str, Upload]:
+    files = {f.role: f for f in submission.files.filter(version=version).select_related("stored")}
     return {
         role: Upload(name=files[role].name, data=file_read(stored=files[role].stored))
         for role in (FileRole.MODEL, FileRole.TRAIN, FileRole.TEST)
@@ -325,3 +404,69 @@ def _run_update(run: AuditRun, **fields) -> None:
     for name, value in fields.items():
         setattr(run, name, value)
     AuditRun.objects.filter(id=run.id).update(**fields)
+
+
+def policy_current() -> Policy:
+    """The newest saved policy, versioned by its number here; the default file before any."""
+    saved = PolicyVersion.objects.order_by("-version").first()
+    if saved is None:
+        return load_policy()
+    return dataclasses.replace(load_policy(saved.text), version=str(saved.version))
+
+
+@transaction.atomic
+def policy_version_create(*, text: str, note: str, by: AbstractBaseUser) -> PolicyVersion:
+    """Validate and save a new policy version; earlier versions stay as they were."""
+    if not note.strip():
+        raise SubmissionError("Say what changed and why: the note is kept with the version.")
+    try:
+        load_policy(text)
+    except PolicyError as exc:
+        raise SubmissionError(str(exc)) from None
+    last = PolicyVersion.objects.select_for_update().order_by("-version").first()
+    number = (last.version if last else 1) + 1  # version 1 is the shipped default
+    saved = PolicyVersion.objects.create(
+        version=number,
+        text=text,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        note=note.strip(),
+        created_by=by,
+    )
+    audit_entry_append(submission=None, action="policy", after=str(number), by=by, reason=note)
+    return saved
+
+
+def release_bundle_build(*, submission: Submission, run: AuditRun, with_model: bool) -> StoredFile:
+    """A zip of the model (unless withheld), report.pdf, report.json and a manifest of hashes."""
+    files = {f.role: f for f in submission.files.filter(version=run.version)}
+    members = {
+        "report.json": json.dumps(run.report, indent=2, sort_keys=True).encode(),
+        "report.pdf": file_read(stored=run.report_pdf),
+    }
+    if with_model:
+        members[f"model/{files[FileRole.MODEL].name}"] = file_read(
+            stored=files[FileRole.MODEL].stored
+        )
+    manifest = {
+        "request": submission.pk,
+        "title": submission.title,
+        "version": run.version,
+        "audit_run": run.id,
+        "risk": run.report["verdict"]["risk"],
+        "model_withheld": not with_model,
+        "model_sha256": files[FileRole.MODEL].stored.sha256,
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
+    }
+    members["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    return file_store(data=_zip(members))
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    """Deterministic zip bytes: fixed timestamps, sorted names."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, members[name])
+    return buffer.getvalue()

@@ -18,7 +18,7 @@ from tre_audit.submissions.services import (
 
 pytestmark = pytest.mark.django_db
 
-ALLOWED = [(a, b) for a, targets in TRANSITIONS.items() for b in targets]
+ALLOWED = [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)]
 FORBIDDEN = [(a, b) for a, b in itertools.product(Status, Status) if (a, b) not in ALLOWED]
 
 
