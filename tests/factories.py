@@ -45,6 +45,7 @@ def create_submission_at_status(status: Status, author=None, risk: str = "low") 
                 status=RunStatus.DONE,
                 progress=1.0,
                 report={"verdict": {"risk": risk, "reasons": []}},
+                risk=risk,
             )
         submission_set_status(submission=submission, to=step, by=None, reason="test")
     return submission

@@ -1,6 +1,14 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+
+from tre_audit.submissions import views as submission_views
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
+    path("", submission_views.home, name="home"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("requests/", include("tre_audit.submissions.urls")),
+    path("review/", include("tre_audit.reviews.urls")),
+    path("dashboard/", include("tre_audit.dashboard.urls")),
+    path("api/", include("tre_audit.api.urls")),
+    path("django-admin/", admin.site.urls),
 ]

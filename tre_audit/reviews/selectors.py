@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from django.contrib.auth.models import AbstractBaseUser
 
-from tre_audit.reviews.enums import Role
-from tre_audit.reviews.models import Review
+from tre_audit.reviews.enums import Decision, Role
+from tre_audit.reviews.models import Comment, Review
 from tre_audit.reviews.services import current_run, user_has_role
+from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import Submission
+from tre_audit.submissions.selectors import current_runs
 
 
 def review_list_visible_to(*, user: AbstractBaseUser, submission: Submission) -> list[Review]:
@@ -22,3 +26,49 @@ def review_list_visible_to(*, user: AbstractBaseUser, submission: Submission) ->
     if reviews.filter(reviewer=user).exists():
         return list(reviews)
     return []
+
+
+def comment_list_visible_to(*, user: AbstractBaseUser, submission: Submission) -> list[Comment]:
+    """Comments on the current audit, under the same independence rule as reviews.
+
+    A checker who has not yet reviewed sees only their own comments and the
+    author's answers, so no other checker's opinion reaches them first.
+    """
+    comments = Comment.objects.filter(run=current_run(submission)).select_related("author")
+    if user_has_role(user, Role.TRE_ADMIN) or submission.author_id == user.pk:
+        return list(comments)
+    if Review.objects.filter(run=current_run(submission), reviewer=user).exists():
+        return list(comments)
+    return [c for c in comments if c.author_id in (user.pk, submission.author_id)]
+
+
+def review_queue_for(*, user: AbstractBaseUser) -> list[dict]:
+    """Requests awaiting review that ``user`` may review now, oldest first, with their risk.
+
+    A fixed handful of queries whatever the queue's length: the page is polled by
+    every checker.
+    """
+    if not user_has_role(user, Role.CHECKER):
+        return []
+    waiting = list(
+        Submission.objects.filter(status=Status.AWAITING_REVIEW)
+        .exclude(author=user)
+        .select_related("author", "project")
+        .order_by("updated_at")
+    )
+    runs = current_runs(waiting)
+    reviews = Review.objects.filter(run__in=runs.values()).values_list(
+        "run_id", "reviewer_id", "decision"
+    )
+    mine = {run_id for run_id, reviewer, _ in reviews if reviewer == user.pk}
+    approvals = Counter(run_id for run_id, _, decision in reviews if decision == Decision.APPROVE)
+    return [
+        {
+            "submission": s,
+            "risk": runs[s.pk].risk,
+            "approvals": approvals[runs[s.pk].id],
+            "waiting_since": s.updated_at,
+        }
+        for s in waiting
+        if s.pk in runs and runs[s.pk].id not in mine
+    ]

@@ -9,9 +9,10 @@ from django.utils import timezone
 from tre_audit.reviews.enums import Decision, ReleaseCondition, Role
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
 from tre_audit.reviews.models import Comment, Review
-from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import AuditRun, Submission
 from tre_audit.submissions.notifications import notify_decision
+from tre_audit.submissions.selectors import current_run
 from tre_audit.submissions.services import (
     audit_entry_append,
     release_bundle_build,
@@ -26,15 +27,6 @@ _OUTCOME = {Decision.REJECT: Status.REJECTED, Decision.REQUEST_CHANGES: Status.C
 
 def user_has_role(user: AbstractBaseUser, role: Role) -> bool:
     return user.is_authenticated and user.groups.filter(name=role).exists()
-
-
-def current_run(submission: Submission) -> AuditRun | None:
-    """The newest finished audit of the current version: the evidence reviews are about."""
-    return (
-        submission.runs.filter(status=RunStatus.DONE, version=submission.version)
-        .order_by("-created_at")
-        .first()
-    )
 
 
 def check_user_can_review(user: AbstractBaseUser, submission: Submission) -> None:
@@ -194,6 +186,14 @@ def check_user_can_release(user: AbstractBaseUser, submission: Submission) -> No
         raise ReviewNotAllowed("A high-risk approval still waits for a TRE admin's sign-off.")
 
 
+def user_can_release(user: AbstractBaseUser, submission: Submission) -> bool:
+    try:
+        check_user_can_release(user, submission)
+    except ReviewNotAllowed:
+        return False
+    return True
+
+
 @transaction.atomic
 def submission_release(*, submission: Submission, by: AbstractBaseUser) -> Submission:
     """Release an approved request: build its bundle and mark it RELEASED.
@@ -250,3 +250,65 @@ def finding_sources(run: AuditRun | None) -> list[str]:
     if run.report.get("sweep"):
         sources.append("sweep")
     return sorted({s for s in sources if s})
+
+
+@transaction.atomic
+def user_roles_set(*, user: AbstractBaseUser, roles: set[str], by: AbstractBaseUser) -> None:
+    """Give ``user`` exactly ``roles``; logged. Admins cannot remove their own admin role."""
+    from django.contrib.auth.models import Group
+
+    if not user_has_role(by, Role.TRE_ADMIN):
+        raise ReviewNotAllowed("Only TRE admins manage roles.")
+    if user.pk == by.pk and Role.TRE_ADMIN not in roles:
+        raise ReviewNotAllowed("You cannot remove your own admin role.")
+    unknown = set(roles) - set(Role.values)
+    if unknown:
+        raise ReviewInvalid(f"There is no role called {sorted(unknown)[0]}.")
+    user.groups.set(Group.objects.filter(name__in=roles))
+    audit_entry_append(
+        submission=None,
+        action="roles",
+        by=by,
+        reason=f"{user.get_username()}: {', '.join(sorted(roles)) or 'no role'}",
+    )
+
+
+@transaction.atomic
+def user_create(
+    *,
+    username: str,
+    password: str,
+    roles: set[str],
+    by: AbstractBaseUser,
+    email: str = "",
+) -> AbstractBaseUser:
+    """An admin creates a user with an initial password and roles; logged like role changes."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    if not user_has_role(by, Role.TRE_ADMIN):
+        raise ReviewNotAllowed("Only TRE admins create users.")
+    unknown = set(roles) - set(Role.values)
+    if unknown:
+        raise ReviewInvalid(f"There is no role called {sorted(unknown)[0]}.")
+    model = get_user_model()
+    user = model(username=username.strip(), email=email.strip())
+    try:
+        model.username_validator(user.username)
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise ReviewInvalid(" ".join(exc.messages)) from None
+    if model.objects.filter(username__iexact=user.username).exists():
+        raise ReviewInvalid(f"There is already a user called {user.username}.")
+    user.set_password(password)
+    user.save()
+    user.groups.set(Group.objects.filter(name__in=roles))
+    audit_entry_append(
+        submission=None,
+        action="user-created",
+        by=by,
+        reason=f"{user.get_username()}: {', '.join(sorted(roles)) or 'no role'}",
+    )
+    return user

@@ -116,6 +116,7 @@ class AuditRun(models.Model):
     progress = models.FloatField(default=0.0)
     attempts = models.PositiveIntegerField(default=0)
     report = models.JSONField(null=True, blank=True)
+    risk = models.CharField(max_length=16, blank=True)  # the report's verdict, for lists
     report_pdf = models.ForeignKey(StoredFile, null=True, blank=True, on_delete=models.PROTECT)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import os
 import time
 import zipfile
@@ -37,6 +38,8 @@ from tre_audit.submissions.models import (
     SubmissionFile,
 )
 from tre_audit.submissions.notifications import notify_audit_finished
+
+logger = logging.getLogger(__name__)
 
 #: Every status change the service allows; anything else is refused.
 TRANSITIONS: dict[str, set[str]] = {
@@ -305,10 +308,35 @@ def _check_uploads(*, model: Upload, train: Upload, test: Upload, label: str) ->
         raise UploadRefused(str(exc)) from None
 
 
+#: The stage of a run whose task could not be sent; ``audit_runs_requeue`` resends it.
+NOT_QUEUED = "not queued: the broker was unreachable"
+
+
 def _enqueue_audit(run_id: int) -> None:
+    """Send the audit task. The request is already stored: a broker outage must not lose
+    it or fail the researcher's upload, so the run is marked and resent later."""
+    from kombu.exceptions import OperationalError
+
     from tre_audit.submissions.tasks import audit_run_execute_task
 
-    audit_run_execute_task.delay(run_id)
+    try:
+        audit_run_execute_task.delay(run_id)
+    except OperationalError:
+        logger.warning("Broker unreachable: audit run %s will be queued when it is back.", run_id)
+        AuditRun.objects.filter(id=run_id, status=RunStatus.QUEUED).update(stage=NOT_QUEUED)
+
+
+def audit_runs_requeue() -> int:
+    """Resend the audits whose task never reached the broker; returns how many."""
+    run_ids = list(
+        AuditRun.objects.filter(status=RunStatus.QUEUED, stage=NOT_QUEUED).values_list(
+            "id", flat=True
+        )
+    )
+    for run_id in run_ids:
+        AuditRun.objects.filter(id=run_id).update(stage="")
+        _enqueue_audit(run_id)
+    return len(run_ids)
 
 
 def audit_run_execute(*, run: AuditRun, config: AuditConfig | None = None) -> AuditRun:
@@ -349,6 +377,7 @@ def _audit_run_finish(run: AuditRun, report: dict) -> AuditRun:
         run,
         status=RunStatus.DONE,
         report=report,
+        risk=report["verdict"]["risk"],
         report_pdf=pdf,
         progress=1.0,
         stage="done",

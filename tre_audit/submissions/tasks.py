@@ -1,6 +1,7 @@
 """Celery tasks: an id in, one service call, idempotent."""
 
 from celery import shared_task
+from celery.signals import worker_ready
 from redis.exceptions import RedisError
 
 
@@ -30,3 +31,11 @@ def audit_run_execute(run_id: int) -> None:
 
 
 audit_run_execute_task = audit_run_execute
+
+
+@worker_ready.connect
+def _audit_runs_requeue(**kwargs) -> None:
+    """A worker coming up resends audits submitted while the broker was down."""
+    from tre_audit.submissions.services import audit_runs_requeue
+
+    audit_runs_requeue()

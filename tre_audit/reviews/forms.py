@@ -1,0 +1,52 @@
+from django import forms
+
+from tre_audit.reviews.enums import Decision, ReleaseCondition
+
+
+class ReviewForm(forms.Form):
+    decision = forms.ChoiceField(choices=Decision.choices, widget=forms.RadioSelect)
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=4000,
+        help_text="Why you decide so, in terms of the evidence you tick below.",
+    )
+    evidence = forms.MultipleChoiceField(
+        choices=(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Evidence relied on",
+    )
+    comment = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        max_length=4000,
+        label="What should change",
+        help_text="Required to request changes; sent to the researcher.",
+    )
+    justification = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        max_length=4000,
+        help_text="Required to approve against a high-risk verdict; a TRE admin must sign off.",
+    )
+    condition = forms.ChoiceField(
+        choices=ReleaseCondition.choices,
+        initial=ReleaseCondition.AS_FILE,
+        widget=forms.RadioSelect,
+        label="If approved, the model may leave",
+    )
+
+    def __init__(self, *args, findings: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["evidence"].choices = list(findings.items())
+
+
+class CommentForm(forms.Form):
+    finding = forms.ChoiceField(choices=(), required=False, label="About")
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), max_length=4000, label="Comment"
+    )
+
+    def __init__(self, *args, findings: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["finding"].choices = [("", "The request as a whole"), *findings.items()]

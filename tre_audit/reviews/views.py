@@ -1,0 +1,77 @@
+"""Output checkers' pages: the queue, the decision, comments; the release."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from tre_audit.reviews import selectors, services
+from tre_audit.reviews.enums import Role
+from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
+from tre_audit.reviews.forms import CommentForm, ReviewForm
+from tre_audit.submissions.selectors import finding_titles
+from tre_audit.submissions.views import _detail_context, _visible
+
+
+@login_required
+def review_queue(request):
+    if not services.user_has_role(request.user, Role.CHECKER):
+        raise PermissionDenied("Only output checkers have a review queue.")
+    rows = selectors.review_queue_for(user=request.user)
+    return render(request, "reviews/queue.html", {"rows": rows})
+
+
+@login_required
+@require_POST
+def review_submit_view(request, submission_id: int):
+    submission = _visible(request, submission_id)
+    run = services.current_run(submission)
+    form = ReviewForm(request.POST, findings=finding_titles(run.report if run else None))
+    if form.is_valid():
+        try:
+            services.review_submit(
+                submission=submission, reviewer=request.user, **form.cleaned_data
+            )
+        except ReviewNotAllowed as exc:
+            raise PermissionDenied(str(exc)) from None
+        except ReviewInvalid as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Your review was recorded.")
+            return redirect(submission)
+    context = _detail_context(request, submission) | {"review_form": form}
+    return render(request, "submissions/detail.html", context, status=400)
+
+
+@login_required
+@require_POST
+def comment_add_view(request, submission_id: int):
+    submission = _visible(request, submission_id)
+    run = services.current_run(submission)
+    form = CommentForm(request.POST, findings=finding_titles(run.report if run else None))
+    if form.is_valid():
+        try:
+            services.comment_add(submission=submission, author=request.user, **form.cleaned_data)
+        except ReviewNotAllowed as exc:
+            raise PermissionDenied(str(exc)) from None
+        except ReviewInvalid as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect(f"{submission.get_absolute_url()}#comments")
+    context = _detail_context(request, submission) | {"comment_form": form}
+    return render(request, "submissions/detail.html", context, status=400)
+
+
+@login_required
+@require_POST
+def release_view(request, submission_id: int):
+    submission = _visible(request, submission_id)
+    try:
+        services.submission_release(submission=submission, by=request.user)
+    except ReviewNotAllowed as exc:
+        raise PermissionDenied(str(exc)) from None
+    messages.success(request, "Released: the release bundle is ready to download.")
+    return redirect(submission)

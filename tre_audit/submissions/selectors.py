@@ -1,0 +1,166 @@
+"""What a user may see of submissions."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet
+
+from tre_audit.reviews.enums import Role
+from tre_audit.submissions.enums import RunStatus
+from tre_audit.submissions.exceptions import NotAllowed
+from tre_audit.submissions.models import AuditRun, Submission
+
+
+def user_roles(user: AbstractBaseUser) -> set[str]:
+    if not user.is_authenticated:
+        return set()
+    return set(user.groups.values_list("name", flat=True)) & set(Role.values)
+
+
+def submission_list_visible_to(*, user: AbstractBaseUser) -> QuerySet[Submission]:
+    """Requests ``user`` may open.
+
+    Admins see all; researchers their own and their projects'; checkers every
+    request that has been audited (the evidence they judge).
+    """
+    roles = user_roles(user)
+    qs = Submission.objects.select_related("author", "project")
+    if not user.is_authenticated:
+        return qs.none()
+    if Role.TRE_ADMIN in roles:
+        return qs
+    visible = Q(author=user) | Q(project__members=user)
+    if Role.CHECKER in roles:
+        visible |= Q(runs__status=RunStatus.DONE)
+    return qs.filter(visible).distinct()
+
+
+def submission_get_visible(*, user: AbstractBaseUser, submission_id: int) -> Submission:
+    """The request, or NotAllowed (shown as 404: others' requests are not even confirmed)."""
+    submission = submission_list_visible_to(user=user).filter(pk=submission_id).first()
+    if submission is None:
+        raise NotAllowed("There is no request with that number you can see.")
+    return submission
+
+
+def current_run(submission: Submission) -> AuditRun | None:
+    """The newest finished audit of the current version: the evidence reviews are about."""
+    return (
+        submission.runs.filter(status=RunStatus.DONE, version=submission.version)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def current_runs(submissions: list[Submission]) -> dict[int, AuditRun]:
+    """Each submission's current run (as ``current_run``), in one query; no reports loaded."""
+    version = {s.pk: s.version for s in submissions}
+    runs = {}
+    done = AuditRun.objects.filter(submission__in=version, status=RunStatus.DONE).order_by(
+        "created_at"
+    )
+    for run in done.only("id", "submission_id", "version", "risk"):
+        if run.version == version[run.submission_id]:
+            runs[run.submission_id] = run
+    return runs
+
+
+def submission_rows(*, user: AbstractBaseUser) -> list[dict]:
+    """The requests ``user`` may see, newest activity first, each with its current risk."""
+    submissions = list(submission_list_visible_to(user=user).order_by("-updated_at"))
+    runs = current_runs(submissions)
+    return [
+        {"submission": s, "risk": runs[s.pk].risk if s.pk in runs else None} for s in submissions
+    ]
+
+
+def run_list_for(*, submission: Submission) -> list[AuditRun]:
+    """Every audit of every version, newest first."""
+    return list(submission.runs.order_by("-version", "-created_at"))
+
+
+def version_compare(*, submission: Submission) -> list[dict]:
+    """One row per version: files' hashes, verdict and each attack's AUC, side by side."""
+    rows = []
+    for run in submission.runs.filter(status=RunStatus.DONE).order_by("version", "created_at"):
+        report = run.report or {}
+        files = {f.role: f.stored_id for f in submission.files.filter(version=run.version)}
+        rows.append(
+            {
+                "version": run.version,
+                "run": run.id,
+                "risk": report.get("verdict", {}).get("risk"),
+                "files": files,
+                "auc": {a.get("name"): a.get("auc") for a in report.get("attacks", [])},
+                "finished_at": run.finished_at,
+            }
+        )
+    return rows
+
+
+FPR_LEVELS = ("0.001", "0.01", "0.1")
+
+
+def report_view(report: dict | None) -> dict | None:
+    """The report, prepared for the web page: rows of plain values, no raw records."""
+    if not report:
+        return None
+    verdict = report.get("verdict", {})
+    return {
+        "risk": verdict.get("risk"),
+        "summary": verdict.get("summary", ""),
+        "reasons": verdict.get("reasons", []),
+        "attacks": [_attack_row(a) for a in report.get("attacks", [])],
+        "rules": report.get("rules", []),
+        "sweep": _sweep_view(report.get("sweep")),
+        "most_exposed": report.get("most_exposed", [])[:10],
+        "model": report.get("model", {}),
+        "data": report.get("data", {}),
+        "inputs": report.get("inputs", []),
+        "policy": report.get("policy", {}),
+        "record": report.get("record"),
+        "titles": finding_titles(report),
+    }
+
+
+def finding_titles(report: dict | None) -> dict[str, str]:
+    """Each finding source (``attack:rmia``, ``rule:...``) with a human title."""
+    report = report or {}
+    titles = {
+        f"attack:{a.get('name')}": a.get("title", a.get("name")) for a in report.get("attacks", [])
+    }
+    titles |= {
+        f"rule:{r.get('rule')}": r.get("title", r.get("rule")) for r in report.get("rules", [])
+    }
+    for reason in report.get("verdict", {}).get("reasons", []):
+        titles.setdefault(reason.get("source", ""), reason.get("title") or reason.get("source"))
+    if report.get("sweep"):
+        titles["sweep"] = "Hyperparameter sweep"
+    titles.pop("", None)
+    return dict(sorted(titles.items()))
+
+
+def _attack_row(attack: dict) -> dict:
+    tpr = attack.get("tpr_at_fpr") or {}
+    ci = attack.get("auc_ci") or [None, None]
+    return {
+        "source": f"attack:{attack.get('name')}",
+        "title": attack.get("title", attack.get("name")),
+        "error": attack.get("error"),
+        "auc": attack.get("auc"),
+        "auc_low": ci[0],
+        "auc_high": ci[1],
+        "tpr": [tpr.get(level) for level in FPR_LEVELS],
+        "advantage": attack.get("advantage"),
+    }
+
+
+def _sweep_view(sweep: dict | None) -> dict | None:
+    if not sweep:
+        return None
+    return {
+        "attack": sweep.get("attack"),
+        "points": sweep.get("points", []),
+        "recommendation": sweep.get("recommendation"),
+        "note": sweep.get("note", ""),
+    }
