@@ -1,0 +1,408 @@
+"""What the TRE admin dashboard shows. Everything here reads; nothing writes."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import OuterRef, Subquery
+from kombu.exceptions import ChannelError, OperationalError
+
+from attacks.policy import default_policy_text
+from attacks.verdict import RISKS
+from tre_audit.reviews.enums import Decision, Role
+from tre_audit.reviews.exceptions import ReviewNotAllowed
+from tre_audit.reviews.models import Review
+from tre_audit.reviews.services import check_user_can_sign_off
+from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.models import AuditEntry, AuditRun, PolicyVersion, Submission
+from tre_audit.submissions.services import ChainCheck, audit_chain_verify
+
+#: The statuses that are a checker's decision on a request.
+DECIDED = (Status.APPROVED, Status.REJECTED, Status.CHANGES_REQUESTED)
+#: Reviews whose evidence counts as a reason a model was sent back.
+REFUSALS = (Decision.REJECT, Decision.REQUEST_CHANGES)
+#: Where an approval's pending sign-off still matters (it blocks the release).
+SIGN_OFF_STATUSES = (Status.AWAITING_REVIEW, Status.APPROVED)
+#: Seconds the dashboard waits for the broker and for workers to answer: the page
+#: must load promptly even when Redis is down.
+BROKER_TIMEOUT = 1.0
+
+
+# Requests and audits -------------------------------------------------------
+
+
+def submission_counts_by_status() -> list[dict]:
+    """How many requests are in each status, every status listed (zeros included)."""
+    counts = Counter(Submission.objects.values_list("status", flat=True))
+    return [{"status": s.value, "label": s.label, "count": counts[s.value]} for s in Status]
+
+
+def audit_run_list_failed(*, limit: int = 20) -> dict:
+    """Audits that failed, newest first, with the request each belongs to."""
+    runs = AuditRun.objects.filter(status=RunStatus.FAILED)
+    return {"count": runs.count(), "runs": _run_rows(runs, limit)}
+
+
+def audit_run_list_retried(*, limit: int = 20) -> dict:
+    """Audits that needed more than one attempt (a worker died or a transient error)."""
+    runs = AuditRun.objects.filter(attempts__gt=1)
+    return {"count": runs.count(), "runs": _run_rows(runs, limit)}
+
+
+def _run_rows(runs, limit: int) -> list[dict]:
+    newest = runs.select_related("submission").defer("report").order_by("-created_at", "-id")
+    return [
+        {
+            "id": run.id,
+            "status": run.get_status_display(),
+            "attempts": run.attempts,
+            "error": run.error,
+            "version": run.version,
+            "when": run.finished_at or run.started_at or run.created_at,
+            "submission_id": run.submission_id,
+            "submission_title": run.submission.title,
+            "submission_url": run.submission.get_absolute_url(),
+        }
+        for run in newest[:limit]
+    ]
+
+
+@dataclass(frozen=True)
+class DecisionTimes:
+    """Hours from submission to a checker's first decision, over decided requests."""
+
+    n: int
+    median_hours: float | None
+    p90_hours: float | None
+
+
+def decision_time_stats() -> DecisionTimes:
+    """Median and 90th percentile of the time from "submitted" to the first decision."""
+    submitted: dict[int, datetime] = {}
+    for submission_id, at in AuditEntry.objects.filter(action="submitted").values_list(
+        "submission_id", "created_at"
+    ):
+        submitted.setdefault(submission_id, at)
+    decided: dict[int, datetime] = {}
+    decisions = AuditEntry.objects.filter(action="status", after__in=DECIDED).order_by("id")
+    for submission_id, at in decisions.values_list("submission_id", "created_at"):
+        decided.setdefault(submission_id, at)
+    hours = sorted(
+        (decided[s] - submitted[s]).total_seconds() / 3600 for s in decided if s in submitted
+    )
+    if not hours:
+        return DecisionTimes(0, None, None)
+    return DecisionTimes(len(hours), percentile(hours, 50), percentile(hours, 90))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of sorted ``values``, interpolating between ranks."""
+    if not values:
+        raise ValueError("No values to take a percentile of.")
+    rank = (len(values) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return values[low] + (values[high] - values[low]) * (rank - low)
+
+
+def risk_distribution() -> list[dict]:
+    """How many requests sit at each risk, by the verdict of their newest finished audit.
+
+    Requests never audited to the end are not counted. A report without a
+    recognisable risk is counted as "unknown" rather than hidden.
+    """
+    newest = (
+        AuditRun.objects.filter(submission=OuterRef("pk"), status=RunStatus.DONE)
+        .order_by("-created_at", "-id")
+        .values("id")[:1]
+    )
+    run_ids = Submission.objects.annotate(run_id=Subquery(newest)).values("run_id")
+    risks = Counter(
+        AuditRun.objects.filter(id__in=run_ids).values_list("report__verdict__risk", flat=True)
+    )
+    rows = [{"risk": risk, "count": risks.pop(risk, 0)} for risk in RISKS]
+    unknown = sum(risks.values())
+    if unknown:
+        rows.append({"risk": "unknown", "count": unknown})
+    return rows
+
+
+def rejection_reason_counts(*, limit: int = 10) -> list[dict]:
+    """The report findings cited most often by reject and request-changes reviews.
+
+    Each row is a source such as ``attack:rmia``, how many such reviews cite it,
+    and the finding's title from the report the review judged, where it has one.
+    """
+    counts: Counter[str] = Counter()
+    titles: dict[str, str] = {}
+    reviews = Review.objects.filter(decision__in=REFUSALS).select_related("run")
+    for review in reviews.only("evidence", "run__report"):
+        sources = set(review.evidence or [])
+        counts += Counter(sources)
+        report_titles = finding_titles(review.run.report)
+        for source in sources:
+            if source not in titles and source in report_titles:
+                titles[source] = report_titles[source]
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return [{"source": s, "title": titles.get(s, ""), "count": n} for s, n in ranked]
+
+
+def finding_titles(report: dict | None) -> dict[str, str]:
+    """Each finding source of a report (``attack:lira``, ``rule:...``) with its title."""
+    if not report:
+        return {}
+    titles = {"sweep": "Hyperparameter sweep"} if report.get("sweep") else {}
+    for reason in report.get("verdict", {}).get("reasons", []):
+        if reason.get("source") and reason.get("title"):
+            titles[reason["source"]] = reason["title"]
+    for rule in report.get("rules", []):
+        titles[f"rule:{rule.get('rule')}"] = rule.get("title") or rule.get("rule", "")
+    for attack in report.get("attacks", []):
+        titles[f"attack:{attack.get('name')}"] = attack.get("title") or attack.get("name", "")
+    return titles
+
+
+# Sign-offs ----------------------------------------------------------------
+
+
+def sign_off_list_pending(*, admin: AbstractBaseUser) -> list[dict]:
+    """High-risk approvals of a request's current audit still awaiting an admin's sign-off.
+
+    Only requests where the sign-off still matters are listed (awaiting review or
+    approved); ``user_can_sign_off`` says whether ``admin`` may give it (not the
+    checker who approved, nor the author).
+    """
+    current = (
+        AuditRun.objects.filter(
+            submission=OuterRef("submission"),
+            status=RunStatus.DONE,
+            version=OuterRef("submission__version"),
+        )
+        .order_by("-created_at")
+        .values("id")[:1]
+    )
+    reviews = (
+        Review.objects.filter(
+            decision=Decision.APPROVE,
+            needs_admin_signoff=True,
+            signed_off_at__isnull=True,
+            submission__status__in=SIGN_OFF_STATUSES,
+        )
+        .annotate(current_run_id=Subquery(current))
+        .select_related("submission", "reviewer")
+        .order_by("created_at")
+    )
+    return [_sign_off_row(r, admin) for r in reviews if r.run_id == r.current_run_id]
+
+
+def _sign_off_row(review: Review, admin: AbstractBaseUser) -> dict:
+    try:
+        check_user_can_sign_off(admin, review)
+        can, why_not = True, ""
+    except ReviewNotAllowed as exc:
+        can, why_not = False, str(exc)
+    return {
+        "review_id": review.id,
+        "submission_id": review.submission_id,
+        "submission_title": review.submission.title,
+        "submission_url": review.submission.get_absolute_url(),
+        "submission_status": review.submission.get_status_display(),
+        "reviewer": review.reviewer.get_username(),
+        "reason": review.reason,
+        "justification": review.justification,
+        "created_at": review.created_at,
+        "user_can_sign_off": can,
+        "why_not": why_not,
+    }
+
+
+# The broker and its workers -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerOverview:
+    """The audit queue as the broker sees it; ``reachable`` False means nothing is known."""
+
+    reachable: bool
+    queue: str
+    queue_depth: int | None = None
+    workers: list[dict] = field(default_factory=list)
+    error: str = ""
+
+
+def broker_overview(*, app=None, timeout: float = BROKER_TIMEOUT) -> BrokerOverview:
+    """Queue depth and the workers online with what each runs, within about ``timeout`` s.
+
+    An unreachable broker is reported, not raised: the dashboard must still load.
+    """
+    app = app or _celery_app()
+    queue = app.conf.task_default_queue
+    options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    try:
+        with app.connection_for_read(transport_options=options) as connection:
+            connection.ensure_connection(max_retries=0)
+            depth = audit_queue_depth(connection=connection, queue=queue)
+            workers = worker_list_online(app=app, connection=connection, timeout=timeout)
+    except (OperationalError, OSError) as exc:
+        return BrokerOverview(False, queue, error=str(exc))
+    return BrokerOverview(True, queue, depth, workers)
+
+
+def _celery_app():
+    from tre_audit.celery import app
+
+    return app
+
+
+def audit_queue_depth(*, connection, queue: str) -> int:
+    """Messages waiting in ``queue`` (Redis drops an empty queue: that counts as 0)."""
+    with connection.channel() as channel:
+        try:
+            return channel.queue_declare(queue=queue, passive=True).message_count
+        except ChannelError:
+            return 0
+
+
+def worker_list_online(*, app, connection, timeout: float) -> list[dict]:
+    """Every worker that answers within ``timeout``, with the tasks it is running now."""
+    replies = app.control.inspect(timeout=timeout, connection=connection).active() or {}
+    return [
+        {"name": name, "tasks": [_task_row(task) for task in tasks or []]}
+        for name, tasks in sorted(replies.items())
+    ]
+
+
+def _task_row(task: dict) -> dict:
+    args = task.get("args") or []
+    if isinstance(args, str):  # older workers send the repr of the arguments
+        try:
+            args = ast.literal_eval(args)
+        except (ValueError, SyntaxError):
+            args = []
+    started = task.get("time_start")
+    return {
+        "id": task.get("id", ""),
+        "name": task.get("name", ""),
+        "run_id": args[0] if args and isinstance(args[0], int) else None,
+        "since": datetime.fromtimestamp(started, tz=UTC) if started else None,
+    }
+
+
+# The audit log --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """The audit log's hash check, with the first bad entry described when there is one."""
+
+    check: ChainCheck
+    bad_entry: dict | None = None
+
+
+def audit_chain_status() -> ChainStatus:
+    """Verify the whole hash chain; name the first entry that does not match."""
+    check = audit_chain_verify()
+    if check.ok or check.first_bad_id is None:
+        return ChainStatus(check)
+    entry = AuditEntry.objects.select_related("actor", "submission").get(id=check.first_bad_id)
+    return ChainStatus(check, _entry_row(entry))
+
+
+def audit_entry_list_newest(*, limit: int = 200) -> list[dict]:
+    """The newest ``limit`` audit entries, newest first."""
+    entries = AuditEntry.objects.select_related("actor", "submission").order_by("-id")[:limit]
+    return [_entry_row(entry) for entry in entries]
+
+
+def _entry_row(entry: AuditEntry) -> dict:
+    return {
+        "id": entry.id,
+        "created_at": entry.created_at,
+        "actor": entry.actor.get_username() if entry.actor else "",
+        "submission_id": entry.submission_id,
+        "submission_url": entry.submission.get_absolute_url() if entry.submission else "",
+        "action": entry.action,
+        "before": entry.before,
+        "after": entry.after,
+        "reason": entry.reason,
+        "short_hash": entry.entry_hash[:12],
+        "entry_hash": entry.entry_hash,
+    }
+
+
+# Users ---------------------------------------------------------------------
+
+
+def user_list_with_roles() -> list[dict]:
+    """Every user with their roles and projects, by username."""
+    users = (
+        get_user_model()
+        .objects.prefetch_related("groups", "projects")
+        .order_by(get_user_model().USERNAME_FIELD)
+    )
+    return [_user_row(user) for user in users]
+
+
+def _user_row(user: AbstractBaseUser) -> dict:
+    roles = [role for role in Role if role in {g.name for g in user.groups.all()}]
+    return {
+        "id": user.pk,
+        "username": user.get_username(),
+        "email": user.email,
+        "is_active": user.is_active,
+        "last_login": user.last_login,
+        "roles": [role.value for role in roles],
+        "role_labels": [role.label for role in roles],
+        "projects": sorted(p.name for p in user.projects.all()),
+    }
+
+
+# The risk policy -------------------------------------------------------------
+
+
+def policy_overview() -> dict:
+    """The current policy and every version, newest first, each diffed against the one before.
+
+    Version 1 is the shipped default file; saved versions start at 2.
+    """
+    versions = [
+        {
+            "version": saved.version,
+            "note": saved.note,
+            "created_by": saved.created_by.get_username() if saved.created_by else "",
+            "created_at": saved.created_at,
+            "sha256": saved.sha256,
+            "text": saved.text,
+        }
+        for saved in PolicyVersion.objects.select_related("created_by").order_by("version")
+    ]
+    default = {
+        "version": 1,
+        "note": "The shipped default policy.",
+        "created_by": "",
+        "created_at": None,
+        "text": default_policy_text(),
+    }
+    history = [default, *versions]
+    for previous, version in zip(history, history[1:]):
+        version["diff"] = policy_diff(previous["text"], version["text"])
+        version["previous"] = previous["version"]
+    return {"current": history[-1], "history": history[::-1]}
+
+
+def policy_diff(before: str, after: str) -> list[dict]:
+    """Unified diff lines of two policy texts, each tagged for display (add, remove, ...)."""
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), n=2, lineterm="")
+    return [{"kind": _diff_kind(line), "text": line} for line in list(lines)[2:]]
+
+
+def _diff_kind(line: str) -> str:
+    if line.startswith("@@"):
+        return "hunk"
+    return {"+": "add", "-": "remove"}.get(line[:1], "context")
