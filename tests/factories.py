@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from tre_audit.reviews.enums import Decision, ReleaseCondition, Role
+from tre_audit.reviews.services import (
+    pending_sign_offs,
+    review_sign_off,
+    review_submit,
+    submission_release,
+)
 from tre_audit.submissions.enums import RunStatus, Status
-from tre_audit.submissions.models import AuditRun, Submission
-from tre_audit.submissions.services import submission_set_status
+from tre_audit.submissions.models import AuditRun, Submission, SubmissionFile
+from tre_audit.submissions.services import file_store, submission_set_status
 
 _names = itertools.count()
 
@@ -49,3 +57,185 @@ def create_submission_at_status(status: Status, author=None, risk: str = "low") 
             )
         submission_set_status(submission=submission, to=step, by=None, reason="test")
     return submission
+
+
+# Audited requests with a realistic report ----------------------------------------------
+
+#: Stands in for the report PDF: release bundles and downloads copy its bytes unread.
+REPORT_PDF = b"%PDF-1.4\n% tre-audit test report\n1 0 obj << >> endobj\n%%EOF\n"
+
+#: The findings of ``realistic_report``: what a review may cite as evidence.
+FINDINGS = ["attack:lira", "attack:rmia", "attack:shadow", "record", "rule:min_leaf_records"]
+
+_FILE_NAMES = {"model": "forest.skops", "train": "train.csv", "test": "test.csv"}
+
+#: Statuses reached by checkers' decisions after the audit, not by the audit itself.
+_DECIDED = {Status.APPROVED, Status.RELEASED, Status.CHANGES_REQUESTED, Status.REJECTED}
+
+
+def realistic_report(risk: str = "medium") -> dict:
+    """A report shaped as the audit writes it: attacks (one failed), a rule, and a verdict
+    whose reasons cite them by source, one of them ("record") only in the verdict."""
+    return {
+        "schema_version": "1.0",
+        "verdict": {
+            "risk": risk,
+            "summary": f"{risk.capitalize()} risk: members are told apart from non-members.",
+            "reasons": [
+                {
+                    "risk": risk,
+                    "source": "attack:lira",
+                    "title": "LiRA (online)",
+                    "text": "AUC 0.712 (95% CI 0.690 to 0.734).",
+                },
+                {
+                    "risk": risk,
+                    "source": "rule:min_leaf_records",
+                    "title": "Leaves can hold one record",
+                    "text": "min_samples_leaf=1.",
+                },
+                {
+                    "risk": "medium",
+                    "source": "record",
+                    "title": "The queried record",
+                    "text": "A member with probability 0.81.",
+                },
+            ],
+        },
+        "attacks": [
+            _attack_entry("lira", "LiRA (online)", 0.712),
+            _attack_entry("rmia", "RMIA", 0.655),
+            {
+                **_attack_entry("shadow", "Shadow model (Shokri)", None),
+                "error": "Shadow models did not converge on the population data.",
+            },
+        ],
+        "rules": [
+            {
+                "rule": "min_leaf_records",
+                "title": "Leaves can hold one record",
+                "risk": risk,
+                "reason": "min_samples_leaf=1 lets a leaf hold a single training record.",
+            }
+        ],
+    }
+
+
+def _attack_entry(name: str, title: str, auc: float | None) -> dict:
+    ran = auc is not None
+    return {
+        "name": name,
+        "title": title,
+        "auc": auc,
+        "auc_ci": [auc - 0.022, auc + 0.022] if ran else None,
+        "tpr_at_fpr": {"0.001": None, "0.01": 0.041 if ran else None, "0.1": 0.27 if ran else None},
+        "advantage": round(2 * auc - 1, 3) if ran else None,
+        "error": None,
+    }
+
+
+def create_audited_submission(
+    status: Status = Status.AWAITING_REVIEW,
+    author=None,
+    risk: str = "medium",
+    project=None,
+    condition: str = ReleaseCondition.AS_FILE,
+) -> Submission:
+    """A request with stored files whose DONE run holds ``realistic_report(risk)`` and a PDF.
+
+    It is walked to AWAITING_REVIEW like ``create_submission_at_status``; the decisions
+    after that are made through the review services by fresh checkers (two approvals
+    with ``condition``, an admin's sign-off when the risk is high, and the author's
+    release), so an APPROVED or RELEASED request is one the app could have made.
+    """
+    submission = Submission.objects.create(
+        title="Readmission forest",
+        author=author or create_user(role=Role.RESEARCHER),
+        label="response",
+        project=project,
+        files_are_exact=True,
+    )
+    for role, name in _FILE_NAMES.items():
+        data = f"{role} of request {submission.pk}".encode()
+        SubmissionFile.objects.create(
+            submission=submission, role=role, name=name, stored=file_store(data=data)
+        )
+    for step in PATHS[Status.AWAITING_REVIEW if status in _DECIDED else status]:
+        _audit_step(submission, step, risk)
+        submission_set_status(submission=submission, to=step, by=None, reason="test")
+    _decide(submission, status, condition)
+    submission.refresh_from_db()
+    return submission
+
+
+def _audit_step(submission: Submission, step: Status, risk: str) -> None:
+    if step == Status.AWAITING_REVIEW:
+        AuditRun.objects.create(
+            submission=submission,
+            version=submission.version,
+            status=RunStatus.DONE,
+            stage="done",
+            progress=1.0,
+            attempts=1,
+            report=realistic_report(risk),
+            risk=risk,
+            report_pdf=file_store(data=REPORT_PDF),
+        )
+    if step == Status.AUDIT_FAILED:
+        AuditRun.objects.create(
+            submission=submission,
+            version=submission.version,
+            status=RunStatus.FAILED,
+            attempts=1,
+            error="The model file is not a skops file: it is not a zip archive.",
+        )
+
+
+def _decide(submission: Submission, status: Status, condition: str) -> None:
+    def review(decision, **extra):
+        review_submit(
+            submission=submission,
+            reviewer=create_user(role=Role.CHECKER),
+            decision=decision,
+            reason="Judged on the attacks and the leaf rule.",
+            evidence=["attack:lira", "rule:min_leaf_records"],
+            **extra,
+        )
+
+    if status == Status.CHANGES_REQUESTED:
+        review(Decision.REQUEST_CHANGES, comment="Set min_samples_leaf to 20.")
+    if status == Status.REJECTED:
+        review(Decision.REJECT)
+    if status not in (Status.APPROVED, Status.RELEASED):
+        return
+    for _ in range(2):
+        review(Decision.APPROVE, justification="Served behind the endpoint.", condition=condition)
+    if status == Status.RELEASED:
+        admin = create_user(role=Role.TRE_ADMIN)
+        for pending in pending_sign_offs(submission):
+            review_sign_off(review=pending, admin=admin, reason="Endpoint reviewed.")
+        submission_release(submission=submission, by=submission.author)
+
+
+#: A broker address nothing listens on (port 1 is never a Redis).
+CLOSED_BROKER = "redis://127.0.0.1:1/0"
+
+
+@contextmanager
+def broker_unreachable():
+    """Point the Celery app at a closed port, as when Redis is down; restored on exit.
+
+    The app caches its connection and producer pools on first use, so those are
+    dropped too: the task is really sent to the closed port, and fails like it.
+    """
+    from tre_audit.celery import app
+
+    saved = app.conf.broker_url, app._pool, app.amqp._producer_pool
+    app.conf.broker_url = CLOSED_BROKER
+    app._pool = app.amqp._producer_pool = None
+    try:
+        yield
+    finally:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app.conf.broker_url, app._pool, app.amqp._producer_pool = saved
