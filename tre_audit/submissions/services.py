@@ -21,6 +21,7 @@ from attacks.audit import AuditConfig, Upload, audit_uploads, target_from_upload
 from attacks.exceptions import AuditError, PolicyError
 from attacks.pdf import render_pdf
 from attacks.policy import Policy, load_policy
+from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
 from tre_audit.submissions.exceptions import (
     InvalidTransition,
@@ -38,6 +39,7 @@ from tre_audit.submissions.models import (
     SubmissionFile,
 )
 from tre_audit.submissions.notifications import notify_audit_finished
+from tre_audit.submissions.selectors import user_roles
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +290,12 @@ def submission_withdraw(*, submission: Submission, by: AbstractBaseUser, reason:
 
 def audit_run_retry(*, submission: Submission, by: AbstractBaseUser) -> AuditRun:
     """Audit a failed request's current version again (for its author or an admin)."""
+    if submission.author_id != by.pk and Role.TRE_ADMIN not in user_roles(by):
+        raise NotAllowed("Only the author or a TRE admin can retry an audit.")
+    if submission.status != Status.AUDIT_FAILED:
+        # AWAITING_REVIEW and CHANGES_REQUESTED may become SUBMITTED too, for a new
+        # version: a retry there would drop the reviews and audit the same files again.
+        raise InvalidTransition("Only a request whose audit failed can be retried.")
     with transaction.atomic():
         submission_set_status(
             submission=submission, to=Status.SUBMITTED, by=by, reason="audit retried"
