@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.urls import reverse
 
 from tre_audit.reviews.enums import Decision, ReleaseCondition, Role
 from tre_audit.reviews.services import (
@@ -16,7 +17,7 @@ from tre_audit.reviews.services import (
     submission_release,
 )
 from tre_audit.submissions.enums import RunStatus, Status
-from tre_audit.submissions.models import AuditRun, Submission, SubmissionFile
+from tre_audit.submissions.models import AuditRun, Project, Submission, SubmissionFile
 from tre_audit.submissions.services import file_store, submission_set_status
 
 _names = itertools.count()
@@ -239,3 +240,61 @@ def broker_unreachable():
         if app._pool is not None:
             app._pool.force_close_all()
         app.conf.broker_url, app._pool, app.amqp._producer_pool = saved
+
+
+def complete_audit(submission: Submission, risk: str = "medium") -> AuditRun:
+    """Finish the queued run of the current version as the audit would (AWAITING_REVIEW)."""
+    submission.refresh_from_db()
+    run = submission.runs.get(version=submission.version, status=RunStatus.QUEUED)
+    submission_set_status(submission=submission, to=Status.AUDITING, by=None, reason="test")
+    AuditRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.DONE,
+        stage="done",
+        progress=1.0,
+        attempts=1,
+        report=realistic_report(risk),
+        risk=risk,
+        report_pdf=file_store(data=REPORT_PDF),
+    )
+    submission_set_status(submission=submission, to=Status.AWAITING_REVIEW, by=None)
+    run.refresh_from_db()
+    return run
+
+
+# Permission tables -----------------------------------------------------------------
+
+#: The people of a permission table, in the order of its columns.
+ROLES = ["anonymous", "author", "other", "member", "checker", "admin"]
+
+#: Expected instead of a status code: redirected to the login page.
+LOGIN = "login"
+
+
+def create_people() -> dict:
+    """The author and a fellow member of project "Readmissions" (both researchers),
+    another researcher, a checker and a TRE admin; "anonymous" is None."""
+    author = create_user("author", Role.RESEARCHER)
+    member = create_user("member", Role.RESEARCHER)
+    Project.objects.create(name="Readmissions").members.add(author, member)
+    return {
+        "anonymous": None,
+        "author": author,
+        "other": create_user("other", Role.RESEARCHER),
+        "member": member,
+        "checker": create_user("checker", Role.CHECKER),
+        "admin": create_user("admin", Role.TRE_ADMIN),
+    }
+
+
+def codes(*expected) -> dict:
+    """One expected status code (or LOGIN) per person, in the order of ROLES."""
+    return dict(zip(ROLES, expected, strict=True))
+
+
+def assert_response(response, expected) -> None:
+    """The response has the expected code, or is a redirect to the login page."""
+    if expected == LOGIN:
+        assert response.status_code == 302
+        assert response.url.startswith(reverse("login") + "?next=")
+    else:
+        assert response.status_code == expected

@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from tests import factories
+from tests.factories import LOGIN, ROLES, assert_response, codes
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions import services
 from tre_audit.submissions.enums import FileRole, RunStatus, Status
@@ -23,25 +24,10 @@ from tre_audit.submissions.models import (
 
 pytestmark = pytest.mark.django_db
 
-#: Expected instead of a status code: redirected to the login page.
-LOGIN = "login"
-ROLES = ["anonymous", "author", "other", "member", "checker", "admin"]
-
 
 @pytest.fixture
 def people():
-    """The author and a project member (researchers), another researcher, a checker, an admin."""
-    author = factories.create_user("author", Role.RESEARCHER)
-    member = factories.create_user("member", Role.RESEARCHER)
-    Project.objects.create(name="Readmissions").members.add(author, member)
-    return {
-        "anonymous": None,
-        "author": author,
-        "other": factories.create_user("other", Role.RESEARCHER),
-        "member": member,
-        "checker": factories.create_user("checker", Role.CHECKER),
-        "admin": factories.create_user("admin", Role.TRE_ADMIN),
-    }
+    return factories.create_people()
 
 
 def request_of(people, status=Status.AWAITING_REVIEW):
@@ -57,28 +43,15 @@ def call(client, user, method, url, data=None):
     return client.post(url, data or {}) if method == "POST" else client.get(url)
 
 
-def assert_code(response, expected):
-    if expected == LOGIN:
-        assert response.status_code == 302
-        assert response.url.startswith(reverse("login") + "?next=")
-    else:
-        assert response.status_code == expected
-
-
-def table(*codes):
-    """One expected code per role, in the order of ROLES."""
-    assert len(codes) == len(ROLES)
-    return dict(zip(ROLES, codes, strict=True))
-
-
 def cases(expected: dict[str, dict]):
-    return [(name, role, codes[role]) for name, codes in expected.items() for role in ROLES]
+    """(page, person, expected code) for each cell of a table of pages by person."""
+    return [(name, role, by_role[role]) for name, by_role in expected.items() for role in ROLES]
 
 
 # Pages of one request -------------------------------------------------------------
 
 #: Once audited, checkers see it too; other researchers never learn that it exists.
-SEES = table(LOGIN, 200, 404, 200, 200, 200)
+SEES = codes(LOGIN, 200, 404, 200, 200, 200)
 AUDITED_PAGES = {
     name: SEES for name in ("detail", "progress", "report_pdf", "report_json", "compare")
 }
@@ -88,16 +61,16 @@ AUDITED_PAGES = {
 def test_pages_of_an_audited_request(client, people, name, role, expected):
     submission = request_of(people)
     url = reverse(f"submissions:{name}", args=[submission.pk])
-    assert_code(call(client, people[role], "GET", url), expected)
+    assert_response(call(client, people[role], "GET", url), expected)
 
 
 #: Before the audit: checkers do not see it, and nobody gets a report.
 UNAUDITED_PAGES = {
-    "detail": table(LOGIN, 200, 404, 200, 404, 200),
-    "progress": table(LOGIN, 200, 404, 200, 404, 200),
-    "compare": table(LOGIN, 200, 404, 200, 404, 200),
-    "report_pdf": table(LOGIN, 404, 404, 404, 404, 404),
-    "report_json": table(LOGIN, 404, 404, 404, 404, 404),
+    "detail": codes(LOGIN, 200, 404, 200, 404, 200),
+    "progress": codes(LOGIN, 200, 404, 200, 404, 200),
+    "compare": codes(LOGIN, 200, 404, 200, 404, 200),
+    "report_pdf": codes(LOGIN, 404, 404, 404, 404, 404),
+    "report_json": codes(LOGIN, 404, 404, 404, 404, 404),
 }
 
 
@@ -105,7 +78,7 @@ UNAUDITED_PAGES = {
 def test_pages_of_a_request_not_yet_audited(client, people, name, role, expected):
     submission = request_of(people, Status.SUBMITTED)
     url = reverse(f"submissions:{name}", args=[submission.pk])
-    assert_code(call(client, people[role], "GET", url), expected)
+    assert_response(call(client, people[role], "GET", url), expected)
 
 
 def test_the_reports_are_the_stored_ones(client, people):
@@ -137,14 +110,14 @@ def test_progress_reports_the_current_run(client, people):
 # Pages of no particular request ---------------------------------------------------
 
 GENERAL_PAGES = {
-    "list": table(LOGIN, 200, 200, 200, 200, 200),
-    "create": table(LOGIN, 200, 200, 200, 403, 403),
+    "list": codes(LOGIN, 200, 200, 200, 200, 200),
+    "create": codes(LOGIN, 200, 200, 200, 403, 403),
 }
 
 
 @pytest.mark.parametrize("name, role, expected", cases(GENERAL_PAGES))
 def test_general_pages(client, people, name, role, expected):
-    assert_code(call(client, people[role], "GET", reverse(f"submissions:{name}")), expected)
+    assert_response(call(client, people[role], "GET", reverse(f"submissions:{name}")), expected)
 
 
 @pytest.mark.parametrize(
@@ -176,7 +149,7 @@ def test_home_sends_each_role_to_its_start_page(client, role, target):
     if role != "anonymous":
         client.force_login(factories.create_user(role=role))
     response = client.get(reverse("home"))
-    assert_code(response, LOGIN if target is None else 302)
+    assert_response(response, LOGIN if target is None else 302)
     if target is not None:
         assert response.url == reverse(target)
 
@@ -194,19 +167,19 @@ def _files(uploads):
 
 #: name: (status before, status after when allowed, expected code per role)
 ACTIONS = {
-    "withdraw": (Status.AWAITING_REVIEW, Status.WITHDRAWN, table(LOGIN, 302, 404, 403, 403, 403)),
-    "retry": (Status.AUDIT_FAILED, Status.SUBMITTED, table(LOGIN, 302, 404, 403, 404, 302)),
+    "withdraw": (Status.AWAITING_REVIEW, Status.WITHDRAWN, codes(LOGIN, 302, 404, 403, 403, 403)),
+    "retry": (Status.AUDIT_FAILED, Status.SUBMITTED, codes(LOGIN, 302, 404, 403, 404, 302)),
     "new_version": (
         Status.CHANGES_REQUESTED,
         Status.SUBMITTED,
-        table(LOGIN, 302, 404, 403, 403, 403),
+        codes(LOGIN, 302, 404, 403, 403, 403),
     ),
 }
 
 
 @pytest.mark.parametrize(
     "name, role, expected",
-    [(name, role, codes[role]) for name, (_, _, codes) in ACTIONS.items() for role in ROLES],
+    [(name, role, by_role[role]) for name, (_, _, by_role) in ACTIONS.items() for role in ROLES],
 )
 def test_actions_on_a_request(client, people, example_files, name, role, expected):
     before, after, _ = ACTIONS[name]
@@ -215,7 +188,7 @@ def test_actions_on_a_request(client, people, example_files, name, role, expecte
     data = data if data is not None else _version_data(example_files)
     url = reverse(f"submissions:{name}", args=[submission.pk])
     response = call(client, people[role], "POST", url, data)
-    assert_code(response, expected)
+    assert_response(response, expected)
     submission.refresh_from_db()
     assert submission.status == (after if expected == 302 else before)
     if expected == 302:
@@ -265,14 +238,14 @@ def test_a_refused_new_version_shows_why_and_keeps_the_old_one(client, people, e
 # Release bundle ---------------------------------------------------------------------
 
 BUNDLE = {
-    Status.RELEASED: table(LOGIN, 200, 404, 403, 403, 200),
-    Status.APPROVED: table(LOGIN, 404, 404, 403, 403, 404),  # not released yet
+    Status.RELEASED: codes(LOGIN, 200, 404, 403, 403, 200),
+    Status.APPROVED: codes(LOGIN, 404, 404, 403, 403, 404),  # not released yet
 }
 
 
 @pytest.mark.parametrize(
     "status, role, expected",
-    [(status, role, codes[role]) for status, codes in BUNDLE.items() for role in ROLES],
+    [(status, role, by_role[role]) for status, by_role in BUNDLE.items() for role in ROLES],
 )
 def test_only_the_author_or_an_admin_downloads_the_release_bundle(
     client, people, status, role, expected
@@ -281,7 +254,7 @@ def test_only_the_author_or_an_admin_downloads_the_release_bundle(
     response = call(
         client, people[role], "GET", reverse("submissions:bundle", args=[submission.pk])
     )
-    assert_code(response, expected)
+    assert_response(response, expected)
     if expected == 200:
         assert response["Content-Type"] == "application/zip"
         assert b"".join(response.streaming_content) == services.file_read(
