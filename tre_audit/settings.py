@@ -5,6 +5,7 @@ localhost. Production: set ``TRE_AUDIT_SECRET_KEY``, ``DATABASE_URL``
 (PostgreSQL), ``CELERY_BROKER_URL`` and ``TRE_AUDIT_DEBUG=false``.
 """
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -83,7 +84,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # a file, not memory, so that a test's Celery worker process sees the same data
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # (one per test process, so that test runs side by side do not share it)
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -134,6 +134,11 @@ def check_user_can_sign_off(user: AbstractBaseUser, review: Review) -> None:
         raise ReviewNotAllowed("Only TRE admins can sign off a high-risk approval.")
     if not review.needs_admin_signoff or review.signed_off_at is not None:
         raise ReviewNotAllowed("This review does not await an admin's sign-off.")
+    submission = review.submission
+    if submission.status not in (Status.AWAITING_REVIEW, Status.APPROVED):
+        raise ReviewNotAllowed("Only approvals of a request still under review can be signed off.")
+    if review.run_id != getattr(current_run(submission), "id", None):
+        raise ReviewNotAllowed("This approval is of an earlier audit: the evidence has changed.")
     if user.pk in (review.reviewer_id, review.submission.author_id):
         raise ReviewNotAllowed("Sign-off must come from someone other than the checker or author.")
 

@@ -469,7 +469,9 @@ def policy_version_create(*, text: str, note: str, by: AbstractBaseUser) -> Poli
         note=note.strip(),
         created_by=by,
     )
-    audit_entry_append(submission=None, action="policy", after=str(number), by=by, reason=note)
+    audit_entry_append(
+        submission=None, action="policy", after=str(number), by=by, reason=note.strip()
+    )
     return saved
 
 
