@@ -152,3 +152,66 @@ def worker_factory(celery_broker, settings, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+
+
+# A real browser --------------------------------------------------------------
+
+#: Debian's Chromium (scripts/bootstrap installs it); Playwright never downloads one.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+#: Screenshots, traces and downloads of the browser tests, kept for a person to look at.
+BROWSER_ARTIFACTS = ROOT / "test-artifacts" / "browser"
+
+
+@pytest.fixture
+def browser_artifacts() -> Path:
+    """test-artifacts/browser/, emptied of an earlier run's files."""
+    BROWSER_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in BROWSER_ARTIFACTS.iterdir():
+        if old.is_file():
+            old.unlink()
+    return BROWSER_ARTIFACTS
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    """Headless Chromium driven by Playwright's sync API.
+
+    That API keeps an event loop running in this thread, so Django would refuse
+    ORM calls from the test as unsafe; the test never runs them concurrently.
+    """
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is not installed: run scripts/bootstrap")
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_context(chromium, browser_artifacts, live_server):
+    """Make a traced browser context on the live server, one per person signing in.
+
+    Each context's trace is saved as test-artifacts/browser/trace-<name>.zip,
+    also when the test fails: open it with `playwright show-trace`.
+    """
+    contexts = []
+
+    def new(name: str):
+        context = chromium.new_context(
+            base_url=live_server.url,
+            accept_downloads=True,
+            viewport={"width": 1280, "height": 900},
+        )
+        context.set_default_timeout(15_000)
+        context.tracing.start(screenshots=True, snapshots=True, title=name)
+        contexts.append((name, context))
+        return context
+
+    yield new
+    for name, context in contexts:
+        context.tracing.stop(path=browser_artifacts / f"trace-{name}.zip")
+        context.close()

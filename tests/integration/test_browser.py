@@ -1,0 +1,204 @@
+"""The whole release flow in a real browser, on a live server with a real worker and Redis.
+
+A researcher submits the famous-patient example (a high-risk model), watches
+the audit, two output checkers approve it with a justification, a TRE admin
+signs both approvals off on the dashboard, and the researcher releases the
+model and downloads the bundle. Screenshots go to test-artifacts/browser/.
+"""
+
+import hashlib
+import io
+import json
+import re
+import zipfile
+
+import pytest
+from django.contrib.auth.models import Group
+from playwright.sync_api import Page, expect
+
+from tests import factories
+from tre_audit.reviews.enums import Role
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+#: Worker start-up plus an audit with four shadow models and no sweep.
+AUDIT_TIMEOUT_MS = 90_000
+TITLE = "Famous patient SVC"
+USERS = {
+    "rita": Role.RESEARCHER,
+    "carl": Role.CHECKER,
+    "cleo": Role.CHECKER,
+    "ada": Role.TRE_ADMIN,
+}
+
+
+class Screenshots:
+    """Numbered full-page screenshots, in the order the flow takes them."""
+
+    def __init__(self, directory):
+        self.directory, self.count = directory, 0
+
+    def __call__(self, page: Page, step: str) -> None:
+        self.count += 1
+        page.screenshot(path=self.directory / f"{self.count:02d}-{step}.png", full_page=True)
+
+
+def test_a_model_goes_from_submission_to_a_downloaded_release(
+    live_server, worker_factory, browser_context, browser_artifacts, example_files
+):
+    _create_users()
+    shot = Screenshots(browser_artifacts)
+    researcher = _sign_in(browser_context, "rita")
+    _submit(researcher, example_files, shot)
+    request_url = researcher.url
+
+    worker_factory()  # started only now, so the queued state above is certain
+    _follow_the_audit(researcher, shot)
+
+    _approve(_sign_in(browser_context, "carl"), approvals_so_far=0, shot=shot)
+    _approve(_sign_in(browser_context, "cleo"), approvals_so_far=1, shot=shot)
+    researcher.goto(request_url)
+    expect(researcher.locator("#status-label")).to_have_text("Approved")
+    expect(researcher.get_by_text("waiting for a TRE admin's sign-off")).to_be_visible()
+    expect(researcher.get_by_role("button", name="Release")).to_have_count(0)
+    shot(researcher, "approved-waiting-for-sign-off")
+
+    _sign_off_all(_sign_in(browser_context, "ada"), shot)
+    bundle = _release_and_download(researcher, request_url, shot, browser_artifacts)
+    _check_bundle(bundle, model_name=example_files["model"].name)
+
+
+def _create_users() -> None:
+    # a transactional test before this one may have flushed the roles' groups
+    for role in Role:
+        Group.objects.get_or_create(name=role)
+    for username, role in USERS.items():
+        factories.create_user(username, role)
+
+
+def _sign_in(new_context, username: str) -> Page:
+    page = new_context(username).new_page()
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).not_to_have_url(re.compile(r"/accounts/login/"))
+    expect(page.locator("header .signout")).to_contain_text(username)
+    return page
+
+
+def _submit(page: Page, files: dict, shot: Screenshots) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Submit a model").click()
+    expect(page.get_by_role("heading", name="Submit a model for release")).to_be_visible()
+    page.fill("#id_title", TITLE)
+    page.fill("#id_label", "response")
+    for role in ("model", "train", "test"):
+        upload = files[role]
+        page.set_input_files(
+            f"#id_{role}",
+            {"name": upload.name, "mimeType": "application/octet-stream", "buffer": upload.data},
+        )
+    page.fill("#id_model_type", "Support vector classifier, RBF kernel")
+    page.fill("#id_preprocessing", "None: the features are used as recorded.")
+    page.fill("#id_purpose", "Predicting the response to treatment in new patients.")
+    page.get_by_label("Published as a file").check()
+    page.get_by_label("I declare these files are exactly the model and data used.").check()
+    shot(page, "submit-form")
+    page.get_by_role("button", name="Submit for audit").click()
+    expect(page).to_have_url(re.compile(r"/requests/\d+/$"))
+    expect(page.get_by_text("Submitted: the audit has been queued.")).to_be_visible()
+    expect(page.get_by_role("heading", name=TITLE)).to_be_visible()
+    expect(page.locator("#audit-progress")).to_be_visible()
+    expect(page.locator("#audit-stage")).to_contain_text("Queued: waiting for a worker")
+    shot(page, "queued")
+
+
+def _follow_the_audit(page: Page, shot: Screenshots) -> None:
+    """The page polls and reloads itself: no reload here, only waiting."""
+    page.wait_for_function(
+        "() => { const bar = document.getElementById('audit-progress');"
+        " return !bar || bar.value > 0; }",
+        timeout=AUDIT_TIMEOUT_MS,
+    )
+    shot(page, "auditing")
+    expect(page.locator("#status-label")).to_have_text("Awaiting review", timeout=AUDIT_TIMEOUT_MS)
+    expect(page.locator("#audit-progress")).to_have_count(0)
+    expect(page.locator("#verdict-h")).to_have_text("Verdict: high risk")
+    expect(page.get_by_role("link", name="Report (PDF)")).to_be_visible()
+    shot(page, "audited")
+
+
+def _approve(page: Page, *, approvals_so_far: int, shot: Screenshots) -> None:
+    username = page.locator("header .signout span").inner_text()
+    page.goto("/review/queue/")
+    row = page.get_by_role("row").filter(has_text=TITLE)
+    expect(row).to_contain_text("high risk")
+    expect(row).to_contain_text(f"{approvals_so_far} of 2")
+    shot(page, f"queue-{username}")
+    row.get_by_role("link", name=TITLE).click()
+    expect(page.get_by_role("heading", name="Your review")).to_be_visible()
+    page.locator("input[name=evidence]").first.check()
+    page.get_by_label("Approve", exact=True).check()
+    page.fill("#id_reason", "The attacks find little beyond the one famous patient.")
+    justification = page.locator("#id_justification")
+    if justification.count():  # shown for a high-risk verdict only
+        justification.fill(
+            "The one exposed record is the famous patient, who consented to publication."
+        )
+    shot(page, f"review-{username}")
+    page.get_by_role("button", name="Submit review").click()
+    expect(page.get_by_text("Your review was recorded.")).to_be_visible()
+    expect(page.locator(".card").filter(has_text=f"Approve by {username}")).to_be_visible()
+    status = "Approved" if approvals_so_far + 1 == 2 else "Awaiting review"
+    expect(page.locator("#status-label")).to_have_text(status)
+    shot(page, f"reviewed-{username}")
+
+
+def _sign_off_all(page: Page, shot: Screenshots) -> None:
+    """Both approvals were given against a high-risk verdict: each needs a sign-off."""
+    page.goto("/dashboard/")
+    forms = page.locator("form[action*='/dashboard/sign-offs/']")
+    expect(forms).to_have_count(2)
+    shot(page, "dashboard-sign-offs")
+    for remaining in (2, 1):
+        expect(forms).to_have_count(remaining)
+        forms.first.locator("textarea").fill(
+            "The exposed patient consented; both justifications hold."
+        )
+        forms.first.get_by_role("button", name="Sign off").click()
+        expect(page.locator(".messages")).to_contain_text("signed off")
+    expect(forms).to_have_count(0)
+    expect(page.get_by_text("No approval is waiting for a sign-off.")).to_be_visible()
+    shot(page, "dashboard-signed-off")
+
+
+def _release_and_download(page: Page, request_url: str, shot: Screenshots, directory) -> bytes:
+    page.goto(request_url)
+    page.get_by_role("button", name="Release").click()
+    expect(page.get_by_text("Released: the release bundle is ready to download.")).to_be_visible()
+    expect(page.locator("#status-label")).to_have_text("Released")
+    shot(page, "released")
+    with page.expect_download() as download_info:
+        page.locator("#download-bundle").click()
+    download = download_info.value
+    assert download.suggested_filename.endswith(".zip")
+    path = directory / "release-bundle.zip"
+    download.save_as(path)
+    return path.read_bytes()
+
+
+def _check_bundle(data: bytes, *, model_name: str) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    model = f"model/{model_name}"
+    assert set(members) == {"manifest.json", "report.pdf", "report.json", model}
+    assert members["report.pdf"].startswith(b"%PDF")
+    assert json.loads(members["report.json"])["verdict"]["risk"] == "high"
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["title"] == TITLE and manifest["model_withheld"] is False
+    assert manifest["files"] == {
+        name: hashlib.sha256(body).hexdigest()
+        for name, body in members.items()
+        if name != "manifest.json"
+    }
+    assert manifest["model_sha256"] == hashlib.sha256(members[model]).hexdigest()
