@@ -8,6 +8,7 @@ from attacks.datasets import write_famous_patient_example
 def _test_settings(settings, tmp_path):
     """Every test stores files in its own folder; passwords hash fast (tests only)."""
     settings.TRE_AUDIT_FILE_ROOT = tmp_path / "files"
+    settings.TRE_AUDIT_ANCHOR_FILE = tmp_path / "audit-anchor.log"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

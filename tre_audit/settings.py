@@ -105,6 +105,8 @@ WHITENOISE_USE_FINDERS = True
 
 #: Submitted files, stored by SHA-256 and never changed once written.
 TRE_AUDIT_FILE_ROOT = Path(env("TRE_AUDIT_FILE_ROOT", str(VAR_DIR / "files")))
+#: The audit log's newest hashes, kept outside the database so a cut-off tail shows.
+TRE_AUDIT_ANCHOR_FILE = Path(env("TRE_AUDIT_ANCHOR_FILE", str(VAR_DIR / "audit-anchor.log")))
 #: Largest file a researcher may upload, in bytes.
 TRE_AUDIT_MAX_UPLOAD_BYTES = env_int("TRE_AUDIT_MAX_UPLOAD_BYTES", 200 * 2**20)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20

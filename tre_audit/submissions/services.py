@@ -109,6 +109,7 @@ def audit_entry_append(
     )
     entry.entry_hash = audit_entry_hash(entry)
     entry.save()
+    transaction.on_commit(lambda: _anchor_write(entry))
     return entry
 
 
@@ -149,7 +150,42 @@ def audit_chain_verify() -> ChainCheck:
                 False, count, entry.id, "its content was changed after it was written"
             )
         prev = entry.entry_hash
+    return _anchor_check(count)
+
+
+def _anchor_check(count: int) -> ChainCheck:
+    """The newest anchored entry must still be there, unchanged: catches a cut-off tail."""
+    anchored = _anchor_newest()
+    if anchored is None:
+        return ChainCheck(True, count)
+    entry_id, entry_hash = anchored
+    entry = AuditEntry.objects.filter(id=entry_id).first()
+    if entry is None:
+        return ChainCheck(False, count, entry_id, "it and the entries after it were removed")
+    if entry.entry_hash != entry_hash:
+        return ChainCheck(False, count, entry_id, "it no longer matches the anchored hash")
     return ChainCheck(True, count)
+
+
+def _anchor_write(entry: AuditEntry) -> None:
+    """Append the entry's id and hash to the anchor file, outside the database.
+
+    Each line is one small O_APPEND write, so processes writing at once do not mix.
+    In production ship this file to separate, append-only storage (syslog, WORM).
+    """
+    path = settings.TRE_AUDIT_ANCHOR_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="ascii") as anchor:
+        anchor.write(f"{entry.id} {entry.entry_hash}\n")
+
+
+def _anchor_newest() -> tuple[int, str] | None:
+    path = settings.TRE_AUDIT_ANCHOR_FILE
+    if not path.exists():
+        return None
+    lines = [line.split() for line in path.read_text(encoding="ascii").splitlines()]
+    anchored = [(int(parts[0]), parts[1]) for parts in lines if len(parts) == 2]
+    return max(anchored) if anchored else None
 
 
 def file_store(*, data: bytes) -> StoredFile:

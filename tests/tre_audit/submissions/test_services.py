@@ -10,6 +10,7 @@ from tre_audit.submissions.models import AuditEntry
 from tre_audit.submissions.services import (
     TRANSITIONS,
     audit_chain_verify,
+    audit_entry_hash,
     file_path,
     file_read,
     file_store,
@@ -97,3 +98,26 @@ def test_a_stored_file_changed_on_disk_is_refused():
     file_path(stored.sha256).write_bytes(b"tampered")
     with pytest.raises(OSError, match="no longer matches"):
         file_read(stored=stored)
+
+
+def test_a_cut_off_tail_is_detected_by_the_anchor(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        factories.create_submission_at_status(Status.APPROVED)
+    assert audit_chain_verify().ok
+    newest = AuditEntry.objects.order_by("-id")[:2]
+    AuditEntry.objects.filter(id__in=[e.id for e in newest])._raw_delete(AuditEntry.objects.db)
+    check = audit_chain_verify()  # the remaining chain is consistent in itself
+    assert not check.ok and check.first_bad_id == newest[0].id
+    assert "removed" in check.problem
+
+
+def test_the_anchor_catches_a_consistently_rewritten_tail(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        factories.create_submission_at_status(Status.AUDITING)
+    last = AuditEntry.objects.order_by("-id").first()
+    last.reason = "forged"
+    forged_hash = audit_entry_hash(last)  # a forger who knows the scheme rehashes
+    AuditEntry.objects.filter(id=last.id).update(reason="forged", entry_hash=forged_hash)
+    check = audit_chain_verify()
+    assert not check.ok and check.first_bad_id == last.id
+    assert "anchored" in check.problem
