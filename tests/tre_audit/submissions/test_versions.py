@@ -10,6 +10,7 @@ from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.models import Review
 from tre_audit.reviews.selectors import review_list_visible_to
 from tre_audit.reviews.services import review_submit, user_can_review
+from tre_audit.submissions import services
 from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.exceptions import (
     InvalidTransition,
@@ -50,6 +51,14 @@ def snapshot():
     ]
 
 
+@pytest.fixture
+def enqueued(monkeypatch):
+    """The run ids whose audit task would have been sent."""
+    sent = []
+    monkeypatch.setattr(services, "_enqueue_audit", sent.append)
+    return sent
+
+
 def status_of(submission):
     submission.refresh_from_db()
     return submission.status
@@ -70,7 +79,7 @@ NEW_VERSION_FROM = {Status.AUDIT_FAILED, Status.AWAITING_REVIEW, Status.CHANGES_
 
 @pytest.mark.parametrize("status", list(Status))
 def test_a_new_version_is_taken_only_before_a_decision_stands(
-    status, example_files, django_capture_on_commit_callbacks
+    status, example_files, django_capture_on_commit_callbacks, enqueued
 ):
     submission = factories.create_audited_submission(status)
     if status not in NEW_VERSION_FROM:
@@ -79,13 +88,14 @@ def test_a_new_version_is_taken_only_before_a_decision_stands(
             submission_new_version(submission=submission, by=submission.author, **example_files)
         assert snapshot() == before and status_of(submission) == status
         return
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         new = submission_new_version(
             submission=submission, by=submission.author, note="leaf 20", **example_files
         )
     assert (new.version, new.status) == (2, Status.SUBMITTED)
-    assert new.runs.get(version=2).status == RunStatus.QUEUED
-    assert len(callbacks) == 1  # the audit of version 2 is sent once committed
+    run = new.runs.get(version=2)
+    assert run.status == RunStatus.QUEUED
+    assert enqueued == [run.id]  # the audit of version 2 is sent once committed
     entry = AuditEntry.objects.filter(submission=new).last()
     assert (entry.before, entry.after, entry.reason) == (
         status,
@@ -201,17 +211,17 @@ def test_only_the_author_withdraws_and_says_why():
 
 @pytest.mark.parametrize("by", ["author", "admin"])
 def test_a_failed_audit_is_retried_by_its_author_or_an_admin(
-    by, django_capture_on_commit_callbacks
+    by, django_capture_on_commit_callbacks, enqueued
 ):
     submission = factories.create_audited_submission(Status.AUDIT_FAILED)
     user = submission.author if by == "author" else factories.create_user(role=Role.TRE_ADMIN)
     failed = submission.runs.get()
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         run = audit_run_retry(submission=submission, by=user)
     assert status_of(submission) == Status.SUBMITTED
     assert (run.version, run.status) == (1, RunStatus.QUEUED) and run != failed
     assert AuditRun.objects.get(pk=failed.pk).status == RunStatus.FAILED
-    assert len(callbacks) == 1
+    assert enqueued == [run.id]
     assert AuditEntry.objects.last().actor == user
 
 
