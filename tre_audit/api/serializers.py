@@ -1,0 +1,302 @@
+"""API serializers: parse what clients send and shape what they get; no decisions here."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import build_choice_field
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from attacks.audit import Upload
+from tre_audit.reviews.enums import Decision, ReleaseCondition
+from tre_audit.reviews.models import Review
+from tre_audit.reviews.selectors import review_list_visible_to
+from tre_audit.submissions.enums import Hosting, RunStatus, Status
+from tre_audit.submissions.models import AuditRun, Project, Submission
+from tre_audit.submissions.selectors import current_run
+from tre_audit.submissions.services import Declaration
+
+# -- input ------------------------------------------------------------------------------
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class UploadField(serializers.FileField):
+    """An uploaded file no larger than the service's limit (checked before it is read)."""
+
+    def to_internal_value(self, data) -> Upload:
+        file = super().to_internal_value(data)
+        limit = settings.TRE_AUDIT_MAX_UPLOAD_BYTES
+        if file.size > limit:
+            raise serializers.ValidationError(
+                f"{file.name} is larger than the upload limit of {_size(limit)}."
+            )
+        return Upload(name=file.name, data=file.read())
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes // 2**20} MiB" if n_bytes >= 2**20 else f"{n_bytes} bytes"
+
+
+class VersionFilesSerializer(serializers.Serializer):
+    model = UploadField(help_text="The fitted scikit-learn model, saved with skops.io.dump.")
+    train = UploadField(help_text="Exactly the rows the model was fitted on (CSV or Parquet).")
+    test = UploadField(help_text="Rows the model never saw in training (CSV or Parquet).")
+
+
+class SubmissionCreateSerializer(VersionFilesSerializer):
+    title = serializers.CharField(max_length=200)
+    label = serializers.CharField(max_length=200, help_text="The outcome column in both sets.")
+    project = serializers.PrimaryKeyRelatedField(
+        queryset=Project.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="A project you are a member of; its members can follow the request.",
+    )
+    model_type = serializers.CharField(max_length=200, required=False, default="")
+    preprocessing = serializers.CharField(required=False, default="")
+    purpose = serializers.CharField(required=False, default="")
+    hosting = serializers.ChoiceField(choices=Hosting.choices, default=Hosting.PUBLIC_FILE)
+    files_are_exact = serializers.BooleanField(
+        help_text="Must be true: you declare these are exactly the model and data used."
+    )
+
+    def validate_files_are_exact(self, value: bool) -> bool:
+        if not value:
+            raise serializers.ValidationError(
+                "Declare that these files are exactly the model and data used: "
+                "the audit is only meaningful for the exact files."
+            )
+        return value
+
+
+def declaration_from(data: dict) -> Declaration:
+    """The researcher's declaration out of validated submission data."""
+    return Declaration(**{name: data[name] for name in Declaration.__dataclass_fields__})
+
+
+class NewVersionSerializer(VersionFilesSerializer):
+    note = serializers.CharField(max_length=500, help_text="What changed; checkers see it.")
+
+
+class ReasonSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class ReviewCreateSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=Decision.choices)
+    reason = serializers.CharField(max_length=4000, help_text="Why, in terms of the evidence.")
+    evidence = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        default=list,
+        help_text="Finding sources of the report relied on, e.g. attack:rmia or rule:...",
+    )
+    comment = serializers.CharField(
+        max_length=4000, required=False, default="", help_text="Required to request changes."
+    )
+    justification = serializers.CharField(
+        max_length=4000,
+        required=False,
+        default="",
+        help_text="Required to approve against a high-risk verdict.",
+    )
+    condition = serializers.ChoiceField(
+        choices=ReleaseCondition.choices, required=False, default=ReleaseCondition.AS_FILE
+    )
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="One sentence saying what went wrong.")
+    errors = serializers.DictField(
+        required=False, help_text="Per-field messages, when the input was invalid."
+    )
+
+
+class NamedChoiceField(serializers.ChoiceField):
+    """Choices that appear in the schema as one enum of this name, wherever they are used."""
+
+    def __init__(self, *, schema_name: str, **kwargs):
+        self.schema_name = schema_name
+        super().__init__(**kwargs)
+
+
+class _NamedChoiceFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = NamedChoiceField
+    match_subclasses = True
+
+    def get_name(self) -> str:
+        return self.target.schema_name
+
+    def map_serializer_field(self, auto_schema, direction) -> dict:
+        return build_choice_field(self.target)
+
+
+def _request_status(**kwargs) -> NamedChoiceField:
+    # both a request and its audit have a "status": unnamed, their enums would collide
+    return NamedChoiceField(schema_name="RequestStatus", choices=Status.choices, **kwargs)
+
+
+def _absolute(request, name: str, submission_id: int) -> str:
+    return request.build_absolute_uri(reverse(name, args=[submission_id]))
+
+
+class SubmissionRowSerializer(serializers.Serializer):
+    """One row of ``submission_rows``: a request and the risk of its current audit."""
+
+    id = serializers.IntegerField(source="submission.pk")
+    title = serializers.CharField(source="submission.title")
+    status = _request_status(source="submission.status")
+    version = serializers.IntegerField(source="submission.version")
+    risk = serializers.CharField(allow_null=True, help_text="Risk of the current audit, if any.")
+    created_at = serializers.DateTimeField(source="submission.created_at")
+    updated_at = serializers.DateTimeField(source="submission.updated_at")
+    url = serializers.SerializerMethodField()
+
+    def get_url(self, row) -> str:
+        return _absolute(self.context["request"], "api-request-detail", row["submission"].pk)
+
+
+class QueueRowSerializer(serializers.Serializer):
+    """One row of a checker's queue."""
+
+    id = serializers.IntegerField(source="submission.pk")
+    title = serializers.CharField(source="submission.title")
+    version = serializers.IntegerField(source="submission.version")
+    author = serializers.CharField(source="submission.author.get_username")
+    risk = serializers.CharField(allow_null=True)
+    approvals = serializers.IntegerField(help_text="Approvals of the current audit so far.")
+    waiting_since = serializers.DateTimeField()
+    url = serializers.SerializerMethodField()
+
+    def get_url(self, row) -> str:
+        return _absolute(self.context["request"], "api-request-detail", row["submission"].pk)
+
+
+class AuditRunSerializer(serializers.ModelSerializer):
+    status = NamedChoiceField(schema_name="AuditStatus", choices=RunStatus.choices, read_only=True)
+
+    class Meta:
+        model = AuditRun
+        fields = [
+            "id",
+            "version",
+            "status",
+            "stage",
+            "progress",
+            "attempts",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class VerdictSerializer(serializers.Serializer):
+    risk = serializers.CharField()
+    summary = serializers.CharField()
+
+
+class ReviewSerializer(serializers.ModelSerializer):
+    reviewer = serializers.CharField(source="reviewer.get_username", read_only=True)
+    evidence = serializers.ListField(child=serializers.CharField())
+
+    class Meta:
+        model = Review
+        fields = [
+            "id",
+            "reviewer",
+            "decision",
+            "reason",
+            "evidence",
+            "comment",
+            "justification",
+            "condition",
+            "needs_admin_signoff",
+            "signed_off_at",
+            "created_at",
+        ]
+
+
+class LinksSerializer(serializers.Serializer):
+    request = serializers.URLField(help_text="This request in the API.")
+    report_json = serializers.URLField(allow_null=True)
+    report_pdf = serializers.URLField(allow_null=True)
+    bundle = serializers.URLField(allow_null=True)
+
+
+class SubmissionDetailSerializer(serializers.ModelSerializer):
+    """A request as its reader may see it: progress, verdict, reviews and links."""
+
+    status = _request_status(read_only=True)
+    author = serializers.CharField(source="author.get_username", read_only=True)
+    project = serializers.CharField(source="project.name", allow_null=True, read_only=True)
+    audit = serializers.SerializerMethodField()
+    verdict = serializers.SerializerMethodField()
+    reviews = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Submission
+        fields = [
+            "id",
+            "title",
+            "status",
+            "version",
+            "author",
+            "project",
+            "label",
+            "model_type",
+            "preprocessing",
+            "purpose",
+            "hosting",
+            "files_are_exact",
+            "created_at",
+            "updated_at",
+            "audit",
+            "verdict",
+            "reviews",
+            "links",
+        ]
+
+    @extend_schema_field(AuditRunSerializer(allow_null=True))
+    def get_audit(self, submission) -> dict | None:
+        """The newest audit of the current version, finished or not."""
+        run = submission.runs.filter(version=submission.version).order_by("-created_at").first()
+        return AuditRunSerializer(run).data if run else None
+
+    @extend_schema_field(VerdictSerializer(allow_null=True))
+    def get_verdict(self, submission) -> dict | None:
+        run = current_run(submission)
+        if run is None or not run.report:
+            return None
+        verdict = run.report.get("verdict", {})
+        return {"risk": verdict.get("risk", ""), "summary": verdict.get("summary", "")}
+
+    @extend_schema_field(ReviewSerializer(many=True))
+    def get_reviews(self, submission) -> list[dict]:
+        user = self.context["request"].user
+        reviews = review_list_visible_to(user=user, submission=submission)
+        return ReviewSerializer(reviews, many=True).data
+
+    @extend_schema_field(LinksSerializer)
+    def get_links(self, submission) -> dict:
+        request, pk = self.context["request"], submission.pk
+        has_report = current_run(submission) is not None
+        return {
+            "request": _absolute(request, "api-request-detail", pk),
+            "report_json": _absolute(request, "api-report-json", pk) if has_report else None,
+            "report_pdf": _absolute(request, "api-report-pdf", pk) if has_report else None,
+            "bundle": _absolute(request, "api-bundle", pk)
+            if submission.release_bundle_id
+            else None,
+        }
