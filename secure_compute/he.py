@@ -57,8 +57,8 @@ from secure_compute.exceptions import HEError, UnsupportedModel
 from secure_compute.presets import DEFAULT_PRESET, PRESETS, HEPreset
 
 # Limits, checked on the raw bytes before any TenSEAL parsing.
-#: A request holds one ciphertext per feature and batch; wider models are not tabular HE work.
-MAX_FEATURES = 512
+#: One standard batch of this many features (~100 MB) still fits MAX_REQUEST_BYTES.
+MAX_FEATURES = 256
 #: Sixteen standard batches; larger jobs are split by the client.
 MAX_ROWS = 65_536
 #: One output per class; a 32-class linear model is already unusual.
@@ -206,8 +206,9 @@ def _scaler_affine(step, n_features: int) -> tuple[np.ndarray, np.ndarray]:
         raise UnsupportedModel("A MinMaxScaler with clip=True is not linear and cannot be folded.")
     ones, zeros = np.ones(n_features), np.zeros(n_features)
     if isinstance(step, StandardScaler):
-        a = ones if step.scale_ is None else 1.0 / step.scale_
-        return a, zeros if step.mean_ is None else -step.mean_ * a
+        # mean_ is fitted even with with_mean=False; the flags decide what transform does.
+        a = 1.0 / step.scale_ if step.with_std else ones
+        return a, -step.mean_ * a if step.with_mean else zeros
     if isinstance(step, MinMaxScaler):
         return np.asarray(step.scale_, dtype=float), np.asarray(step.min_, dtype=float)
     return 1.0 / step.scale_, zeros
@@ -312,8 +313,14 @@ def _reference_parms_id(name: str) -> tuple[int, ...]:
     return tuple(seal_context.key_parms_id())
 
 
-def _preset_of(context: ts.Context) -> HEPreset:
-    """The preset whose exact parameters this context uses."""
+def preset_of(context: ts.Context) -> HEPreset:
+    """The preset whose exact parameters this context uses.
+
+    Raises
+    ------
+    HEError
+        If the context was not made by :func:`make_context` for a known preset.
+    """
     parms_id = tuple(context.seal_context().data.key_parms_id())
     for name, spec in PRESETS.items():
         if _reference_parms_id(name) == parms_id:
@@ -339,7 +346,7 @@ def encrypt(context: ts.Context, X) -> bytes:
     request : bytes
         Envelope with one ciphertext per feature and batch of ``N / 2`` rows.
     """
-    spec = _preset_of(context)
+    spec = preset_of(context)
     X = _check_matrix(X, spec)
     sizes = _batch_sizes(X.shape[0], spec.slots)
     blobs = []
@@ -398,7 +405,7 @@ def decrypt(context: ts.Context, response: bytes) -> np.ndarray:
         If the response is malformed, was made for another context, or holds a
         value beyond the preset's range (a wrapped-around, meaningless result).
     """
-    spec = _preset_of(context)
+    spec = preset_of(context)
     header, offset = wire.read_header(response, max_bytes=MAX_RESPONSE_BYTES, what="response")
     n_outputs, sizes = _check_response_header(header, spec)
     _check_fingerprint(header, public_context_bytes(context), "response")
@@ -493,13 +500,16 @@ def _rows(weights: LinearWeights):
 
 def _parse_request(public_context: bytes, request: bytes, weights: LinearWeights):
     """All byte-level checks of a request; returns (preset, batch sizes, blobs)."""
+    if not isinstance(public_context, bytes) or len(public_context) > MAX_BODY_BYTES:
+        raise HEError("The public context must be bytes within the body limit.")
+    _refuse_private_keys(public_context)
     header, offset = wire.read_header(request, max_bytes=MAX_REQUEST_BYTES, what="request")
     spec, n_rows = _check_request_header(header, weights)
     sizes = _check_batch_sizes(header, n_rows, spec, "request")
     if len(sizes) * weights.n_outputs * spec.max_ciphertext_bytes > MAX_RESPONSE_BYTES:
         raise HEError("The response would be too large; send fewer rows per request.")
-    _check_context_bytes(public_context, spec)
     _check_fingerprint(header, public_context, "request")
+    _check_context_bytes(public_context, spec)
     count = len(sizes) * weights.n_features
     blobs = wire.read_blobs(
         request, offset, count, max_blob=spec.max_ciphertext_bytes, what="request"
@@ -550,11 +560,9 @@ def _check_weights(weights: LinearWeights, spec: HEPreset) -> None:
 
 def _check_context_bytes(public_context: bytes, spec: HEPreset) -> None:
     """Walk the context protobuf: parameters and public key only, no other key."""
-    if not isinstance(public_context, bytes) or len(public_context) > spec.max_context_bytes:
-        raise HEError(f"The public context must be at most {spec.max_context_bytes} bytes.")
     fields = _unique_fields(public_context)
-    if 3 in fields:
-        raise HEError("The context holds a secret key; the server must never receive one.")
+    if len(public_context) > spec.max_context_bytes:
+        raise HEError(f"The public context must be at most {spec.max_context_bytes} bytes.")
     if set(fields) - {1, 2, 4} or fields.get(4, (0, 0))[1] != 0:
         raise HEError("The context is not a public-key CKKS context.")
     if fields.get(1, (None,))[0] != 2 or fields.get(2, (None,))[0] != 2:
@@ -563,14 +571,25 @@ def _check_context_bytes(public_context: bytes, spec: HEPreset) -> None:
     _check_public_part(fields[2][1], spec)
 
 
-def _check_public_part(public: bytes, spec: HEPreset) -> None:
-    """The public part: a public key, flags and the preset's scale; no evaluation keys."""
-    fields = _unique_fields(public)
-    if 4 in fields or 5 in fields:
+def _refuse_private_keys(public_context: bytes) -> None:
+    """Refuse, by name and before anything else, a secret key or evaluation keys.
+
+    A secret key must never reach the server; Galois and relinearisation keys
+    are never needed by this computation.
+    """
+    fields = _unique_fields(public_context)
+    if 3 in fields:
+        raise HEError("The context holds a secret key; the server must never receive one.")
+    if 2 in fields and fields[2][0] == 2 and {4, 5} & set(_unique_fields(fields[2][1])):
         raise HEError(
             "The context carries relinearisation or Galois keys; "
             "send a public context without them."
         )
+
+
+def _check_public_part(public: bytes, spec: HEPreset) -> None:
+    """The public part: a public key, flags and the preset's scale; no evaluation keys."""
+    fields = _unique_fields(public)
     if set(fields) - {1, 2, 3} or fields.get(1, (None,))[0] != 2 or fields.get(3, (None,))[0] != 1:
         raise HEError("The context's public part is malformed or lacks a public key.")
     wire.check_seal_object(fields[1][1], "public key")
