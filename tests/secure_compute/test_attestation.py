@@ -37,7 +37,9 @@ def identity(root):
     return signing_identity_issue(root, module_id="SIMULATED-test-enclave", now=NOW)
 
 
-def build(identity, *, nonce=NONCE, model_sha256=MODEL_SHA, module_id="SIMULATED-test-enclave"):
+def build(
+    identity, *, nonce=NONCE, model_sha256=MODEL_SHA, module_id="SIMULATED-test-enclave", now=NOW
+):
     return attestation_document_build(
         identity=identity,
         module_id=module_id,
@@ -46,7 +48,7 @@ def build(identity, *, nonce=NONCE, model_sha256=MODEL_SHA, module_id="SIMULATED
         code_measurement=CODE,
         model_sha256=model_sha256,
         n_features=30,
-        now=NOW,
+        now=now,
     )
 
 
@@ -171,7 +173,8 @@ def test_max_age_is_configurable(root, identity):
 
 
 def test_future_timestamp_is_refused(root, identity):
-    refused(build(identity), root, "future", now=NOW - dt.timedelta(minutes=5))
+    ahead = build(identity, now=NOW + dt.timedelta(minutes=5))
+    refused(ahead, root, "future")
 
 
 def test_flipped_signature_byte_is_refused(root, identity):

@@ -16,6 +16,7 @@ from secure_compute.enclave import (
     ENCLAVE_CODE_MODULES,
     Enclave,
     EnclaveProcess,
+    _enclave_from_files,
     code_measurement_compute,
     enclave_serve,
 )
@@ -308,9 +309,13 @@ def test_stopped_enclave_process_is_unavailable(model_bytes, root_directory):
         os.kill(pid, 0)
 
 
-def test_enclave_process_refuses_a_pickle_model(model, root_directory):
+def test_enclave_start_up_refuses_a_pickle_model(model, root_directory):
+    # The child's start-up code, run here: the same refusal then travels to
+    # the parent as in test_enclave_process_refuses_a_missing_root.
     with pytest.raises(EnclaveError, match="[Pp]ickle"):
-        enclave_serve(model_bytes=pickle.dumps(model), root_directory=root_directory)
+        _enclave_from_files(
+            model_bytes=pickle.dumps(model), root_directory=root_directory, filename="model.skops"
+        )
 
 
 def test_enclave_process_refuses_a_missing_root(model_bytes, tmp_path):
