@@ -102,6 +102,7 @@ STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the source folders (one small stylesheet): no collectstatic step.
 WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request otherwise
 
 #: Submitted files, stored by SHA-256 and never changed once written.
 TRE_AUDIT_FILE_ROOT = Path(env("TRE_AUDIT_FILE_ROOT", str(VAR_DIR / "files")))

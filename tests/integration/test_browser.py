@@ -181,7 +181,7 @@ def _release_and_download(page: Page, request_url: str, shot: Screenshots, direc
     with page.expect_download() as download_info:
         page.locator("#download-bundle").click()
     download = download_info.value
-    assert download.suggested_filename.endswith(".zip")
+    assert re.fullmatch(r"request-\d+-v1-release\.zip", download.suggested_filename)
     path = directory / "release-bundle.zip"
     download.save_as(path)
     return path.read_bytes()

@@ -164,3 +164,21 @@ def _sweep_view(sweep: dict | None) -> dict | None:
         "recommendation": sweep.get("recommendation"),
         "note": sweep.get("note", ""),
     }
+
+
+_STAGES = {
+    "": "Queued: waiting for a worker",
+    "rules": "Checking the model's settings against the rules",
+    "sweep": "Sweeping hyperparameters for a safer setting",
+    "report": "Writing the report",
+    "done": "Done",
+}
+
+
+def stage_label(stage: str) -> str:
+    """What the audit is doing, in words: an attack's title or a named step."""
+    from attacks.audit import ATTACKS
+
+    if stage in ATTACKS:
+        return f"Running the {ATTACKS[stage][0].split(' (')[0]} attack"
+    return _STAGES.get(stage, stage)

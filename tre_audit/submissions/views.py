@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -92,7 +94,11 @@ def _detail_context(request, submission: Submission) -> dict:
         "run": run,
         "latest": latest,
         "report": selectors.report_view(run.report if run else None),
-        "reviews": review_selectors.review_list_visible_to(user=user, submission=submission),
+        "reviews": [
+            {"review": r, "evidence": [titles.get(e, e) for e in r.evidence]}
+            for r in review_selectors.review_list_visible_to(user=user, submission=submission)
+        ],
+        "stage": selectors.stage_label(latest.stage if latest else ""),
         "comments": review_selectors.comment_list_visible_to(user=user, submission=submission),
         "versions": selectors.version_compare(submission=submission),
         "files": submission.files.filter(version=submission.version).select_related("stored"),
@@ -127,7 +133,7 @@ def submission_progress(request, submission_id: int):
         {
             "status": submission.status,
             "status_label": submission.get_status_display(),
-            "stage": run.stage if run else "",
+            "stage": selectors.stage_label(run.stage if run else ""),
             "progress": run.progress if run else 0.0,
             "attempts": run.attempts if run else 0,
             "run_status": run.status if run else RunStatus.QUEUED,
@@ -254,7 +260,7 @@ def release_bundle(request, submission_id: int):
         raise Http404("This request has not been released.")
     data = services.file_read(stored=submission.release_bundle)
     return FileResponse(
-        iter([data]),
+        io.BytesIO(data),
         as_attachment=True,
         filename=f"request-{submission.pk}-v{submission.version}-release.zip",
         content_type="application/zip",
