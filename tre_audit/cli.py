@@ -1,7 +1,10 @@
 """The ``tre-audit`` command line: thin parsing around the attacks library.
 
+``audit``, ``scan`` and ``example`` run here; ``submit`` and ``status`` talk to a
+tre-audit server's REST API (``--url``/``TRE_AUDIT_URL``, ``--token``/``TRE_AUDIT_TOKEN``).
+
 Exit status: 0 when the command did its job (an audit that ran, whatever its
-verdict), 2 on bad input, with a one-line reason on stderr.
+verdict), 2 on bad input or a refusal by the server, with a one-line reason on stderr.
 """
 
 from __future__ import annotations
@@ -10,11 +13,17 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 
 from attacks.exceptions import AuditError
 
 BAD_INPUT = 2
+DEFAULT_URL = "http://127.0.0.1:8000"
+#: Seconds to connect, and to wait for an answer (the server checks uploads on arrival).
+HTTP_TIMEOUT = (10, 600)
+#: Statuses in which the audit has not finished yet.
+AUDIT_PENDING = {"submitted", "auditing"}
 
 
 class CommandError(Exception):
@@ -70,7 +79,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target_args(scan)
     scan.add_argument("--out", type=Path, help="also write scan.json here")
     scan.set_defaults(handler=_scan)
+    _add_submit(commands)
+    _add_status(commands)
     return parser
+
+
+def _add_submit(commands) -> None:
+    submit = commands.add_parser(
+        "submit",
+        help="submit a model to a tre-audit server for audit and output checking",
+        description="Submitting declares that the files are exactly the model and data used.",
+    )
+    submit.add_argument("--model", required=True, type=Path, help="fitted model (.skops)")
+    submit.add_argument("--train", required=True, type=Path, help="training set (CSV/Parquet)")
+    submit.add_argument("--test", required=True, type=Path, help="held-out set (CSV/Parquet)")
+    submit.add_argument("--label", required=True, help="name of the label column")
+    submit.add_argument("--title", required=True, help="what the model is, in a few words")
+    submit.add_argument(
+        "--hosting",
+        choices=["public_file", "another_tre", "query_only"],
+        default="public_file",
+        help="where the approved model will live (default: public_file)",
+    )
+    submit.add_argument("--model-type", default="", help="for example: random forest, 100 trees")
+    submit.add_argument("--preprocessing", default="", help="what was done before fitting")
+    submit.add_argument("--purpose", default="", help="what the model will be used for")
+    submit.add_argument("--project", type=int, help="id of a project you are a member of")
+    submit.add_argument("--wait", action="store_true", help="wait until the audit has finished")
+    _add_server_args(submit)
+    submit.set_defaults(handler=_submit)
+
+
+def _add_status(commands) -> None:
+    status = commands.add_parser("status", help="show a submitted request's status")
+    status.add_argument("id", type=_positive, help="the request's number")
+    status.add_argument("--wait", action="store_true", help="wait until the audit has finished")
+    status.add_argument(
+        "--report-dir", type=Path, help="download report.json and report.pdf into this directory"
+    )
+    _add_server_args(status)
+    status.set_defaults(handler=_status)
+
+
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help=f"the server (default: $TRE_AUDIT_URL or {DEFAULT_URL})")
+    p.add_argument("--token", help="your API token (default: $TRE_AUDIT_TOKEN)")
+    p.add_argument(
+        "--interval", type=_seconds, default=2.0, help="seconds between polls with --wait"
+    )
+    p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_target_args(p: argparse.ArgumentParser) -> None:
@@ -235,6 +293,156 @@ def _write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def _submit(args) -> int:
+    server = _Server.from_args(args)
+    files = _uploads(args)
+    data = {
+        "title": args.title,
+        "label": args.label,
+        "hosting": args.hosting,
+        "model_type": args.model_type,
+        "preprocessing": args.preprocessing,
+        "purpose": args.purpose,
+        "files_are_exact": "true",  # running submit is the declaration (see --help)
+    }
+    if args.project is not None:
+        data["project"] = str(args.project)
+    request = server.call(
+        "POST",
+        "requests/",
+        data=data,
+        files={role: (upload.name, upload.data) for role, upload in files.items()},
+    )
+    _print_request(request)
+    if args.wait:
+        request = _wait(server, request["id"], args)
+        print(f"status: {request['status']}")
+        _print_outcome(request)
+    return 0
+
+
+def _status(args) -> int:
+    server = _Server.from_args(args)
+    request = server.call("GET", f"requests/{args.id}/")
+    if args.wait:
+        request = _wait(server, args.id, args)
+    _print_request(request)
+    _print_outcome(request)
+    if args.report_dir is not None:
+        _download_reports(server, args.id, args.report_dir)
+    return 0
+
+
+def _print_request(request: dict) -> None:
+    print(f"id: {request['id']}")
+    print(f"status: {request['status']}")
+
+
+def _print_outcome(request: dict) -> None:
+    """The verdict once audited, or why the audit failed."""
+    if request.get("verdict"):
+        print(f"risk: {request['verdict']['risk']}. {request['verdict']['summary']}")
+    elif request["status"] == "audit_failed" and request.get("audit"):
+        print(f"audit failed: {request['audit']['error']}")
+
+
+def _wait(server: _Server, request_id: int, args) -> dict:
+    """Poll until the audit has finished, showing its progress; the request at the end."""
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    with _ProgressBar(args.quiet) as progress:
+        while True:
+            request = server.call("GET", f"requests/{request_id}/")
+            audit = request.get("audit") or {}
+            if progress is not None:
+                progress(audit.get("stage") or request["status"], audit.get("progress") or 0.0)
+            if request["status"] not in AUDIT_PENDING:
+                return request
+            if deadline is not None and time.monotonic() > deadline:
+                raise CommandError(
+                    f"Request {request_id} is still {request['status']} after {args.timeout:g} s."
+                )
+            time.sleep(args.interval)
+
+
+def _download_reports(server: _Server, request_id: int, directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise CommandError(f"{directory} exists and is not a directory.")
+    report_json = server.call("GET", f"requests/{request_id}/report.json", raw=True)
+    report_pdf = server.call("GET", f"requests/{request_id}/report.pdf", raw=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write(directory / "report.json", report_json)
+    _write(directory / "report.pdf", report_pdf)
+    print(f"Wrote {directory / 'report.json'} and {directory / 'report.pdf'}")
+
+
+class _Server:
+    """The tre-audit REST API at ``url``, called with a token; errors become CommandError."""
+
+    def __init__(self, url: str, token: str):
+        import requests
+
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Token {token}"
+
+    @classmethod
+    def from_args(cls, args) -> _Server:
+        url = args.url or os.environ.get("TRE_AUDIT_URL") or DEFAULT_URL
+        token = args.token or os.environ.get("TRE_AUDIT_TOKEN")
+        if not token:
+            raise CommandError(
+                "No API token: pass --token or set TRE_AUDIT_TOKEN "
+                f"(POST your username and password to {url.rstrip('/')}/api/v1/token/)."
+            )
+        return cls(url, token)
+
+    def call(self, method: str, path: str, *, raw: bool = False, **kwargs):
+        """The answer's JSON (or bytes when ``raw``); CommandError for any failure."""
+        import requests
+
+        try:
+            response = self.session.request(
+                method, f"{self.url}/api/v1/{path}", timeout=HTTP_TIMEOUT, **kwargs
+            )
+        except requests.ConnectionError:
+            raise CommandError(f"Cannot reach the tre-audit server at {self.url}.") from None
+        except requests.Timeout:
+            raise CommandError(f"The server at {self.url} did not answer in time.") from None
+        except requests.RequestException as exc:
+            raise CommandError(f"Cannot call the server at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            raise CommandError(_error_message(response))
+        return response.content if raw else _json(response, self.url)
+
+
+def _error_message(response) -> str:
+    """The server's one-sentence reason, on one line, with the HTTP status."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if not detail:
+        detail = response.reason or "The server refused the request."
+    return f"{' '.join(str(detail).split())} (HTTP {response.status_code})"
+
+
+def _json(response, url: str):
+    try:
+        return response.json()
+    except ValueError:
+        raise CommandError(f"{url} did not answer like a tre-audit server.") from None
 
 
 class _ProgressBar:
