@@ -164,7 +164,7 @@ def create_audited_submission(
     for step in PATHS[Status.AWAITING_REVIEW if status in _DECIDED else status]:
         _audit_step(submission, step, risk)
         submission_set_status(submission=submission, to=step, by=None, reason="test")
-    _decide(submission, status, condition)
+    _decide(submission, status, condition, risk)
     submission.refresh_from_db()
     return submission
 
@@ -192,7 +192,7 @@ def _audit_step(submission: Submission, step: Status, risk: str) -> None:
         )
 
 
-def _decide(submission: Submission, status: Status, condition: str) -> None:
+def _decide(submission: Submission, status: Status, condition: str, risk: str) -> None:
     def review(decision, **extra):
         review_submit(
             submission=submission,
@@ -209,8 +209,9 @@ def _decide(submission: Submission, status: Status, condition: str) -> None:
         review(Decision.REJECT)
     if status not in (Status.APPROVED, Status.RELEASED):
         return
+    justification = "Served behind the endpoint." if risk == "high" else ""
     for _ in range(2):
-        review(Decision.APPROVE, justification="Served behind the endpoint.", condition=condition)
+        review(Decision.APPROVE, justification=justification, condition=condition)
     if status == Status.RELEASED:
         admin = create_user(role=Role.TRE_ADMIN)
         for pending in pending_sign_offs(submission):

@@ -239,6 +239,26 @@ def test_a_high_risk_approval_is_released_only_after_an_admin_signs_off(client, 
     assert status_of(submission) == Status.RELEASED
 
 
+def test_the_page_says_which_approvals_await_a_sign_off(client, people):
+    high, medium = request_of(people, risk="high"), request_of(people)
+    justified = APPROVAL | {"justification": "Served only behind the HE endpoint."}
+    review = Review.objects.get(pk=post_review(client, high, justified))
+    post_review(client, medium, APPROVAL | {"justification": "Belt and braces."})
+    assert "Awaiting a TRE admin's sign-off." in page(client, people["author"], high)
+    shown = page(client, people["author"], medium)
+    assert "Belt and braces." in shown and "sign-off" not in shown
+    review_sign_off(review=review, admin=people["admin"], reason="Endpoint checked.")
+    shown = page(client, people["author"], high)
+    assert "Signed off by admin." in shown and "Awaiting a TRE admin's sign-off." not in shown
+
+
+def post_review(client, submission, data) -> int:
+    """A fresh checker's review through the form; its id."""
+    reviewer = checker()
+    assert post(client, reviewer, "submit", submission, data).status_code == 302
+    return Review.objects.get(reviewer=reviewer).pk
+
+
 def _bundle(client, submission) -> dict[str, bytes]:
     response = client.get(reverse("submissions:bundle", args=[submission.pk]))
     assert response.status_code == 200
