@@ -98,11 +98,12 @@ PRESETS: dict[str, HEPreset] = {
     # security, scale 2**40. Without rescaling the two 40-bit primes only hold
     # the 2**80 product scale: logits up to 2**58 fit, precision ~1e-6.
     "standard": HEPreset("standard", 8192, (60, 40, 40, 60), 40),
-    # Half the ring: 2048 rows a ciphertext, about 3x less server time and 40%
-    # less upload a row. 60 + 30 data bits hold the 2**72 product scale with
-    # logits up to 2**16; the 19-bit special prime is only used by SEAL to
-    # encrypt with the public key (the server never switches keys). 109 bits
-    # is exactly the 128-bit bound at N=4096. Precision ~2e-5.
+    # Half the ring: 2048 rows a ciphertext, about 1.4x less server time and
+    # 40% less upload a row (benchmarks/he_bench.py). 60 + 30 data bits hold
+    # the 2**72 product scale with logits up to 2**16; the 19-bit special
+    # prime is only used by SEAL to encrypt with the public key (the server
+    # never switches keys). 109 bits is exactly the 128-bit bound at N=4096.
+    # Precision ~2e-5.
     "fast": HEPreset("fast", 4096, (60, 30, 19), 36),
 }
 
