@@ -142,8 +142,12 @@ def test_the_list_shows_the_requests_a_user_may_open(
 
 @pytest.mark.parametrize(
     "role, target",
-    [("anonymous", None), ("researcher", "submissions:list"), ("checker", "reviews:queue")]
-    + [("tre_admin", "dashboard:index")],
+    [
+        ("anonymous", None),
+        ("researcher", "submissions:list"),
+        ("checker", "reviews:queue"),
+        ("tre_admin", "dashboard:index"),
+    ],
 )
 def test_home_sends_each_role_to_its_start_page(client, role, target):
     if role != "anonymous":
@@ -184,8 +188,11 @@ ACTIONS = {
 def test_actions_on_a_request(client, people, example_files, name, role, expected):
     before, after, _ = ACTIONS[name]
     submission = request_of(people, before)
-    data = {"withdraw": {"reason": "Wrong data set"}, "retry": {}}.get(name)
-    data = data if data is not None else _version_data(example_files)
+    data = {
+        "withdraw": {"reason": "Wrong data set"},
+        "retry": {},
+        "new_version": _version_data(example_files),
+    }[name]
     url = reverse(f"submissions:{name}", args=[submission.pk])
     response = call(client, people[role], "POST", url, data)
     assert_response(response, expected)
@@ -206,7 +213,8 @@ def test_a_request_awaiting_review_cannot_be_retried(client, people):
     """Retrying would throw the reviews away and audit the same files again."""
     submission = request_of(people)
     client.force_login(people["author"])
-    client.post(reverse("submissions:retry", args=[submission.pk]))
+    response = client.post(reverse("submissions:retry", args=[submission.pk]), follow=True)
+    assert "Only a request whose audit failed can be retried." in response.content.decode()
     submission.refresh_from_db()
     assert submission.status == Status.AWAITING_REVIEW
     assert submission.runs.count() == 1
