@@ -265,6 +265,8 @@ def test_only_the_author_or_an_admin_downloads_the_release_bundle(
     assert_response(response, expected)
     if expected == 200:
         assert response["Content-Type"] == "application/zip"
+        name = f"request-{submission.pk}-v1-release.zip"
+        assert response["Content-Disposition"] == f'attachment; filename="{name}"'
         assert b"".join(response.streaming_content) == services.file_read(
             stored=submission.release_bundle
         )
