@@ -43,7 +43,7 @@ The view refuses a body longer than ``he.MAX_BODY_BYTES`` with 413 from
     response = he.evaluate(public_context, request, weights)
 
 and answers 200 with ``application/octet-stream`` and the response envelope.
-An ``HEError`` becomes 400 with ``application/json`` ``{"error": str(exc)}``
+An ``HEError`` becomes 400 with ``application/json`` ``{"detail": str(exc)}``
 (its message is one sentence meant for the partner). Nothing is stored: the
 context and ciphertexts are dropped after the call.
 """
@@ -278,7 +278,7 @@ def _call(session, method: str, url: str, token: str, **kwargs) -> requests.Resp
 
 def _error_text(answer: requests.Response) -> str:
     try:
-        return str(answer.json()["error"])
+        return str(answer.json()["detail"])
     except (ValueError, KeyError, TypeError):
         return answer.reason or "no reason given"
 

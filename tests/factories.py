@@ -16,7 +16,7 @@ from tre_audit.reviews.services import (
     review_submit,
     submission_release,
 )
-from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.models import AuditRun, Project, Submission, SubmissionFile
 from tre_audit.submissions.services import file_store, submission_set_status
 
@@ -40,7 +40,7 @@ def create_user(username: str | None = None, role: str | None = None):
     name = username or f"user{next(_names)}"
     user = get_user_model().objects.create_user(name, email=f"{name}@tre.example", password="pw")
     if role is not None:
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
 
 
@@ -141,6 +141,7 @@ def create_audited_submission(
     risk: str = "medium",
     project=None,
     condition: str = ReleaseCondition.AS_FILE,
+    model_bytes: bytes | None = None,
 ) -> Submission:
     """A request with stored files whose DONE run holds ``realistic_report(risk)`` and a PDF.
 
@@ -158,6 +159,8 @@ def create_audited_submission(
     )
     for role, name in _FILE_NAMES.items():
         data = f"{role} of request {submission.pk}".encode()
+        if role == FileRole.MODEL and model_bytes is not None:
+            data = model_bytes  # a real model, for tests that serve it
         SubmissionFile.objects.create(
             submission=submission, role=role, name=name, stored=file_store(data=data)
         )

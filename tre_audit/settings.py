@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "tre_audit.submissions",
     "tre_audit.reviews",
     "tre_audit.dashboard",
+    "tre_audit.serving",
 ]
 
 MIDDLEWARE = [
@@ -108,6 +109,10 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every requ
 TRE_AUDIT_FILE_ROOT = Path(env("TRE_AUDIT_FILE_ROOT", str(VAR_DIR / "files")))
 #: The audit log's newest hashes, kept outside the database so a cut-off tail shows.
 TRE_AUDIT_ANCHOR_FILE = Path(env("TRE_AUDIT_ANCHOR_FILE", str(VAR_DIR / "audit-anchor.log")))
+#: The SIMULATED root that signs enclave attestation documents (made on first deploy),
+#: and the enclave hosts' sockets (short path: Unix sockets allow about 100 bytes).
+TRE_AUDIT_ENCLAVE_ROOT = Path(env("TRE_AUDIT_ENCLAVE_ROOT", str(VAR_DIR / "enclave-root")))
+TRE_AUDIT_ENCLAVE_SOCKETS = Path(env("TRE_AUDIT_ENCLAVE_SOCKETS", str(VAR_DIR / "enclaves")))
 #: Largest file a researcher may upload, in bytes.
 TRE_AUDIT_MAX_UPLOAD_BYTES = env_int("TRE_AUDIT_MAX_UPLOAD_BYTES", 200 * 2**20)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20

@@ -397,7 +397,7 @@ class FakeTRE:
     def get(self, url, headers, timeout):
         self.calls.append(("GET", url, headers))
         if headers["Authorization"] != f"Token {self.token}":
-            return self._answer(401, data={"error": "Invalid token."})
+            return self._answer(401, data={"detail": "Invalid token."})
         return self._answer(200, data=he.model_info(self.weights, preset="fast"))
 
     def post(self, url, headers, data, timeout):
@@ -406,7 +406,7 @@ class FakeTRE:
             context, request = he.split_request_body(data)
             return self._answer(200, content=he.evaluate(context, request, self.weights))
         except HEError as exc:
-            return self._answer(400, data={"error": str(exc)})
+            return self._answer(400, data={"detail": str(exc)})
 
 
 def test_client_predicts_a_csv_through_the_http_contract(tmp_path, cancer, cancer_lr):

@@ -25,4 +25,5 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
     path("v1/", include(v1)),
+    path("v1/", include("tre_audit.serving.urls")),
 ]

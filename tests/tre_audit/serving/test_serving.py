@@ -1,0 +1,207 @@
+"""Secure serving end to end: real HTTP (live server), the partner's real clients,
+a real enclave host process. The TRE never sees rows or results in the clear."""
+
+import io
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import skops.io
+from rest_framework.authtoken.models import Token
+from sklearn.datasets import load_breast_cancer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from secure_compute import client as he_client
+from secure_compute.attestation import ROOT_CERT_FILE
+from secure_compute.enclave_client import enclave_predict
+from secure_compute.exceptions import AttestationError, HEError
+from tests import factories
+from tre_audit.reviews.enums import ReleaseCondition, Role
+from tre_audit.serving.enums import EndpointKind, EndpointStatus
+from tre_audit.serving.models import Endpoint
+from tre_audit.serving.services import endpoint_deploy, endpoint_stop
+from tre_audit.submissions.enums import Status
+from tre_audit.submissions.models import AuditEntry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def linear_model_bytes(cancer):
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(*cancer)
+    return skops.io.dumps(model), model
+
+
+@pytest.fixture
+def enclave_dirs(settings):
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # Unix socket paths are short
+        settings.TRE_AUDIT_ENCLAVE_SOCKETS = __import__("pathlib").Path(short) / "s"
+        settings.TRE_AUDIT_ENCLAVE_ROOT = __import__("pathlib").Path(short) / "root"
+        yield settings
+
+
+def _token(user) -> str:
+    return Token.objects.create(user=user).key
+
+
+def _approved(model_bytes, condition=ReleaseCondition.ENDPOINT_ONLY):
+    author = factories.create_user(role=Role.RESEARCHER)
+    submission = factories.create_audited_submission(
+        Status.APPROVED, author=author, risk="low", condition=condition, model_bytes=model_bytes
+    )
+    return submission, author
+
+
+def test_only_an_approved_request_can_be_deployed(linear_model_bytes):
+    author = factories.create_user(role=Role.RESEARCHER)
+    waiting = factories.create_audited_submission(
+        Status.AWAITING_REVIEW, author=author, model_bytes=linear_model_bytes[0]
+    )
+    with pytest.raises(Exception, match="two checkers approved"):
+        endpoint_deploy(submission=waiting, kind=EndpointKind.HE, by=author)
+    assert not Endpoint.objects.exists()
+
+
+def test_a_non_linear_model_is_refused_for_he(cancer):
+    forest = skops.io.dumps(RandomForestClassifier(n_estimators=3, random_state=0).fit(*cancer))
+    submission, author = _approved(forest)
+    with pytest.raises(Exception, match="(?i)linear|support|cannot"):
+        endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    assert not Endpoint.objects.exists()
+
+
+def test_he_predictions_over_http_match_plaintext(
+    live_server, linear_model_bytes, cancer, tmp_path
+):
+    data, model = linear_model_bytes
+    submission, author = _approved(data)
+    partner = factories.create_user(role=Role.RESEARCHER)
+    endpoint = endpoint_deploy(
+        submission=submission, kind=EndpointKind.HE, by=author, callers=[partner]
+    )
+    base = f"{live_server.url}/api/v1/endpoints/{endpoint.pk}/he/"
+    keys = tmp_path / "partner.key"
+    he_client.generate_keys(keys)
+    tre = he_client.HEClient(f"{base}info", f"{base}evaluate", _token(partner), keys)
+    X, _ = cancer
+    result = tre.predict(X)
+    assert np.array_equal(result.labels, model.predict(X))
+    logits = model.decision_function(X)
+    assert np.max(np.abs(result.outputs.ravel() - logits)) < 1e-3
+    endpoint.refresh_from_db()
+    assert endpoint.n_calls >= 1 and endpoint.n_bytes_in > 0
+    calls = AuditEntry.objects.filter(action="endpoint:evaluate")
+    assert calls.count() == endpoint.n_calls
+    assert all(str(X[0][0]) not in e.reason for e in calls)  # size and caller, never data
+
+
+def test_he_endpoint_refuses_strangers_and_stopped_endpoints(
+    live_server, linear_model_bytes, tmp_path
+):
+    submission, author = _approved(linear_model_bytes[0])
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    base = f"{live_server.url}/api/v1/endpoints/{endpoint.pk}/he/"
+    stranger = factories.create_user(role=Role.RESEARCHER)
+    with pytest.raises(HEError, match="404"):
+        he_client.fetch_model_info(f"{base}info", _token(stranger))
+    endpoint_stop(endpoint=endpoint, by=author)
+    with pytest.raises(HEError, match="400.*stopped"):
+        he_client.fetch_model_info(f"{base}info", _token(author))
+
+
+def test_he_evaluate_refuses_garbage_and_oversized_bodies(live_server, linear_model_bytes):
+    import requests
+
+    submission, author = _approved(linear_model_bytes[0])
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    url = f"{live_server.url}/api/v1/endpoints/{endpoint.pk}/he/evaluate"
+    headers = {"Authorization": f"Token {_token(author)}"}
+    answer = requests.post(url, data=os.urandom(5000), headers=headers, timeout=30)
+    assert answer.status_code == 400 and answer.json()["detail"].endswith(".")
+    headers["Content-Length"] = str(10**12)
+    answer = requests.post(url, data=b"x", headers=headers, timeout=30)
+    assert answer.status_code in (400, 413)
+
+
+def test_enclave_predictions_over_http_after_attestation(
+    live_server, enclave_dirs, linear_model_bytes, cancer
+):
+    data, model = linear_model_bytes
+    submission, author = _approved(data)
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.ENCLAVE, by=author)
+    try:
+        url = f"{live_server.url}/api/v1/endpoints/{endpoint.pk}"
+        root = (enclave_dirs.TRE_AUDIT_ENCLAVE_ROOT / ROOT_CERT_FILE).read_bytes()
+        from cryptography import x509
+
+        trusted = [x509.load_pem_x509_certificate(root)]
+        X = cancer[0][:50]
+        with pytest.raises(AttestationError, match="(?i)simulated"):
+            enclave_predict(
+                url,
+                token=_token(author),
+                rows=X,
+                trusted_roots=trusted,
+                expected_model_sha256=endpoint.model_sha256,
+            )
+        with pytest.raises(AttestationError):
+            enclave_predict(
+                url,
+                token=Token.objects.get(user=author).key,
+                rows=X,
+                trusted_roots=trusted,
+                accept_simulated=True,
+                expected_model_sha256="0" * 64,
+            )
+        result = enclave_predict(
+            url,
+            token=Token.objects.get(user=author).key,
+            rows=X,
+            trusted_roots=trusted,
+            accept_simulated=True,
+            expected_model_sha256=endpoint.model_sha256,
+        )
+        assert np.array_equal(np.asarray(result.predictions), model.predict(X))
+        assert AuditEntry.objects.filter(action="endpoint:run").count() == 1
+    finally:
+        endpoint_stop(endpoint=endpoint, by=author)
+    endpoint.refresh_from_db()
+    assert endpoint.status == EndpointStatus.STOPPED
+    assert _gone(endpoint.pid) and not os.path.exists(endpoint.socket_path)
+
+
+def _gone(pid: int) -> bool:
+    import time
+
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_endpoint_only_release_bundle_never_holds_the_weights(linear_model_bytes):
+    import zipfile
+
+    submission, author = _approved(linear_model_bytes[0])
+    from tre_audit.reviews.services import submission_release
+
+    submission = submission_release(submission=submission, by=author)
+    from tre_audit.submissions.services import file_read
+
+    names = zipfile.ZipFile(io.BytesIO(file_read(stored=submission.release_bundle))).namelist()
+    assert not any(n.startswith("model/") for n in names)
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    assert endpoint.status == EndpointStatus.RUNNING  # the endpoint is the way out

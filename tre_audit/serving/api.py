@@ -1,0 +1,224 @@
+"""REST endpoints of secure serving: deploy and stop, HE inference, the enclave.
+
+Binary bodies are read straight from the stream after their declared length is
+checked, so an oversized body is refused with 413 before a byte is buffered.
+Calls are logged by the services (caller, size), never their content.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from django.contrib.auth import get_user_model
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from secure_compute import he
+from secure_compute.exceptions import EnclaveUnavailable, SecureComputeError
+from secure_compute.sealing import MAX_SEALED_REQUEST_BYTES
+from tre_audit.serving import selectors, services
+from tre_audit.serving.enums import EndpointKind
+from tre_audit.serving.models import Endpoint
+from tre_audit.submissions.selectors import submission_get_visible
+
+TAG = "secure serving"
+MAX_NONCE_HEX = 1024
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    request = serializers.IntegerField(source="submission_id", read_only=True)
+    urls = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "id",
+            "request",
+            "kind",
+            "status",
+            "model_sha256",
+            "preset",
+            "n_calls",
+            "n_bytes_in",
+            "created_at",
+            "stopped_at",
+            "urls",
+        ]
+
+    def get_urls(self, endpoint) -> dict[str, str]:
+        base = self.context["request"].build_absolute_uri(f"/api/v1/endpoints/{endpoint.pk}/")
+        if endpoint.kind == EndpointKind.HE:
+            return {"model_info": f"{base}he/info", "evaluate": f"{base}he/evaluate"}
+        return {"endpoint": base.rstrip("/")}
+
+
+class DeploySerializer(serializers.Serializer):
+    request = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=EndpointKind.choices)
+    callers = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    preset = serializers.ChoiceField(choices=sorted(he.PRESETS), default=he.DEFAULT_PRESET)
+
+
+@contextmanager
+def _secure_compute_errors():
+    """The library's one-sentence refusals become 400s (503 when the enclave is down)."""
+    try:
+        yield
+    except EnclaveUnavailable as exc:
+        raise _Refused(str(exc), status.HTTP_503_SERVICE_UNAVAILABLE) from None
+    except SecureComputeError as exc:
+        raise _Refused(str(exc), status.HTTP_400_BAD_REQUEST) from None
+
+
+class _Refused(Exception):
+    def __init__(self, detail: str, code: int):
+        super().__init__(detail)
+        self.code = code
+
+
+def _refusal(exc: _Refused) -> Response:
+    return Response({"detail": str(exc)}, status=exc.code)
+
+
+def _body(request, limit: int) -> bytes | Response:
+    """The raw body if its declared length is within ``limit``; else a 411/413 response."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        length = -1
+    if length < 0:
+        return Response({"detail": "Send the body with a Content-Length."}, status=411)
+    if length > limit:
+        return Response({"detail": f"The body is larger than {limit} bytes."}, status=413)
+    return request._request.read(length)
+
+
+def _endpoint(request, endpoint_id: int) -> Endpoint:
+    return selectors.endpoint_get_visible(user=request.user, endpoint_id=endpoint_id)
+
+
+class EndpointListView(APIView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(tags=[TAG], responses={200: EndpointSerializer(many=True)})
+    def get(self, request):
+        endpoints = selectors.endpoint_list_visible_to(user=request.user)
+        return Response(EndpointSerializer(endpoints, many=True, context={"request": request}).data)
+
+    @extend_schema(tags=[TAG], request=DeploySerializer, responses={201: EndpointSerializer})
+    def post(self, request):
+        data = DeploySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        submission = submission_get_visible(
+            user=request.user, submission_id=data.validated_data["request"]
+        )
+        callers = list(get_user_model().objects.filter(username__in=data.validated_data["callers"]))
+        if len(callers) != len(set(data.validated_data["callers"])):
+            return Response({"detail": "Some callers are not users of this service."}, status=400)
+        endpoint = services.endpoint_deploy(
+            submission=submission,
+            kind=data.validated_data["kind"],
+            by=request.user,
+            callers=callers,
+            preset=data.validated_data["preset"],
+        )
+        body = EndpointSerializer(endpoint, context={"request": request}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class EndpointDetailView(APIView):
+    @extend_schema(tags=[TAG], responses={200: EndpointSerializer})
+    def get(self, request, endpoint_id: int):
+        endpoint = _endpoint(request, endpoint_id)
+        return Response(EndpointSerializer(endpoint, context={"request": request}).data)
+
+
+class EndpointStopView(APIView):
+    @extend_schema(tags=[TAG], request=None, responses={200: EndpointSerializer})
+    def post(self, request, endpoint_id: int):
+        endpoint = services.endpoint_stop(endpoint=_endpoint(request, endpoint_id), by=request.user)
+        return Response(EndpointSerializer(endpoint, context={"request": request}).data)
+
+
+class HEModelInfoView(APIView):
+    @extend_schema(tags=[TAG], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, endpoint_id: int):
+        return Response(
+            services.he_model_info(endpoint=_endpoint(request, endpoint_id), user=request.user)
+        )
+
+
+class HEEvaluateView(APIView):
+    parser_classes = []
+
+    @extend_schema(
+        tags=[TAG],
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
+    def post(self, request, endpoint_id: int):
+        endpoint = _endpoint(request, endpoint_id)
+        body = _body(request, he.MAX_BODY_BYTES)
+        if isinstance(body, Response):
+            return body
+        try:
+            with _secure_compute_errors():
+                result = services.he_evaluate(endpoint=endpoint, user=request.user, body=body)
+        except _Refused as exc:
+            return _refusal(exc)
+        return HttpResponse(result, content_type="application/octet-stream")
+
+
+class AttestationView(APIView):
+    @extend_schema(
+        tags=[TAG],
+        parameters=[OpenApiParameter("nonce", str, description="16 to 512 random bytes, hex")],
+        responses={(200, "application/cbor"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, endpoint_id: int):
+        endpoint = _endpoint(request, endpoint_id)
+        nonce_hex = request.query_params.get("nonce", "")
+        try:
+            nonce = bytes.fromhex(nonce_hex) if len(nonce_hex) <= MAX_NONCE_HEX else b""
+        except ValueError:
+            nonce = b""
+        if not 16 <= len(nonce) <= 512:
+            return Response(
+                {"detail": "Send a fresh nonce of 16 to 512 bytes, in hex."}, status=400
+            )
+        try:
+            with _secure_compute_errors():
+                document = services.enclave_attest(
+                    endpoint=endpoint, user=request.user, nonce=nonce
+                )
+        except _Refused as exc:
+            return _refusal(exc)
+        response = HttpResponse(document, content_type="application/cbor")
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class EnclaveRunView(APIView):
+    parser_classes = []
+
+    @extend_schema(
+        tags=[TAG],
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
+    def post(self, request, endpoint_id: int):
+        endpoint = _endpoint(request, endpoint_id)
+        body = _body(request, MAX_SEALED_REQUEST_BYTES)
+        if isinstance(body, Response):
+            return body
+        try:
+            with _secure_compute_errors():
+                sealed = services.enclave_run(endpoint=endpoint, user=request.user, sealed=body)
+        except _Refused as exc:
+            return _refusal(exc)
+        return HttpResponse(sealed, content_type="application/octet-stream")

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ServingConfig(AppConfig):
+    name = "tre_audit.serving"
+    verbose_name = "Secure serving"

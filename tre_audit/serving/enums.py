@@ -1,0 +1,11 @@
+from django.db import models
+
+
+class EndpointKind(models.TextChoices):
+    HE = "he", "Homomorphic encryption (CKKS)"
+    ENCLAVE = "enclave", "Attested enclave (simulated)"
+
+
+class EndpointStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
