@@ -9,6 +9,7 @@ urlpatterns = [
     path("requests/", include("tre_audit.submissions.urls")),
     path("review/", include("tre_audit.reviews.urls")),
     path("dashboard/", include("tre_audit.dashboard.urls")),
+    path("endpoints/", include("tre_audit.serving.web_urls")),
     path("api/", include("tre_audit.api.urls")),
     path("django-admin/", admin.site.urls),
 ]

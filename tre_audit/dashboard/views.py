@@ -22,6 +22,7 @@ from tre_audit.reviews.services import (
     user_has_role,
     user_roles_set,
 )
+from tre_audit.serving.selectors import endpoint_list_running
 from tre_audit.submissions.exceptions import SubmissionError
 from tre_audit.submissions.services import policy_version_create
 
@@ -58,6 +59,7 @@ def _index_context(request, *, sign_off_errors: dict | None = None) -> dict:
         "risks": selectors.risk_distribution(),
         "refusal_reasons": selectors.rejection_reason_counts(),
         "sign_offs": selectors.sign_off_list_pending(admin=request.user),
+        "endpoints": endpoint_list_running(),
         "sign_off_errors": sign_off_errors or {},
     }
 

@@ -116,6 +116,11 @@ def _detail_context(request, submission: Submission) -> dict:
         else [],
         "user_can_download_bundle": submission.release_bundle_id is not None
         and (is_author or Role.TRE_ADMIN in selectors.user_roles(user)),
+        "endpoints": list(submission.endpoints.order_by("-created_at"))
+        if is_author or Role.TRE_ADMIN in selectors.user_roles(user)
+        else [],
+        "user_can_deploy": submission.status in (Status.APPROVED, Status.RELEASED)
+        and (is_author or Role.TRE_ADMIN in selectors.user_roles(user)),
         "new_version_form": NewVersionForm(),
         "withdraw_form": ReasonForm(),
         "review_form": ReviewForm(findings=titles),

@@ -205,3 +205,43 @@ def test_endpoint_only_release_bundle_never_holds_the_weights(linear_model_bytes
     assert not any(n.startswith("model/") for n in names)
     endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
     assert endpoint.status == EndpointStatus.RUNNING  # the endpoint is the way out
+
+
+def test_admins_see_running_endpoints_and_can_stop_them(client, linear_model_bytes):
+    submission, author = _approved(linear_model_bytes[0])
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    admin = factories.create_user(role=Role.TRE_ADMIN)
+    client.force_login(admin)
+    page = client.get("/dashboard/").content.decode()
+    assert f"Stop endpoint #{endpoint.pk}" in page
+    response = client.post(f"/endpoints/{endpoint.pk}/stop/", {"next": "/dashboard/"})
+    assert response.status_code == 302 and response["Location"] == "/dashboard/"
+    endpoint.refresh_from_db()
+    assert endpoint.status == EndpointStatus.STOPPED
+    assert "No endpoint is running." in client.get("/dashboard/").content.decode()
+    assert AuditEntry.objects.filter(action="endpoint:stop", actor=admin).count() == 1
+
+
+@pytest.mark.parametrize(
+    "who, deploy_code, stop_code",
+    [("author", 302, 302), ("stranger", 404, 404), ("checker", 403, 404), ("anonymous", 302, 302)],
+)
+def test_who_may_deploy_and_stop_from_the_web(
+    client, linear_model_bytes, who, deploy_code, stop_code
+):
+    submission, author = _approved(linear_model_bytes[0])
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    users = {
+        "author": author,
+        "stranger": factories.create_user(role=Role.RESEARCHER),
+        "checker": factories.create_user(role=Role.CHECKER),
+    }
+    if who in users:
+        client.force_login(users[who])
+    deploy = client.post(f"/endpoints/requests/{submission.pk}/deploy/", {"kind": "he"})
+    stop = client.post(f"/endpoints/{endpoint.pk}/stop/")
+    assert (deploy.status_code, stop.status_code) == (deploy_code, stop_code)
+    expected = 2 if who == "author" else 1
+    assert Endpoint.objects.filter(submission=submission).count() == expected
+    endpoint.refresh_from_db()
+    assert (endpoint.status == EndpointStatus.STOPPED) == (who == "author")

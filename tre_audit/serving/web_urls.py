@@ -1,0 +1,9 @@
+from django.urls import path
+
+from tre_audit.serving import views
+
+app_name = "serving"
+urlpatterns = [
+    path("requests/<int:submission_id>/deploy/", views.endpoint_deploy, name="deploy"),
+    path("<int:endpoint_id>/stop/", views.endpoint_stop, name="stop"),
+]
