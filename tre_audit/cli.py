@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(handler=_scan)
     _add_submit(commands)
     _add_status(commands)
+    from tre_audit.cli_serving import add_commands  # imports this module: after it is loaded
+
+    add_commands(commands, server_args=_add_server_args)
     return parser
 
 

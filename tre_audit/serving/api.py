@@ -24,7 +24,7 @@ from secure_compute.sealing import MAX_SEALED_REQUEST_BYTES
 from tre_audit.serving import selectors, services
 from tre_audit.serving.enums import EndpointKind
 from tre_audit.serving.models import Endpoint
-from tre_audit.submissions.selectors import submission_get_visible
+from tre_audit.submissions.selectors import current_run, submission_get_visible
 
 TAG = "secure serving"
 MAX_NONCE_HEX = 1024
@@ -33,6 +33,7 @@ MAX_NONCE_HEX = 1024
 class EndpointSerializer(serializers.ModelSerializer):
     request = serializers.IntegerField(source="submission_id", read_only=True)
     urls = serializers.SerializerMethodField()
+    feature_names = serializers.SerializerMethodField()
 
     class Meta:
         model = Endpoint
@@ -47,8 +48,14 @@ class EndpointSerializer(serializers.ModelSerializer):
             "n_bytes_in",
             "created_at",
             "stopped_at",
+            "feature_names",
             "urls",
         ]
+
+    def get_feature_names(self, endpoint) -> list[str]:
+        """The model's columns, in order, as the approved audit recorded them."""
+        run = current_run(endpoint.submission)
+        return list(((run.report or {}).get("data") or {}).get("features", [])) if run else []
 
     def get_urls(self, endpoint) -> dict[str, str]:
         base = self.context["request"].build_absolute_uri(f"/api/v1/endpoints/{endpoint.pk}/")
