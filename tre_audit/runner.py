@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        _enclaves_stop()
         _stop(procs)
 
 
@@ -96,6 +97,16 @@ def _serve(args, procs) -> int:
         time.sleep(1)
     print("A service process stopped unexpectedly; see var/log/.", file=sys.stderr)
     return 1
+
+
+def _enclaves_stop() -> None:
+    """Enclave hosts were started by the web app; they stop with the service."""
+    from django.apps import apps
+
+    if apps.ready:
+        from tre_audit.serving.services import enclave_endpoints_stop_all
+
+        enclave_endpoints_stop_all(reason="the service was stopped")
 
 
 def _redis_start(procs) -> str:

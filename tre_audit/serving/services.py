@@ -144,9 +144,14 @@ def _sentence(line: str) -> str:
 
 
 @transaction.atomic
-def endpoint_stop(*, endpoint: Endpoint, by: AbstractBaseUser, reason: str = "") -> Endpoint:
-    """Stop serving: the enclave host and its keys end; HE calls are refused from now on."""
-    if not user_has_role(by, Role.TRE_ADMIN) and endpoint.submission.author_id != by.pk:
+def endpoint_stop(*, endpoint: Endpoint, by: AbstractBaseUser | None, reason: str = "") -> Endpoint:
+    """Stop serving: the enclave host and its keys end; HE calls are refused from now on.
+
+    ``by=None`` is the service itself (shutting down), logged as such.
+    """
+    if by is not None and not (
+        user_has_role(by, Role.TRE_ADMIN) or endpoint.submission.author_id == by.pk
+    ):
         raise ServingNotAllowed("Only the author or a TRE admin can stop an endpoint.")
     if endpoint.status == EndpointStatus.STOPPED:
         return endpoint
@@ -245,3 +250,11 @@ def _call_record(endpoint: Endpoint, user: AbstractBaseUser, n_bytes: int, actio
         by=user,
         reason=f"endpoint #{endpoint.pk}: {n_bytes} bytes from {user.get_username()}",
     )
+
+
+def enclave_endpoints_stop_all(*, reason: str) -> int:
+    """Stop every running enclave (their host processes end with the service)."""
+    running = Endpoint.objects.filter(kind=EndpointKind.ENCLAVE, status=EndpointStatus.RUNNING)
+    for endpoint in running:
+        endpoint_stop(endpoint=endpoint, by=None, reason=reason)
+    return len(running)

@@ -245,3 +245,18 @@ def test_who_may_deploy_and_stop_from_the_web(
     assert Endpoint.objects.filter(submission=submission).count() == expected
     endpoint.refresh_from_db()
     assert (endpoint.status == EndpointStatus.STOPPED) == (who == "author")
+
+
+def test_enclaves_stop_with_the_service(enclave_dirs, linear_model_bytes):
+    from tre_audit.serving.services import enclave_endpoints_stop_all
+
+    submission, author = _approved(linear_model_bytes[0])
+    enclave = endpoint_deploy(submission=submission, kind=EndpointKind.ENCLAVE, by=author)
+    he_endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    assert enclave_endpoints_stop_all(reason="the service was stopped") == 1
+    enclave.refresh_from_db()
+    he_endpoint.refresh_from_db()
+    assert enclave.status == EndpointStatus.STOPPED and _gone(enclave.pid)
+    assert he_endpoint.status == EndpointStatus.RUNNING  # stateless: nothing to stop
+    entry = AuditEntry.objects.get(action="endpoint:stop")
+    assert entry.actor is None and "service was stopped" in entry.reason
