@@ -120,6 +120,15 @@ def test_general_pages(client, people, name, role, expected):
     assert_response(call(client, people[role], "GET", reverse(f"submissions:{name}")), expected)
 
 
+@pytest.mark.parametrize("role, expected", codes(LOGIN, 302, 302, 302, 403, 403).items())
+def test_only_researchers_submit(client, people, example_files, role, expected):
+    response = call(
+        client, people[role], "POST", reverse("submissions:create"), form_data(example_files)
+    )
+    assert_response(response, expected)
+    assert Submission.objects.filter(author=people[role]).exists() == (expected == 302)
+
+
 @pytest.mark.parametrize(
     "role, lists_audited, lists_unaudited",
     [
