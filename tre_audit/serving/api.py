@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from django.contrib.auth import get_user_model
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from secure_compute import he
 from secure_compute.exceptions import EnclaveUnavailable, SecureComputeError
 from secure_compute.sealing import MAX_SEALED_REQUEST_BYTES
+from tre_audit.api.serializers import ErrorSerializer
 from tre_audit.serving import selectors, services
 from tre_audit.serving.enums import EndpointKind
 from tre_audit.serving.models import Endpoint
@@ -28,6 +29,17 @@ from tre_audit.submissions.selectors import current_run, submission_get_visible
 
 TAG = "secure serving"
 MAX_NONCE_HEX = 1024
+
+_ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="No or an invalid token."),
+    404: OpenApiResponse(ErrorSerializer, description="No such endpoint that you can use."),
+}
+_CALL_ERRORS = {
+    **_ERRORS,
+    400: OpenApiResponse(ErrorSerializer, description="Refused: the sentence says why."),
+    413: OpenApiResponse(ErrorSerializer, description="The body is larger than allowed."),
+    503: OpenApiResponse(ErrorSerializer, description="The enclave is not running."),
+}
 
 
 class EndpointSerializer(serializers.ModelSerializer):
@@ -112,12 +124,14 @@ def _endpoint(request, endpoint_id: int) -> Endpoint:
 class EndpointListView(APIView):
     parser_classes = [JSONParser]
 
-    @extend_schema(tags=[TAG], responses={200: EndpointSerializer(many=True)})
+    @extend_schema(tags=[TAG], responses={200: EndpointSerializer(many=True), **_ERRORS})
     def get(self, request):
         endpoints = selectors.endpoint_list_visible_to(user=request.user)
         return Response(EndpointSerializer(endpoints, many=True, context={"request": request}).data)
 
-    @extend_schema(tags=[TAG], request=DeploySerializer, responses={201: EndpointSerializer})
+    @extend_schema(
+        tags=[TAG], request=DeploySerializer, responses={201: EndpointSerializer, **_CALL_ERRORS}
+    )
     def post(self, request):
         data = DeploySerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -139,21 +153,21 @@ class EndpointListView(APIView):
 
 
 class EndpointDetailView(APIView):
-    @extend_schema(tags=[TAG], responses={200: EndpointSerializer})
+    @extend_schema(tags=[TAG], responses={200: EndpointSerializer, **_ERRORS})
     def get(self, request, endpoint_id: int):
         endpoint = _endpoint(request, endpoint_id)
         return Response(EndpointSerializer(endpoint, context={"request": request}).data)
 
 
 class EndpointStopView(APIView):
-    @extend_schema(tags=[TAG], request=None, responses={200: EndpointSerializer})
+    @extend_schema(tags=[TAG], request=None, responses={200: EndpointSerializer, **_CALL_ERRORS})
     def post(self, request, endpoint_id: int):
         endpoint = services.endpoint_stop(endpoint=_endpoint(request, endpoint_id), by=request.user)
         return Response(EndpointSerializer(endpoint, context={"request": request}).data)
 
 
 class HEModelInfoView(APIView):
-    @extend_schema(tags=[TAG], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(tags=[TAG], responses={200: OpenApiTypes.OBJECT, **_CALL_ERRORS})
     def get(self, request, endpoint_id: int):
         return Response(
             services.he_model_info(endpoint=_endpoint(request, endpoint_id), user=request.user)
@@ -166,7 +180,7 @@ class HEEvaluateView(APIView):
     @extend_schema(
         tags=[TAG],
         request={"application/octet-stream": OpenApiTypes.BINARY},
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **_CALL_ERRORS},
     )
     def post(self, request, endpoint_id: int):
         endpoint = _endpoint(request, endpoint_id)
@@ -185,7 +199,7 @@ class AttestationView(APIView):
     @extend_schema(
         tags=[TAG],
         parameters=[OpenApiParameter("nonce", str, description="16 to 512 random bytes, hex")],
-        responses={(200, "application/cbor"): OpenApiTypes.BINARY},
+        responses={(200, "application/cbor"): OpenApiTypes.BINARY, **_CALL_ERRORS},
     )
     def get(self, request, endpoint_id: int):
         endpoint = _endpoint(request, endpoint_id)
@@ -216,7 +230,7 @@ class EnclaveRunView(APIView):
     @extend_schema(
         tags=[TAG],
         request={"application/octet-stream": OpenApiTypes.BINARY},
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **_CALL_ERRORS},
     )
     def post(self, request, endpoint_id: int):
         endpoint = _endpoint(request, endpoint_id)
