@@ -230,12 +230,14 @@ CLOSED_BROKER = "redis://127.0.0.1:1/0"
 def broker_unreachable():
     """Point the Celery app at a closed port, as when Redis is down; restored on exit.
 
-    The app caches its pools on first use, so those are dropped too: the task is
-    really sent to the closed port, and fails like it. (kombu keeps the pools of the
-    closed address for the next use; they hold no open socket.)
+    The app is the one the audit task is sent through (Celery's current app, which a
+    test creating its own Celery app replaces). It caches its pools on first use, so
+    those are dropped too: the task is really sent to the closed port, and fails like
+    it. (kombu keeps the pools of the closed address; they hold no open socket.)
     """
-    from tre_audit.celery import app
+    from tre_audit.submissions.tasks import audit_run_execute_task
 
+    app = audit_run_execute_task.app
     saved = app.conf.broker_url, app._pool, app.amqp._producer_pool
     app.conf.broker_url = CLOSED_BROKER
     app._pool = app.amqp._producer_pool = None
