@@ -171,6 +171,7 @@ def test_malformed_sealed_requests_raise_enclave_error(enclave, rows, mangle):
         (request_plaintext(client_public_key=bytes(32)), "usable X25519"),
         (request_plaintext(nonce=bytes(600)), "at most 512"),
     ],
+    ids=lambda value: value if isinstance(value, str) else "plaintext",  # no random bytes: xdist
 )
 def test_malformed_request_plaintexts_raise_enclave_error(enclave, plaintext, match):
     with pytest.raises(EnclaveError, match=match):

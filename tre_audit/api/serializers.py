@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import build_choice_field
@@ -17,7 +16,7 @@ from tre_audit.reviews.selectors import review_list_visible_to
 from tre_audit.submissions.enums import Hosting, RunStatus, Status
 from tre_audit.submissions.models import AuditRun, Project, Submission
 from tre_audit.submissions.selectors import current_run
-from tre_audit.submissions.services import Declaration
+from tre_audit.submissions.services import Declaration, upload_size_refusal
 
 # -- input ------------------------------------------------------------------------------
 
@@ -28,16 +27,10 @@ class UploadField(serializers.FileField):
 
     def to_internal_value(self, data) -> Upload:
         file = super().to_internal_value(data)
-        limit = settings.TRE_AUDIT_MAX_UPLOAD_BYTES
-        if file.size > limit:
-            raise serializers.ValidationError(
-                f"{file.name} is larger than the upload limit of {_size(limit)}."
-            )
+        refusal = upload_size_refusal(name=file.name, size=file.size)
+        if refusal:
+            raise serializers.ValidationError(refusal)
         return Upload(name=file.name, data=file.read())
-
-
-def _size(n_bytes: int) -> str:
-    return f"{n_bytes // 2**20} MiB" if n_bytes >= 2**20 else f"{n_bytes} bytes"
 
 
 class VersionFilesSerializer(serializers.Serializer):

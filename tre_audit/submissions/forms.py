@@ -1,10 +1,10 @@
 """Forms: parse and size-check what a researcher sends; the services judge the content."""
 
 from django import forms
-from django.conf import settings
 
 from tre_audit.submissions.enums import Hosting
 from tre_audit.submissions.models import Project
+from tre_audit.submissions.services import upload_size_refusal
 
 
 class LimitedFileField(forms.FileField):
@@ -12,11 +12,9 @@ class LimitedFileField(forms.FileField):
 
     def clean(self, data, initial=None):
         upload = super().clean(data, initial)
-        limit = settings.TRE_AUDIT_MAX_UPLOAD_BYTES
-        if upload is not None and upload.size > limit:
-            raise forms.ValidationError(
-                f"{upload.name} is larger than the limit of {limit // 2**20} MiB."
-            )
+        refusal = upload and upload_size_refusal(name=upload.name, size=upload.size)
+        if refusal:
+            raise forms.ValidationError(refusal)
         return upload
 
 

@@ -341,11 +341,20 @@ def audit_run_retry(*, submission: Submission, by: AbstractBaseUser) -> AuditRun
     return run
 
 
-def _check_uploads(*, model: Upload, train: Upload, test: Upload, label: str) -> None:
+def upload_size_refusal(*, name: str, size: int) -> str | None:
+    """The sentence refusing an upload over the configured limit; None when it fits."""
     limit = settings.TRE_AUDIT_MAX_UPLOAD_BYTES
+    if size <= limit:
+        return None
+    shown = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit} bytes"
+    return f"{name} is larger than the upload limit of {shown}."
+
+
+def _check_uploads(*, model: Upload, train: Upload, test: Upload, label: str) -> None:
     for upload in (model, train, test):
-        if len(upload.data) > limit:
-            raise UploadRefused(f"{upload.name} is larger than the limit of {limit // 2**20} MiB.")
+        refusal = upload_size_refusal(name=upload.name, size=len(upload.data))
+        if refusal:
+            raise UploadRefused(refusal)
     try:
         target_from_uploads(model=model, train=train, test=test, label=label)
     except AuditError as exc:

@@ -270,7 +270,9 @@ def _closed_port() -> int:
 
 
 def test_unreachable_broker_is_reported_within_a_second():
-    app = Celery("unreachable", broker=f"redis://127.0.0.1:{_closed_port()}/0")
+    app = Celery(
+        "unreachable", broker=f"redis://127.0.0.1:{_closed_port()}/0", set_as_current=False
+    )
 
     started = time.monotonic()
     overview = selectors.broker_overview(app=app, timeout=1.0)

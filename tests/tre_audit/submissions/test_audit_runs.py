@@ -59,7 +59,7 @@ def test_refused_uploads_store_nothing(example_files, role, data, message):
 
 def test_an_oversized_upload_is_refused(example_files, settings):
     settings.TRE_AUDIT_MAX_UPLOAD_BYTES = 1000
-    with pytest.raises(UploadRefused, match="larger than the limit"):
+    with pytest.raises(UploadRefused, match="larger than the upload limit"):
         _create(example_files)
     assert not StoredFile.objects.exists()
 

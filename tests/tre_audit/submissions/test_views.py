@@ -379,7 +379,7 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("oversized", "model.skops is larger than the limit"),
+        ("oversized", "model.skops is larger than the upload limit"),
         ("text as model", "not a skops file"),
         ("png as model", "not a skops file"),
         ("pickle named .pkl", "Pickle and joblib files are refused"),
