@@ -13,8 +13,7 @@ from tests.tre_audit.api.support import _reset_broker_pools
 from tre_audit.cli import main
 from tre_audit.reviews.enums import Role
 
-# serialized_rollback: a flush by an earlier transactional test removed the role groups
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

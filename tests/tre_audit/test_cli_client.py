@@ -19,8 +19,7 @@ from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import Submission
 
 pytestmark = [
-    # serialized_rollback: a flush by an earlier transactional test removed the role groups
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     # never reach a Redis on the default port that another process may be using
     pytest.mark.usefixtures("broker_down"),
 ]

@@ -332,8 +332,7 @@ def test_only_a_member_can_submit_to_a_project(world, example_files):
     assert "member" in response.json()["detail"]
 
 
-# serialized_rollback: a flush by an earlier transactional test removed the role groups
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_a_submission_during_a_broker_outage_is_kept_for_later(broker_down, example_files):
     author = factories.create_user("author", Role.RESEARCHER)
     response = client_for(author).post(
