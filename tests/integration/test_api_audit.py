@@ -9,7 +9,7 @@ import requests
 
 from tests import factories
 from tests.integration.conftest import wait_for
-from tests.tre_audit.api.support import _reset_broker_pools
+from tests.tre_audit.api.support import _reset_broker_pools, sending_app
 from tre_audit.cli import main
 from tre_audit.reviews.enums import Role
 
@@ -19,10 +19,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def broker(celery_broker):
     """The test's Redis, with no connection pool left over from another broker URL."""
-    from tre_audit.celery import app
-
+    app = sending_app()
+    previous = app.conf.broker_url
+    app.conf.broker_url = celery_broker  # celery_broker set tre_audit.celery.app's
     _reset_broker_pools(app)
     yield celery_broker
+    app.conf.broker_url = previous
     _reset_broker_pools(app)
 
 

@@ -114,11 +114,17 @@ def _reset_broker_pools(app) -> None:
     app.amqp._producer_pool = None
 
 
+def sending_app():
+    """The app the audit task is sent through: Celery's current app (a shared_task)."""
+    from tre_audit.submissions.tasks import audit_run_execute_task
+
+    return audit_run_execute_task.app
+
+
 @pytest.fixture
 def broker_down(settings):
     """The broker is unreachable: enqueueing an audit fails, as in an outage."""
-    from tre_audit.celery import app
-
+    app = sending_app()
     url, previous = f"redis://127.0.0.1:{closed_port()}/0", app.conf.broker_url
     settings.CELERY_BROKER_URL = url
     app.conf.broker_url = url
