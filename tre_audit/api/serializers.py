@@ -167,7 +167,6 @@ class QueueRowSerializer(serializers.Serializer):
     version = serializers.IntegerField(source="submission.version")
     author = serializers.CharField(source="submission.author.get_username")
     risk = serializers.CharField(allow_null=True)
-    approvals = serializers.IntegerField(help_text="Approvals of the current audit so far.")
     waiting_since = serializers.DateTimeField()
     url = serializers.SerializerMethodField()
 

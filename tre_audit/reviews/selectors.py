@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from django.contrib.auth.models import AbstractBaseUser
 
-from tre_audit.reviews.enums import Decision, Role
+from tre_audit.reviews.enums import Role
 from tre_audit.reviews.models import Comment, Review
 from tre_audit.reviews.services import current_run, user_has_role
 from tre_audit.submissions.enums import Status
@@ -45,6 +43,10 @@ def comment_list_visible_to(*, user: AbstractBaseUser, submission: Submission) -
 def review_queue_for(*, user: AbstractBaseUser) -> list[dict]:
     """Requests awaiting review that ``user`` may review now, oldest first, with their risk.
 
+    No row says how many reviews a request already has: any decision but an
+    approval takes it out of the queue, so a count would tell the checker the
+    other checker's decision before they make their own.
+
     A fixed handful of queries whatever the queue's length: the page is polled by
     every checker.
     """
@@ -57,16 +59,13 @@ def review_queue_for(*, user: AbstractBaseUser) -> list[dict]:
         .order_by("updated_at")
     )
     runs = current_runs(waiting)
-    reviews = Review.objects.filter(run__in=runs.values()).values_list(
-        "run_id", "reviewer_id", "decision"
+    mine = set(
+        Review.objects.filter(run__in=runs.values(), reviewer=user).values_list("run_id", flat=True)
     )
-    mine = {run_id for run_id, reviewer, _ in reviews if reviewer == user.pk}
-    approvals = Counter(run_id for run_id, _, decision in reviews if decision == Decision.APPROVE)
     return [
         {
             "submission": s,
             "risk": runs[s.pk].risk,
-            "approvals": approvals[runs[s.pk].id],
             "waiting_since": s.updated_at,
         }
         for s in waiting
