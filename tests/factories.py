@@ -18,9 +18,12 @@ from tre_audit.reviews.services import (
 )
 from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.models import AuditRun, Project, Submission, SubmissionFile
-from tre_audit.submissions.services import file_store, submission_set_status
+from tre_audit.submissions.services import Declaration, file_store, submission_set_status
 
 _names = itertools.count()
+
+#: The declaration every real submission carries (the web form and the API require it).
+EXACT = Declaration(files_are_exact=True)
 
 #: A path of allowed transitions from SUBMITTED to each status.
 PATHS = {

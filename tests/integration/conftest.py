@@ -138,6 +138,7 @@ def worker_factory(celery_broker, settings, tmp_path):
         "CELERY_BROKER_URL": celery_broker,
         "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
         "TRE_AUDIT_FILE_ROOT": str(settings.TRE_AUDIT_FILE_ROOT),
+        "TRE_AUDIT_ANCHOR_FILE": str(settings.TRE_AUDIT_ANCHOR_FILE),
         "TRE_AUDIT_SHADOW_MODELS": "4",
         "TRE_AUDIT_SWEEP": "false",
         "TRE_AUDIT_JOBS": "1",

@@ -12,7 +12,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _submit(files):
-    return submission_create(author=factories.create_user(), title="SVC", label="response", **files)
+    author = factories.create_user(role="researcher")
+    return submission_create(
+        author=author, title="SVC", label="response", declaration=factories.EXACT, **files
+    )
 
 
 def _run(submission) -> AuditRun:

@@ -31,7 +31,11 @@ def test_queue_depth_counts_waiting_audits_and_an_idle_broker_has_no_workers(cel
 def test_a_running_worker_is_listed_with_the_audit_it_runs(worker_factory, example_files):
     worker = worker_factory()
     submission = submission_create(
-        author=factories.create_user(), title="SVC", label="response", **example_files
+        author=factories.create_user(role="researcher"),
+        title="SVC",
+        label="response",
+        declaration=factories.EXACT,
+        **example_files,
     )
     run = AuditRun.objects.get(submission=submission)
 

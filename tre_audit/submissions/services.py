@@ -239,6 +239,10 @@ def submission_create(
 
     Nothing is stored when a file is refused: the checks run first.
     """
+    if not author.groups.filter(name="researcher").exists():
+        raise NotAllowed("Only researchers submit models for release.")
+    if not declaration.files_are_exact:
+        raise SubmissionError("Declare that the files are exactly the model and data used.")
     if project is not None and not project.members.filter(pk=author.pk).exists():
         raise NotAllowed("You can only submit to a project you are a member of.")
     _check_uploads(model=model, train=train, test=test, label=label)
@@ -365,9 +369,12 @@ def _check_uploads(*, model: Upload, train: Upload, test: Upload, label: str) ->
 NOT_QUEUED = "not queued: the broker was unreachable"
 
 
-def _enqueue_audit(run_id: int) -> None:
+def _enqueue_audit(run_id: int, *, resend_unsent: bool = True) -> bool:
     """Send the audit task. The request is already stored: a broker outage must not lose
-    it or fail the researcher's upload, so the run is marked and resent later."""
+    it or fail the researcher's upload, so the run is marked and resent later.
+
+    Once a send succeeds the broker is back, so runs marked earlier are resent too
+    (as well as whenever a worker starts)."""
     from kombu.exceptions import OperationalError
 
     from tre_audit.submissions.tasks import audit_run_execute_task
@@ -377,19 +384,24 @@ def _enqueue_audit(run_id: int) -> None:
     except OperationalError:
         logger.warning("Broker unreachable: audit run %s will be queued when it is back.", run_id)
         AuditRun.objects.filter(id=run_id, status=RunStatus.QUEUED).update(stage=NOT_QUEUED)
+        return False
+    if resend_unsent:
+        audit_runs_requeue()
+    return True
 
 
 def audit_runs_requeue() -> int:
-    """Resend the audits whose task never reached the broker; returns how many."""
-    run_ids = list(
-        AuditRun.objects.filter(status=RunStatus.QUEUED, stage=NOT_QUEUED).values_list(
-            "id", flat=True
-        )
-    )
-    for run_id in run_ids:
-        AuditRun.objects.filter(id=run_id).update(stage="")
-        _enqueue_audit(run_id)
-    return len(run_ids)
+    """Resend the audits whose task never reached the broker; returns how many were sent.
+
+    Each run is claimed by a conditional update first, so two processes resending
+    at once never send the same run twice.
+    """
+    unsent = AuditRun.objects.filter(status=RunStatus.QUEUED, stage=NOT_QUEUED)
+    sent = 0
+    for run_id in list(unsent.values_list("id", flat=True)):
+        if AuditRun.objects.filter(id=run_id, stage=NOT_QUEUED).update(stage="") == 1:
+            sent += _enqueue_audit(run_id, resend_unsent=False)
+    return sent
 
 
 def audit_run_execute(*, run: AuditRun, config: AuditConfig | None = None) -> AuditRun:

@@ -52,7 +52,12 @@ def submit_data(example_files, **overrides) -> dict:
 def audited(example_files, author, project: Project | None = None) -> Submission:
     """Submitted and really audited: awaiting review, with report.json and report.pdf."""
     submission = submission_create(
-        author=author, title="SVC", label="response", project=project, **example_files
+        author=author,
+        title="SVC",
+        label="response",
+        project=project,
+        declaration=factories.EXACT,
+        **example_files,
     )
     audit_run_execute(run=submission.runs.get(), config=SMALL_AUDIT)
     submission.refresh_from_db()

@@ -47,7 +47,12 @@ def _failed(world, files):
     from tre_audit.submissions.services import submission_create
 
     submission = submission_create(
-        author=world.author, title="SVC", label="response", project=world.project, **files
+        author=world.author,
+        title="SVC",
+        label="response",
+        project=world.project,
+        declaration=factories.EXACT,
+        **files,
     )
     submission_set_status(submission=submission, to=Status.AUDITING, by=None)
     audit_run_fail(run=submission.runs.get(), error="the worker ran out of memory")

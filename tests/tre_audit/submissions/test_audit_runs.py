@@ -23,7 +23,8 @@ FAST = AuditConfig(n_shadow_models=4, n_jobs=2, sweep=False)
 
 def _create(files, **overrides):
     args = {
-        "author": factories.create_user(),
+        "author": factories.create_user(role="researcher"),
+        "declaration": factories.EXACT,
         "title": "Drug response SVC",
         "label": "response",
         **files,
@@ -97,3 +98,24 @@ def test_an_audit_that_cannot_run_fails_the_request_with_a_reason(example_files)
     submission.refresh_from_db()
     assert run.status == RunStatus.FAILED and "Unknown attack" in run.error
     assert submission.status == Status.AUDIT_FAILED
+
+
+@pytest.mark.parametrize(
+    "overrides, refusal",
+    [
+        ({"author": "checker"}, "Only researchers"),
+        ({"author": None}, "Only researchers"),
+        ({"declaration": "unticked"}, "Declare that the files are exactly"),
+    ],
+)
+def test_the_service_itself_enforces_role_and_declaration(example_files, overrides, refusal):
+    from tre_audit.submissions.exceptions import SubmissionError
+    from tre_audit.submissions.services import Declaration
+
+    if "author" in overrides:
+        overrides["author"] = factories.create_user(role=overrides["author"])
+    if "declaration" in overrides:
+        overrides["declaration"] = Declaration(files_are_exact=False)
+    with pytest.raises(SubmissionError, match=refusal):
+        _create(example_files, **overrides)
+    assert not Submission.objects.exists() and not StoredFile.objects.exists()

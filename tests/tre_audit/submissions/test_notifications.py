@@ -14,8 +14,10 @@ pytestmark = pytest.mark.django_db
 def test_the_author_hears_when_the_audit_finishes(
     example_files, mailoutbox, django_capture_on_commit_callbacks
 ):
-    author = factories.create_user()
-    submission = submission_create(author=author, title="SVC", label="response", **example_files)
+    author = factories.create_user(role="researcher")
+    submission = submission_create(
+        author=author, title="SVC", label="response", declaration=factories.EXACT, **example_files
+    )
     with django_capture_on_commit_callbacks(execute=True):
         audit_run_execute(
             run=submission.runs.get(),

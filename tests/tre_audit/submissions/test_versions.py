@@ -252,13 +252,17 @@ def test_an_audit_sent_while_the_broker_is_down_is_resent_later(
     author = factories.create_user(role=Role.RESEARCHER)
     with factories.broker_unreachable(), django_capture_on_commit_callbacks(execute=True):
         submission = submission_create(
-            author=author, title="SVC", label="response", **example_files
+            author=author,
+            title="SVC",
+            label="response",
+            declaration=factories.EXACT,
+            **example_files,
         )
     run = submission.runs.get()
     assert (run.status, run.stage) == (RunStatus.QUEUED, NOT_QUEUED)
 
     with factories.broker_unreachable():
-        assert audit_runs_requeue() == 1
+        assert audit_runs_requeue() == 0  # nothing could be sent
     run.refresh_from_db()
     assert run.stage == NOT_QUEUED  # still down: still marked, not lost
 
@@ -268,6 +272,21 @@ def test_an_audit_sent_while_the_broker_is_down_is_resent_later(
     run.refresh_from_db()
     assert sent == [run.id] and run.stage == ""
     assert audit_runs_requeue() == 0 and sent == [run.id]
+
+
+def test_the_next_successful_send_resends_what_an_outage_held_back(
+    example_files, django_capture_on_commit_callbacks, monkeypatch
+):
+    author = factories.create_user(role=Role.RESEARCHER)
+    args = {"author": author, "label": "response", "declaration": factories.EXACT}
+    with factories.broker_unreachable(), django_capture_on_commit_callbacks(execute=True):
+        held = submission_create(title="during the outage", **args, **example_files)
+    sent = []
+    monkeypatch.setattr(audit_run_execute_task, "delay", sent.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        later = submission_create(title="after it", **args, **example_files)
+    assert sent == [later.runs.get().id, held.runs.get().id]
+    assert not AuditRun.objects.filter(stage=NOT_QUEUED).exists()
 
 
 def test_a_retry_while_the_broker_is_down_is_marked_too(django_capture_on_commit_callbacks):
