@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        _enclaves_stop()
-        _stop(procs)
+        try:
+            _enclaves_stop()
+        finally:
+            _stop(procs)  # whatever happened above, no process outlives the command
 
 
 def _serve(args, procs) -> int:
