@@ -7,8 +7,6 @@ Calls are logged by the services (caller, size), never their content.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from django.contrib.auth import get_user_model
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -83,25 +81,17 @@ class DeploySerializer(serializers.Serializer):
     preset = serializers.ChoiceField(choices=sorted(he.PRESETS), default=he.DEFAULT_PRESET)
 
 
-@contextmanager
-def _secure_compute_errors():
-    """The library's one-sentence refusals become 400s (503 when the enclave is down)."""
+def _answer(call, content_type: str) -> HttpResponse | Response:
+    """Run one secure-compute call; its one-sentence refusals become 400 (503: enclave down)."""
     try:
-        yield
+        body = call()
     except EnclaveUnavailable as exc:
-        raise _Refused(str(exc), status.HTTP_503_SERVICE_UNAVAILABLE) from None
+        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     except SecureComputeError as exc:
-        raise _Refused(str(exc), status.HTTP_400_BAD_REQUEST) from None
-
-
-class _Refused(Exception):
-    def __init__(self, detail: str, code: int):
-        super().__init__(detail)
-        self.code = code
-
-
-def _refusal(exc: _Refused) -> Response:
-    return Response({"detail": str(exc)}, status=exc.code)
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    response = HttpResponse(body, content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _body(request, limit: int) -> bytes | Response:
@@ -187,12 +177,10 @@ class HEEvaluateView(APIView):
         body = _body(request, he.MAX_BODY_BYTES)
         if isinstance(body, Response):
             return body
-        try:
-            with _secure_compute_errors():
-                result = services.he_evaluate(endpoint=endpoint, user=request.user, body=body)
-        except _Refused as exc:
-            return _refusal(exc)
-        return HttpResponse(result, content_type="application/octet-stream")
+        return _answer(
+            lambda: services.he_evaluate(endpoint=endpoint, user=request.user, body=body),
+            "application/octet-stream",
+        )
 
 
 class AttestationView(APIView):
@@ -212,16 +200,10 @@ class AttestationView(APIView):
             return Response(
                 {"detail": "Send a fresh nonce of 16 to 512 bytes, in hex."}, status=400
             )
-        try:
-            with _secure_compute_errors():
-                document = services.enclave_attest(
-                    endpoint=endpoint, user=request.user, nonce=nonce
-                )
-        except _Refused as exc:
-            return _refusal(exc)
-        response = HttpResponse(document, content_type="application/cbor")
-        response["Cache-Control"] = "no-store"
-        return response
+        return _answer(
+            lambda: services.enclave_attest(endpoint=endpoint, user=request.user, nonce=nonce),
+            "application/cbor",
+        )
 
 
 class EnclaveRunView(APIView):
@@ -237,9 +219,7 @@ class EnclaveRunView(APIView):
         body = _body(request, MAX_SEALED_REQUEST_BYTES)
         if isinstance(body, Response):
             return body
-        try:
-            with _secure_compute_errors():
-                sealed = services.enclave_run(endpoint=endpoint, user=request.user, sealed=body)
-        except _Refused as exc:
-            return _refusal(exc)
-        return HttpResponse(sealed, content_type="application/octet-stream")
+        return _answer(
+            lambda: services.enclave_run(endpoint=endpoint, user=request.user, sealed=body),
+            "application/octet-stream",
+        )
