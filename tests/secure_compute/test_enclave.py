@@ -127,7 +127,7 @@ def test_response_echoes_the_nonce(enclave, rows):
         lambda s: s[:-17],
         lambda s: s[:60] + bytes([s[60] ^ 1]) + s[61:],
         lambda s: s[:-1] + bytes([s[-1] ^ 1]),
-        lambda s: b"XXXX" + s[4:],
+        lambda s: b"PK\x03\x04" + s[4:],  # a zip file's magic
         lambda s: s[:4] + b"\x02" + s[5:],
         lambda s: s + b"\x00",
         lambda s: s[:5] + bytes(32) + s[37:],

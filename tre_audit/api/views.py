@@ -99,11 +99,6 @@ def _forbidden_if_not_allowed():
         raise PermissionDenied(str(exc)) from None
 
 
-def _is_author_or_admin(request, submission: Submission) -> bool:
-    user = request.user
-    return submission.author_id == user.pk or Role.TRE_ADMIN in selectors.user_roles(user)
-
-
 def _detail(request, submission: Submission, code: int = status.HTTP_200_OK) -> Response:
     data = s.SubmissionDetailSerializer(submission, context={"request": request}).data
     return Response(data, status=code)
@@ -340,7 +335,7 @@ class BundleView(APIView):
     def get(self, request, submission_id: int):
         """The release bundle: model (unless withheld), reports and a manifest of hashes."""
         submission = _visible(request, submission_id)
-        if not _is_author_or_admin(request, submission):
+        if not selectors.user_is_author_or_admin(request.user, submission):
             raise PermissionDenied("Only the author or a TRE admin can download the release.")
         if submission.release_bundle is None:
             raise NotFound("This request has not been released.")

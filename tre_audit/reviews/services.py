@@ -12,7 +12,7 @@ from tre_audit.reviews.models import Comment, Review
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import AuditRun, Submission
 from tre_audit.submissions.notifications import notify_decision
-from tre_audit.submissions.selectors import current_run
+from tre_audit.submissions.selectors import current_run, user_is_author_or_admin
 from tre_audit.submissions.services import (
     audit_entry_append,
     release_bundle_build,
@@ -183,7 +183,7 @@ def release_condition(submission: Submission) -> str:
 
 
 def check_user_can_release(user: AbstractBaseUser, submission: Submission) -> None:
-    if submission.author_id != user.pk and not user_has_role(user, Role.TRE_ADMIN):
+    if not user_is_author_or_admin(user, submission):
         raise ReviewNotAllowed("Only the author or a TRE admin can release a request.")
     if submission.status != Status.APPROVED:
         raise ReviewNotAllowed("Only an approved request can be released.")

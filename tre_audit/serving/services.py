@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -27,26 +29,31 @@ from secure_compute.attestation import (
 )
 from secure_compute.enclave_host import OP_ATTEST, OP_RUN, host_call
 from secure_compute.exceptions import UnsupportedModel
-from tre_audit.reviews.enums import Role
-from tre_audit.reviews.services import user_has_role
 from tre_audit.serving.enums import EndpointKind, EndpointStatus
 from tre_audit.serving.exceptions import ServingError, ServingNotAllowed
 from tre_audit.serving.models import Endpoint
 from tre_audit.submissions.enums import FileRole, Status
-from tre_audit.submissions.models import Submission
+from tre_audit.submissions.models import StoredFile, Submission
+from tre_audit.submissions.selectors import user_is_author_or_admin
 from tre_audit.submissions.services import audit_entry_append, file_path, file_read
 
 #: Requests whose model two checkers approved (released or not yet).
 SERVABLE = {Status.APPROVED, Status.RELEASED}
-#: Seconds to wait for an enclave host to load its model and answer.
-ENCLAVE_START_SECONDS = 120
 
 
 def check_user_can_deploy(user: AbstractBaseUser, submission: Submission) -> None:
-    if submission.author_id != user.pk and not user_has_role(user, Role.TRE_ADMIN):
+    if not user_is_author_or_admin(user, submission):
         raise ServingNotAllowed("Only the author or a TRE admin can deploy an endpoint.")
     if submission.status not in SERVABLE:
         raise ServingError("Only a request two checkers approved can be served.")
+
+
+def user_can_deploy(user: AbstractBaseUser, submission: Submission) -> bool:
+    try:
+        check_user_can_deploy(user, submission)
+    except (ServingNotAllowed, ServingError):
+        return False
+    return True
 
 
 def endpoint_deploy(
@@ -83,8 +90,6 @@ def endpoint_deploy(
 @functools.lru_cache(maxsize=32)
 def he_weights(model_sha256: str) -> he.LinearWeights:
     """The model folded for HE, loaded safely once per process (files never change)."""
-    from tre_audit.submissions.models import StoredFile
-
     data = file_read(stored=StoredFile.objects.get(sha256=model_sha256))
     try:
         return he.linear_model_fold(load_model(data))
@@ -149,9 +154,7 @@ def endpoint_stop(*, endpoint: Endpoint, by: AbstractBaseUser | None, reason: st
 
     ``by=None`` is the service itself (shutting down), logged as such.
     """
-    if by is not None and not (
-        user_has_role(by, Role.TRE_ADMIN) or endpoint.submission.author_id == by.pk
-    ):
+    if by is not None and not user_is_author_or_admin(by, endpoint.submission):
         raise ServingNotAllowed("Only the author or a TRE admin can stop an endpoint.")
     if endpoint.status == EndpointStatus.STOPPED:
         return endpoint
@@ -170,9 +173,6 @@ def endpoint_stop(*, endpoint: Endpoint, by: AbstractBaseUser | None, reason: st
 
 def _process_group_stop(pid: int, *, grace_seconds: float = 10.0) -> None:
     """SIGTERM the enclave host's group, SIGKILL it if it lingers; reap it if ours."""
-    import signal
-    import time
-
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -200,8 +200,7 @@ def _process_alive(pid: int) -> bool:
 def check_user_can_call(user: AbstractBaseUser, endpoint: Endpoint) -> None:
     """The author, the endpoint's named callers and admins may send data; others see nothing."""
     allowed = (
-        endpoint.submission.author_id == user.pk
-        or user_has_role(user, Role.TRE_ADMIN)
+        user_is_author_or_admin(user, endpoint.submission)
         or endpoint.callers.filter(pk=user.pk).exists()
     )
     if not allowed:

@@ -17,6 +17,11 @@ def user_roles(user: AbstractBaseUser) -> set[str]:
     return set(user.groups.values_list("name", flat=True)) & set(Role.values)
 
 
+def user_is_author_or_admin(user: AbstractBaseUser, submission: Submission) -> bool:
+    """Who may act for a request: retry it, release it, download or serve what was released."""
+    return submission.author_id == user.pk or Role.TRE_ADMIN in user_roles(user)
+
+
 def submission_list_visible_to(*, user: AbstractBaseUser) -> QuerySet[Submission]:
     """Requests ``user`` may open.
 

@@ -39,7 +39,7 @@ from tre_audit.submissions.models import (
     SubmissionFile,
 )
 from tre_audit.submissions.notifications import notify_audit_finished
-from tre_audit.submissions.selectors import user_roles
+from tre_audit.submissions.selectors import user_is_author_or_admin, user_roles
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def submission_create(
 
     Nothing is stored when a file is refused: the checks run first.
     """
-    if not author.groups.filter(name="researcher").exists():
+    if Role.RESEARCHER not in user_roles(author):
         raise NotAllowed("Only researchers submit models for release.")
     if not declaration.files_are_exact:
         raise SubmissionError("Declare that the files are exactly the model and data used.")
@@ -330,7 +330,7 @@ def submission_withdraw(*, submission: Submission, by: AbstractBaseUser, reason:
 
 def audit_run_retry(*, submission: Submission, by: AbstractBaseUser) -> AuditRun:
     """Audit a failed request's current version again (for its author or an admin)."""
-    if submission.author_id != by.pk and Role.TRE_ADMIN not in user_roles(by):
+    if not user_is_author_or_admin(by, submission):
         raise NotAllowed("Only the author or a TRE admin can retry an audit.")
     if submission.status != Status.AUDIT_FAILED:
         # AWAITING_REVIEW and CHANGES_REQUESTED may become SUBMITTED too, for a new

@@ -16,6 +16,7 @@ from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.forms import CommentForm, ReviewForm
+from tre_audit.serving import services as serving_services
 from tre_audit.submissions import selectors, services
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.exceptions import NotAllowed, SubmissionError
@@ -88,6 +89,7 @@ def _detail_context(request, submission: Submission) -> dict:
     run = review_services.current_run(submission)
     latest = submission.runs.filter(version=submission.version).first()
     is_author = submission.author_id == user.pk
+    acts_for = selectors.user_is_author_or_admin(user, submission)
     titles = selectors.finding_titles(run.report if run else None)
     return {
         "submission": submission,
@@ -108,19 +110,14 @@ def _detail_context(request, submission: Submission) -> dict:
         "user_can_new_version": is_author and submission.status in services.NEW_VERSION_FROM,
         "user_can_withdraw": is_author
         and Status.WITHDRAWN in services.TRANSITIONS[submission.status],
-        "user_can_retry": submission.status == Status.AUDIT_FAILED
-        and (is_author or Role.TRE_ADMIN in selectors.user_roles(user)),
+        "user_can_retry": submission.status == Status.AUDIT_FAILED and acts_for,
         "user_can_release": review_services.user_can_release(user, submission),
         "pending_sign_offs": review_services.pending_sign_offs(submission)
         if submission.status == Status.APPROVED
         else [],
-        "user_can_download_bundle": submission.release_bundle_id is not None
-        and (is_author or Role.TRE_ADMIN in selectors.user_roles(user)),
-        "endpoints": list(submission.endpoints.order_by("-created_at"))
-        if is_author or Role.TRE_ADMIN in selectors.user_roles(user)
-        else [],
-        "user_can_deploy": submission.status in (Status.APPROVED, Status.RELEASED)
-        and (is_author or Role.TRE_ADMIN in selectors.user_roles(user)),
+        "user_can_download_bundle": submission.release_bundle_id is not None and acts_for,
+        "endpoints": list(submission.endpoints.order_by("-created_at")) if acts_for else [],
+        "user_can_deploy": serving_services.user_can_deploy(user, submission),
         "new_version_form": NewVersionForm(),
         "withdraw_form": ReasonForm(),
         "review_form": ReviewForm(findings=titles),
@@ -243,11 +240,10 @@ def submission_withdraw(request, submission_id: int):
 @require_POST
 def audit_run_retry(request, submission_id: int):
     submission = _visible(request, submission_id)
-    is_admin = Role.TRE_ADMIN in selectors.user_roles(request.user)
-    if submission.author_id != request.user.pk and not is_admin:
-        raise PermissionDenied("Only the author or a TRE admin can retry an audit.")
     try:
         services.audit_run_retry(submission=submission, by=request.user)
+    except NotAllowed as exc:
+        raise PermissionDenied(str(exc)) from None
     except SubmissionError as exc:
         messages.error(request, str(exc))
     else:
@@ -258,8 +254,7 @@ def audit_run_retry(request, submission_id: int):
 @login_required
 def release_bundle(request, submission_id: int):
     submission = _visible(request, submission_id)
-    is_admin = Role.TRE_ADMIN in selectors.user_roles(request.user)
-    if submission.author_id != request.user.pk and not is_admin:
+    if not selectors.user_is_author_or_admin(request.user, submission):
         raise PermissionDenied("Only the author or a TRE admin can download the release.")
     if submission.release_bundle is None:
         raise Http404("This request has not been released.")
