@@ -52,6 +52,8 @@ from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
+from safe_model.exceptions import ModelRefused
+from safe_model.sandbox import INTAKE_LIMITS, sandbox_call
 from secure_compute import _he_wire as wire
 from secure_compute.exceptions import HEError, UnsupportedModel
 from secure_compute.presets import DEFAULT_PRESET, PRESETS, HEPreset
@@ -83,6 +85,7 @@ _CLASSIFIERS = {LogisticRegression: "logistic", LinearSVC: "linear_svm"}
 _REGRESSORS = (LinearRegression, Ridge, Lasso, ElasticNet)
 #: Scalers that are a per-feature affine map and fold into the weights.
 _SCALERS = (StandardScaler, MinMaxScaler, MaxAbsScaler)
+_KINDS = frozenset({*_CLASSIFIERS.values(), "regression"})
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,56 @@ def linear_model_fold(estimator) -> LinearWeights:
     )
     _check_foldable(weights)
     return weights
+
+
+def linear_model_fold_file(data: bytes, *, filename: str = "model.skops") -> LinearWeights:
+    """Load an untrusted skops file and fold it, in a sandbox process.
+
+    The model is loaded (allow-listed, structurally validated) and folded by
+    :func:`linear_model_fold` in a resource-limited child
+    (:mod:`safe_model.sandbox`); only the weights come back, checked again here.
+
+    Raises
+    ------
+    UnsupportedModel
+        If the file is refused, is not a foldable linear model, or crashed,
+        hung or overran the sandbox.
+    """
+    try:
+        parts = sandbox_call(
+            "secure_compute.he:_fold_in_child",
+            kwargs={"data": data, "filename": filename},
+            limits=INTAKE_LIMITS,
+            reraise=(HEError, ModelRefused),
+        )
+    except ModelRefused as exc:
+        raise UnsupportedModel(str(exc)) from None
+    names = parts["feature_names"]
+    weights = LinearWeights(
+        coef=np.atleast_2d(np.asarray(parts["coef"], dtype=float)),
+        intercept=np.asarray(parts["intercept"], dtype=float).reshape(-1),
+        kind=str(parts["kind"]),
+        classes=None if parts["classes"] is None else np.asarray(parts["classes"]),
+        feature_names=None if names is None else tuple(str(n) for n in names),
+    )
+    if weights.kind not in _KINDS or weights.intercept.shape != weights.coef.shape[:1]:
+        raise UnsupportedModel("The model's folded weights came back inconsistent.")
+    _check_foldable(weights)
+    return weights
+
+
+def _fold_in_child(*, data: bytes, filename: str) -> dict:
+    from safe_model.loader import load_model
+
+    weights = linear_model_fold(load_model(data, filename=filename))
+    classes = weights.classes
+    return {
+        "coef": weights.coef,
+        "intercept": np.asarray(weights.intercept, dtype=float),
+        "kind": weights.kind,
+        "classes": None if classes is None else np.asarray(np.asarray(classes).tolist()),
+        "feature_names": None if weights.feature_names is None else list(weights.feature_names),
+    }
 
 
 def _model_kind(model) -> str:

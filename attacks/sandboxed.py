@@ -1,0 +1,156 @@
+"""Check and audit untrusted uploads in a sandbox process, never in the caller's.
+
+A crafted model can crash or hang compiled code however carefully it was
+validated, so the process that loads an upload and predicts with it is a
+short-lived, resource-limited child (:mod:`safe_model.sandbox`). A crash, hang
+or overrun there is one sentence here (an :class:`~attacks.exceptions.IntakeError`
+at intake, an :class:`~attacks.exceptions.AuditError` during an audit), and the
+web worker, Celery worker or CLI that asked lives on. Only plain data crosses:
+the uploads' bytes go in, a report dict comes back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from attacks.audit import AuditConfig, Progress, Upload, audit_uploads, target_from_uploads
+from attacks.exceptions import AuditError, IntakeError
+from attacks.intake import DEFAULT_MAX_BYTES
+from attacks.policy import Policy
+from safe_model.exceptions import ModelRefused
+from safe_model.sandbox import AUDIT_LIMITS, INTAKE_LIMITS, SandboxLimits, sandbox_call
+
+#: Exceptions of ours that a child may raise: they carry user-safe sentences.
+_RERAISED = (AuditError, ModelRefused)
+
+
+def uploads_check(
+    *,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    label: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: SandboxLimits = INTAKE_LIMITS,
+) -> None:
+    """Load the three uploads and trial-predict, in a sandbox.
+
+    Parameters
+    ----------
+    model, train, test : Upload
+        The submitted skops model and its members and non-members.
+    label : str
+        Name of the label column.
+    max_bytes : int, default=512 MiB
+        Largest accepted file, applied by every loader.
+    limits : SandboxLimits, default=INTAKE_LIMITS
+        What the sandbox process may use.
+
+    Raises
+    ------
+    IntakeError
+        If a file is refused, or the model crashed, hung or overran the sandbox.
+    """
+    try:
+        sandbox_call(
+            "attacks.sandboxed:_check_in_child",
+            kwargs={"uploads": _wire_uploads(model=model, train=train, test=test)}
+            | {"label": label, "max_bytes": max_bytes},
+            limits=limits,
+            reraise=_RERAISED,
+        )
+    except (AuditError, ModelRefused) as exc:
+        raise IntakeError(str(exc)) from None
+
+
+def uploads_audit(
+    *,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    label: str,
+    policy: Policy,
+    config: AuditConfig,
+    record: Upload | None = None,
+    description: Upload | None = None,
+    progress: Progress | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: SandboxLimits = AUDIT_LIMITS,
+) -> dict:
+    """:func:`attacks.audit.audit_uploads`, run in a sandbox; returns the report.
+
+    Raises
+    ------
+    AuditError
+        If the audit was refused or failed, including a crash, hang or overrun of
+        the sandbox: the sentence says which.
+    """
+    uploads = _wire_uploads(
+        model=model, train=train, test=test, record=record, description=description
+    )
+    kwargs = {
+        "uploads": uploads,
+        "label": label,
+        "policy": dataclasses.asdict(policy),
+        "config": dataclasses.asdict(config),
+        "max_bytes": max_bytes,
+    }
+    try:
+        return sandbox_call(
+            "attacks.sandboxed:_audit_in_child",
+            kwargs=kwargs,
+            limits=limits,
+            on_event=_progress_relay(progress),
+            reraise=_RERAISED,
+        )
+    except ModelRefused as exc:
+        raise AuditError(str(exc)) from None
+
+
+def _wire_uploads(**uploads: Upload | None) -> dict[str, list]:
+    return {role: [u.name, u.data] for role, u in uploads.items() if u is not None}
+
+
+def _progress_relay(progress: Progress | None):
+    """Events come from the child, so they are checked before they are believed."""
+    if progress is None:
+        return None
+
+    def relay(event: dict) -> None:
+        stage, done = event.get("stage"), event.get("done")
+        if isinstance(stage, str) and isinstance(done, int | float):
+            progress(stage[:100], min(max(float(done), 0.0), 1.0))
+
+    return relay
+
+
+# ------------------------------------------------------------ inside the sandbox
+
+
+def _check_in_child(*, uploads: dict, label: str, max_bytes: int) -> None:
+    target_from_uploads(**_uploads_from_wire(uploads), label=label, max_bytes=max_bytes)
+
+
+def _audit_in_child(
+    *, uploads: dict, label: str, policy: dict, config: dict, max_bytes: int
+) -> dict:
+    from safe_model.sandbox import sandbox_emit
+
+    return audit_uploads(
+        **_uploads_from_wire(uploads),
+        label=label,
+        policy=Policy(**policy),
+        config=_config_from_wire(config),
+        progress=lambda stage, done: sandbox_emit({"stage": stage, "done": done}),
+        max_bytes=max_bytes,
+    )
+
+
+def _uploads_from_wire(uploads: dict) -> dict[str, Upload]:
+    return {role: Upload(name=name, data=data) for role, (name, data) in uploads.items()}
+
+
+def _config_from_wire(config: dict[str, Any]) -> AuditConfig:
+    tuples = {"attacks": tuple(config["attacks"]), "inputs": tuple(config["inputs"])}
+    return AuditConfig(**(config | tuples))
