@@ -5,24 +5,27 @@ crash, hang or exhaust whatever process loads it. :func:`sandbox_call` runs
 ``module:function(**kwargs)`` in a short-lived child instead and returns its
 result; a crash, hang or overrun becomes one :class:`SandboxFailed` sentence
 (a :class:`~safe_model.exceptions.ModelRefused`), and the caller's process
-lives on::
+lives on. The intake check, for instance, is meant to run as::
 
     from attacks.exceptions import IntakeError
     from safe_model.exceptions import ModelRefused
     from safe_model.sandbox import INTAKE_LIMITS, sandbox_call
 
     summary = sandbox_call(
-        "attacks.audit:target_from_uploads_summary",
-        kwargs={"model": (name, data), "train": ..., "test": ..., "label": label},
+        "attacks.audit:target_from_uploads_summary",  # load, validate, trial-predict
+        kwargs={"model": {"name": name, "data": data}, "train": ..., "test": ..., "label": label},
         limits=INTAKE_LIMITS,
         reraise=(IntakeError, ModelRefused),
-    )  # IntakeError / ModelRefused (both ValueError): a form error, HTTP 400 or exit 2
+    )
 
-kwargs and the result cross as data only (see ``safe_model._wire``: plain
-values and numeric arrays, never pickle), so the target function takes and
-returns plain data, not estimators or DataFrames. Code running in the child
-may report progress with :func:`sandbox_emit`; the parent hands each event to
-``on_event``.
+where the target function (the caller's, not this module's) takes and
+returns plain data: kwargs and the result cross as data only (see
+``safe_model._wire``: plain values and numeric or string arrays, never
+pickle), so not estimators or DataFrames. ``IntakeError`` and
+``ModelRefused`` are both ``ValueError``: a form error, HTTP 400 or exit 2,
+with their sentence as it is. The audit runs the same way under
+:data:`AUDIT_LIMITS`, reporting progress with :func:`sandbox_emit` from the
+child, which the parent hands to ``on_event``.
 
 How a child is made: one *zygote* per process, a clean interpreter started
 with ``subprocess`` that has imported numpy, scipy, pandas, scikit-learn and
@@ -53,6 +56,14 @@ What the child gets, before the target runs:
 - stdin, stdout and stderr on ``/dev/null`` (library chatter and tracebacks,
   which may quote data values, go nowhere), and an environment reduced to
   ``_ENVIRONMENT_KEPT`` (no secrets of the caller's).
+
+What it does not do: the child runs as the caller's user, so code that takes
+over the child can read whatever that user can read (files, and ``/proc`` of
+that user's processes) and put it in its result or in the message of an
+exception the caller re-raises. Keep secrets unreadable to the service user
+(or run the service's workers as a user of their own). Nor is there a limit
+on the number of processes (``RLIMIT_NPROC`` counts every process of the
+user); the wall clock stops a fork bomb's group.
 """
 
 from __future__ import annotations
@@ -245,7 +256,8 @@ def sandbox_call(
     Parameters
     ----------
     function : str
-        ``"package.module:function"``, imported in the child.
+        ``"package.module:function"``. The zygote imports the module once, before
+        it forks, so importing it must not start threads.
     kwargs : dict
         Keyword arguments, plain data (see ``safe_model._wire``).
     limits : SandboxLimits
@@ -263,6 +275,8 @@ def sandbox_call(
 
     Raises
     ------
+    ValueError
+        ``function`` is not a ``module:function`` name, or ``kwargs`` is not plain data.
     SandboxFailed
         Or a subclass: the child crashed, hung, ran out of memory or CPU time,
         or sent back too much or something unreadable.
@@ -457,7 +471,8 @@ class _FrameReader:
                 return
             if len(self.buffer) < _HEADER.size + length:
                 return
-            body = bytes(self.buffer[_HEADER.size : _HEADER.size + length])
+            with memoryview(self.buffer) as view:  # one copy, not two
+                body = bytes(view[_HEADER.size : _HEADER.size + length])
             del self.buffer[: _HEADER.size + length]
             yield kind, body
 
@@ -797,7 +812,7 @@ def _reset_process(channel_fd: int) -> None:
     os.closerange(channel_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def _receive(channel: socket.socket) -> bytes:
+def _receive(channel: socket.socket) -> bytearray:
     """One frame from the parent (blocking: the parent writes at once and kills on timeout)."""
     kind, length = _HEADER.unpack(_receive_exact(channel, _HEADER.size))
     if kind != _START:
@@ -805,7 +820,7 @@ def _receive(channel: socket.socket) -> bytes:
     return _receive_exact(channel, length)
 
 
-def _receive_exact(channel: socket.socket, size: int) -> bytes:
+def _receive_exact(channel: socket.socket, size: int) -> bytearray:
     buffer = bytearray(size)
     view, got = memoryview(buffer), 0
     while got < size:
@@ -813,7 +828,7 @@ def _receive_exact(channel: socket.socket, size: int) -> bytes:
         if not n:
             raise EOFError("the parent closed the channel")
         got += n
-    return bytes(buffer)
+    return buffer  # not copied: a request can be a few hundred MiB
 
 
 def _confine(*, scratch: str, limits: list) -> None:

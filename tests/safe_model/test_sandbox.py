@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import billiard
+import cbor2
 import numpy as np
 import pytest
 
-from safe_model import sandbox
+from safe_model import _wire, sandbox
 from safe_model.exceptions import ModelRefused
 from safe_model.sandbox import (
     GiB,
@@ -151,6 +152,47 @@ def test_events_without_end_are_cut_off_at_the_same_limit():
 def test_garbage_on_the_channel_is_refused():
     with pytest.raises(SandboxFailed, match="^The model sent back data the sandbox could not read"):
         call("garbage_on_channel")
+
+
+def _hostile_bodies() -> dict[str, bytes]:
+    """Well-framed results whose CBOR is not what the sandbox writes."""
+
+    def result(value) -> bytes:
+        return cbor2.dumps({"value": value, "network_isolated": True})
+
+    array = cbor2.CBORTag(_wire.ARRAY_TAG, ["<f8", [2], b"\x00" * 8])
+    return {
+        "regex tag": result(cbor2.CBORTag(35, "(a+)+$")),
+        "date tag": result(cbor2.CBORTag(1, 0)),
+        "shared reference cycle": result(cbor2.CBORTag(28, [cbor2.CBORTag(29, 0)])),
+        "array bytes short of its shape": result(array),
+        "object array": result(cbor2.CBORTag(_wire.ARRAY_TAG, ["|O", [1], b"\x00" * 8])),
+        "nesting 1000 deep": b"\xa2"
+        + cbor2.dumps("value")
+        + b"\x81" * 1000
+        + b"\x00"
+        + cbor2.dumps("network_isolated")
+        + b"\xf5",
+        "list as a key": result({(1, 2): 3}),
+        "undefined": result(cbor2.undefined),
+        "no isolation flag": cbor2.dumps({"value": 1}),
+        "not cbor": b"\xff\xfe",
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_hostile_bodies()))
+def test_a_result_that_is_not_plain_data_is_refused(case):
+    body = _hostile_bodies()[case]
+
+    with pytest.raises(SandboxFailed, match="sent back data the sandbox could not read"):
+        call("send_frame", kind=b"R", body=body)
+
+
+def test_an_exception_frame_without_its_types_is_refused():
+    body = cbor2.dumps({"types": "ModelRefused", "message": "x", "network_isolated": True})
+
+    with pytest.raises(SandboxFailed, match="could not read"):
+        call("send_frame", kind=b"X", body=body)
 
 
 def test_an_allowed_exception_is_raised_again_with_its_sentence():
