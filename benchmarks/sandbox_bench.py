@@ -9,6 +9,9 @@ Run ``.venv/bin/python benchmarks/sandbox_bench.py [--calls N] [--no-audit]``.
   pay without the zygote: a fresh ``subprocess`` that imports the same
   libraries, and a bare ``python -c pass``.
 - **transfer**: a 64 MiB float array sent to a child and its sum sent back.
+- **intake**: the famous-patient example loaded and validated by
+  ``attacks.audit.target_from_uploads`` and 5 rows predicted, inside
+  ``INTAKE_LIMITS``: the child's address space before and after.
 - **audit**: a real audit (by default breast cancer, RandomForest(100); ``--case``
   takes another case of ``audit_bench.py``; 16 shadow models, sweep on,
   ``n_jobs=2``) inside ``AUDIT_LIMITS``: its seconds and the peak
@@ -46,6 +49,23 @@ def echo(*, value):
 
 def array_sum(*, array):
     return float(array.sum())
+
+
+def intake_job() -> dict:
+    """Run in the sandbox: intake of the famous-patient example, and a trial predict."""
+    from attacks.audit import Upload, target_from_uploads
+    from attacks.datasets import LABEL, write_famous_patient_example
+
+    start_mib = _vm_peak_mib(os.getpid())
+    paths = write_famous_patient_example(os.getcwd())  # trains the example's model
+    uploads = {
+        role: Upload(name=Path(path).name, data=Path(path).read_bytes())
+        for role, path in paths.items()
+        if role in ("model", "train", "test")
+    }
+    target = target_from_uploads(**uploads, label=LABEL)
+    target.model.predict(target.X_train[:5])
+    return {"child_start_vm_mib": start_mib, "child_vm_peak_mib": _vm_peak_mib(os.getpid())}
 
 
 def audit_job(*, case: str) -> dict:
@@ -125,6 +145,7 @@ def main() -> None:
     figures["transfer_64mib_seconds"] = _median_seconds(
         lambda: sandbox_call(f"{MODULE}:array_sum", kwargs={"array": array}, limits=AUDIT_LIMITS), 3
     )
+    figures["intake"] = sandbox_call(f"{MODULE}:intake_job", kwargs={}, limits=INTAKE_LIMITS)
     if not args.no_audit:
         figures["audit"] = sandbox_call(
             f"{MODULE}:audit_job", kwargs={"case": args.case}, limits=AUDIT_LIMITS

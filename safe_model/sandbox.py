@@ -126,9 +126,11 @@ class SandboxLimits:
 
 
 #: Load an upload and predict a few rows, inside a web request. A child starts
-#: at about 0.7 GiB of address space (the preloaded libraries), loading a
-#: 200 MiB upload and its tables needs a few times that; a minute is far more
-#: than a valid model needs and short enough for a request to wait.
+#: at 0.46 GiB of address space (the preloaded libraries); the famous-patient
+#: example, its model trained and then taken in, peaked at 1.5 GiB
+#: (benchmarks/sandbox_bench.py). 4 GiB leaves 2.5 GiB for a 200 MiB upload
+#: and the copies decoding makes; a minute of CPU is far more than a valid model
+#: needs, and 90 s is as long as a request should wait.
 INTAKE_LIMITS = SandboxLimits(
     memory_bytes=4 * GiB,
     cpu_seconds=60,
@@ -138,14 +140,17 @@ INTAKE_LIMITS = SandboxLimits(
 )
 
 #: A whole audit in the worker: shadow models trained by loky workers, each a
-#: process of its own under the same per-process limit. A real audit peaked at
-#: about 1.3 GiB of address space per process (benchmarks/sandbox_bench.py), so
-#: 8 GiB leaves a wide margin for larger tables; the CPU and wall budgets are
-#: those of the longest audit the policy allows, with room for a loaded machine.
+#: process of its own under the same per-process limits. Real audits (16
+#: shadows, sweep, n_jobs=2) peaked at 2.0 GiB (breast cancer) and 2.2 GiB
+#: (10,000 rows) of address space in the child and 0.43 GiB in a worker
+#: (glibc reserves 64 MiB per thread arena), so 8 GiB leaves a margin of 3.6.
+#: The 10,000-row audit took 272 s on a loaded 2-core machine. 50 minutes of
+#: wall clock stays under the broker's default 3600 s visibility timeout (after
+#: which an unacknowledged audit is delivered again); CPU: two cores' worth.
 AUDIT_LIMITS = SandboxLimits(
     memory_bytes=8 * GiB,
-    cpu_seconds=4 * 3600,
-    wall_seconds=4 * 3600,
+    cpu_seconds=2 * 3000,
+    wall_seconds=3000,
     file_bytes=2 * GiB,
     max_result_bytes=256 * MiB,
 )
