@@ -346,7 +346,7 @@ def _limit_list(limits: SandboxLimits) -> list:
 class _Frame:
     """How a child's call ended: a frame it sent, or why there is none."""
 
-    kind: str  # "result", "raised", "timeout", "too_large", "garbage", "eof"
+    kind: str  # "result", "raised", "timeout", "too_large", "garbage", "exited"
     body: Any = None
     status: int | None = None  # the child's wait status, when it ended on its own
     cpu_seconds: float = 0.0
@@ -357,18 +357,18 @@ def _run_child(channel, status_fd, request, scratch, limits, on_event) -> _Frame
     (pid,) = _PID.unpack(_from_zygote(status_fd, _PID.size))
     deadline = time.monotonic() + limits.wall_seconds  # the zygote's start-up is not the child's
     start = _wire.encode({"scratch": scratch})
-    chunks = [_HEADER.pack(_START, len(start)) + start, _HEADER.pack(_START, len(request)), request]
+    talk = _Conversation(channel, status_fd, limits.max_result_bytes, on_event)
+    talk.queue(
+        _HEADER.pack(_START, len(start)) + start, _HEADER.pack(_START, len(request)), request
+    )
     try:
-        frame = _exchange(channel, chunks, deadline, limits.max_result_bytes, on_event)
-        # A child that closed its channel may still be running: it has until the deadline.
-        status = _read_exact(status_fd, _STATUS.size, deadline) if frame.kind == "eof" else None
+        frame = talk.until(deadline)
     finally:
         _kill_group(pid)
-    if frame.kind == "eof" and status is None:
-        frame = _Frame("timeout")
-    wait_status, cpu = _STATUS.unpack(status or _from_zygote(status_fd, _STATUS.size))
-    if frame.kind == "eof":
-        return _Frame("eof", status=wait_status, cpu_seconds=cpu)
+    if talk.status is None:  # wait until it is gone, so its scratch dir can go too
+        talk.status = _STATUS.unpack(_from_zygote(status_fd, _STATUS.size))
+    if frame.kind == "exited":
+        return _Frame("exited", status=talk.status[0], cpu_seconds=talk.status[1])
     return frame
 
 
@@ -381,58 +381,86 @@ def _from_zygote(status_fd: int, size: int) -> bytes:
     return data
 
 
-def _exchange(channel, chunks, deadline, max_bytes, on_event) -> _Frame:
-    """Send the request and read frames until a result, an exception, EOF or the deadline."""
-    channel.setblocking(False)
-    reader = _FrameReader(max_bytes)
-    chunks = [memoryview(chunk) for chunk in chunks]
-    outgoing = chunks.pop(0)
-    with selectors.DefaultSelector() as selector:
-        selector.register(channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _Frame("timeout")
-            for _key, mask in selector.select(timeout=min(remaining, 1.0)):
-                if mask & selectors.EVENT_WRITE and outgoing:
-                    outgoing = outgoing[_send_some(channel, outgoing) :]
-                    if not outgoing and chunks:
-                        outgoing = chunks.pop(0)
-                    elif not outgoing:
-                        selector.modify(channel, selectors.EVENT_READ)
-                if mask & selectors.EVENT_READ:
-                    frame = _read_frames(channel, reader, on_event)
+class _Conversation:
+    """The parent's side of one child: its channel, and the zygote's pipe reporting its exit."""
+
+    def __init__(self, channel, status_fd, max_bytes, on_event) -> None:
+        self.channel, self.status_fd, self.on_event = channel, status_fd, on_event
+        self.reader = _FrameReader(max_bytes)
+        self.outgoing: list[memoryview] = []
+        self.status: tuple[int, float] | None = None
+
+    def queue(self, *chunks: bytes) -> None:
+        self.outgoing += [memoryview(chunk) for chunk in chunks]
+
+    def until(self, deadline: float) -> _Frame:
+        """Send what is queued; read until a result, an exception, the exit or the deadline."""
+        self.channel.setblocking(False)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            selector.register(self.status_fd, selectors.EVENT_READ)
+            while (remaining := deadline - time.monotonic()) > 0:
+                for key, mask in selector.select(timeout=min(remaining, 1.0)):
+                    frame = self._on_ready(key.fileobj, mask, selector)
                     if frame is not None:
                         return frame
+        return _Frame("timeout")
+
+    def _on_ready(self, source, mask, selector) -> _Frame | None:
+        if source == self.status_fd:
+            self.status = _STATUS.unpack(_from_zygote(self.status_fd, _STATUS.size))
+            return self._drain() or _Frame("exited")
+        if mask & selectors.EVENT_WRITE:
+            self._send_some(selector)
+        if mask & selectors.EVENT_READ:
+            chunk = _receive_some(self.channel)
+            if chunk == b"":  # closed, but it may still run: wait for its exit or the deadline
+                selector.unregister(self.channel)
+            elif chunk:
+                return self._frames(chunk)
+        return None
+
+    def _send_some(self, selector) -> None:
+        try:
+            sent = self.channel.send(self.outgoing[0][: 4 * MiB])
+        except BlockingIOError:
+            return
+        except OSError:  # the child closed its end; what it sent before still counts
+            sent = len(self.outgoing[0])
+        self.outgoing[0] = self.outgoing[0][sent:]
+        if not self.outgoing[0]:
+            self.outgoing.pop(0)
+        if not self.outgoing:
+            selector.modify(self.channel, selectors.EVENT_READ)
+
+    def _drain(self) -> _Frame | None:
+        """What the child sent before it exited (all of it is buffered by now)."""
+        while chunk := _receive_some(self.channel):
+            frame = self._frames(chunk)
+            if frame is not None:
+                return frame
+        return None
+
+    def _frames(self, chunk: bytes) -> _Frame | None:
+        for kind, body in self.reader.feed(chunk):
+            if kind in ("too_large", "garbage", _RESULT, _RAISED):
+                return _decoded(kind, body)
+            event = _decode_or_none(body)
+            if not isinstance(event, dict):
+                return _Frame("garbage")
+            if self.on_event is not None:
+                self.on_event(event)
+        return None
 
 
-def _send_some(channel: socket.socket, data: memoryview) -> int:
+def _receive_some(channel: socket.socket) -> bytes | None:
+    """What the child sent; b"" once it closed its end, None if nothing is waiting."""
     try:
-        return channel.send(data[: 4 * MiB])
-    except (BlockingIOError, InterruptedError):
-        return 0
-    except OSError:  # the child closed its end; what it sent before still counts
-        return len(data)
-
-
-def _read_frames(channel, reader, on_event) -> _Frame | None:
-    try:
-        chunk = channel.recv(MiB)
-    except (BlockingIOError, InterruptedError):
+        return channel.recv(MiB, socket.MSG_DONTWAIT)
+    except BlockingIOError:
         return None
     except OSError:
-        chunk = b""
-    if not chunk:
-        return _Frame("eof")
-    for kind, body in reader.feed(chunk):
-        if kind in ("too_large", "garbage") or kind in (_RESULT, _RAISED):
-            return _decoded(kind, body)
-        event = _decode_or_none(body)
-        if not isinstance(event, dict):
-            return _Frame("garbage")
-        if on_event is not None:
-            on_event(event)
-    return None
+        return b""
 
 
 def _decoded(kind, body) -> _Frame:
@@ -733,7 +761,12 @@ def _zygote_fork(control: socket.socket, children: dict[int, int]) -> bool:
         return bool(message)
     channel_fd, status_fd = fds
     _try_import(message.decode("ascii", "replace"))
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # the parent reads EOF for a pid and says so
+        os.close(channel_fd)
+        os.close(status_fd)
+        return True
     if pid == 0:
         _child_main(channel_fd)
     os.close(channel_fd)

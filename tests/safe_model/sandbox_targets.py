@@ -32,6 +32,16 @@ def arrays(*, n_rows: int):
     }
 
 
+def chatter():
+    """Print as libraries do, on every standard stream."""
+    import sys
+
+    print("progress: 50% of patient rows")
+    print("warning: convergence", file=sys.stderr)
+    os.write(1, b"R\x00\x00\x00\x00\x00\x00\x00\x10raw bytes on fd 1")
+    return "quiet"
+
+
 def emit_events(*, n_events: int):
     for i in range(n_events):
         sandbox_emit({"stage": "step", "done": i / n_events})
@@ -124,6 +134,12 @@ def fork_grandchild(*, pid_file: str):
     with open(pid_file, "w") as file:
         file.write(str(pid))
     return pid
+
+
+def segfault_leaving_grandchild(*, pid_file: str):
+    """Crash while a grandchild still holds the channel open."""
+    fork_grandchild(pid_file=pid_file)
+    ctypes.string_at(0)
 
 
 def parallel_fit(*, n_jobs: int):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -94,6 +96,24 @@ def test_events_reach_on_event_in_order():
 
     assert n == 3
     assert events == [{"stage": "step", "done": i / 3} for i in range(3)]
+
+
+def test_an_error_in_on_event_stops_the_child_and_reaches_the_caller():
+    def refuse(event):
+        raise RuntimeError("the caller gave up")
+
+    with pytest.raises(RuntimeError, match="the caller gave up"):
+        sandbox_call(f"{TARGETS}:events_forever", kwargs={}, limits=LIMITS, on_event=refuse)
+
+    zygote = sandbox._ZYGOTE._process.pid
+    assert _wait_until(lambda: not _children(zygote)), f"zygote children left: {_children(zygote)}"
+
+
+def test_output_on_stdout_and_stderr_cannot_reach_the_channel(capfd):
+    assert call("chatter") == "quiet"
+
+    out, err = capfd.readouterr()
+    assert "patient" not in out + err and "convergence" not in out + err
 
 
 def test_emit_outside_a_sandbox_does_nothing():
@@ -287,6 +307,16 @@ def test_a_grandchild_is_killed_with_the_group(tmp_path):
     assert _wait_until_gone(grandchild), f"grandchild {grandchild} still alive after the call"
 
 
+def test_a_crash_is_seen_even_while_a_grandchild_holds_the_channel(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+
+    with pytest.raises(SandboxCrashed, match="SIGSEGV"):
+        call("segfault_leaving_grandchild", pid_file=str(pid_file))
+
+    grandchild = int(pid_file.read_text())
+    assert _wait_until_gone(grandchild), f"grandchild {grandchild} still alive after the call"
+
+
 def test_many_calls_leave_no_process_descriptor_or_directory(_private_tempdir):
     call("echo", value=0)  # the zygote is up
     zygote = sandbox._ZYGOTE._process.pid
@@ -361,6 +391,22 @@ def test_a_dead_zygote_is_replaced():
     sandbox._ZYGOTE._process.wait()
 
     assert call("echo", value=2) == 2
+
+
+def test_the_zygote_ends_with_the_process_that_started_it():
+    code = (
+        "from safe_model import sandbox; from safe_model.sandbox import INTAKE_LIMITS; "
+        f"sandbox.sandbox_call('{TARGETS}:echo', kwargs={{'value': 1}}, limits=INTAKE_LIMITS); "
+        "print(sandbox._ZYGOTE._process.pid)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+
+    assert done.returncode == 0, done.stderr
+    zygote = int(done.stdout.split()[-1])
+    assert _wait_until_gone(zygote), f"zygote {zygote} outlived its parent"
 
 
 def _children(pid: int) -> list[int]:
