@@ -207,6 +207,7 @@ _PID = struct.Struct("!q")
 _START, _EVENT, _RESULT, _RAISED = b"S", b"E", b"R", b"X"
 _EXIT_UNREPORTED, _EXIT_UNREPORTED_MEMORY = 3, 4
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_PR_SET_PDEATHSIG = 1
 _CRASH_REASONS = {
     signal.SIGSEGV: "its arrays are inconsistent or corrupt",
     signal.SIGBUS: "its arrays are inconsistent or corrupt",
@@ -728,6 +729,7 @@ os.register_at_fork(after_in_child=_ZYGOTE._forget_after_fork)
 def _zygote_main(control_fd: int) -> None:
     """The zygote's loop: fork a child per request, reap children and report their exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when its parent closes the socket
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # and its children die with it
     control = socket.socket(fileno=control_fd)
     for name in PRELOAD:
         _try_import(name)
@@ -738,15 +740,17 @@ def _zygote_main(control_fd: int) -> None:
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
-    while True:
-        for key, _mask in selector.select(timeout=5.0):
-            if key.fileobj is control and not _zygote_fork(control, children):
-                for pid in children:
-                    _kill_group(pid)
-                return
-            if key.fileobj == wake_r:
-                _drain(wake_r)
-        _zygote_reap(children)
+    try:
+        while True:
+            for key, _mask in selector.select(timeout=5.0):
+                if key.fileobj is control and not _zygote_fork(control, children):
+                    return
+                if key.fileobj == wake_r:
+                    _drain(wake_r)
+            _zygote_reap(children)
+    finally:
+        for pid in children:
+            _kill_group(pid)
 
 
 def _zygote_fork(control: socket.socket, children: dict[int, int]) -> bool:
@@ -761,6 +765,7 @@ def _zygote_fork(control: socket.socket, children: dict[int, int]) -> bool:
         return bool(message)
     channel_fd, status_fd = fds
     _try_import(message.decode("ascii", "replace"))
+    zygote = os.getpid()
     try:
         pid = os.fork()
     except OSError:  # the parent reads EOF for a pid and says so
@@ -768,7 +773,7 @@ def _zygote_fork(control: socket.socket, children: dict[int, int]) -> bool:
         os.close(status_fd)
         return True
     if pid == 0:
-        _child_main(channel_fd)
+        _child_main(channel_fd, zygote=zygote)
     os.close(channel_fd)
     with contextlib.suppress(OSError):
         os.write(status_fd, _PID.pack(pid))
@@ -813,12 +818,13 @@ _CHILD_SEND_LOCK = threading.Lock()
 _NETWORK_ISOLATED = False
 
 
-def _child_main(channel_fd: int) -> NoReturn:
+def _child_main(channel_fd: int, *, zygote: int) -> NoReturn:
     """In the forked child: confine this process, run the function, send what happened, exit."""
     global _CHILD_CHANNEL
     memory_error = False
     try:
         os.setsid()
+        _die_with(zygote)
         _reset_process(channel_fd)
         _CHILD_CHANNEL = channel = socket.socket(fileno=channel_fd)
         scratch = _wire.decode(_receive(channel))["scratch"]
@@ -836,6 +842,13 @@ def _child_main(channel_fd: int) -> NoReturn:
     except BaseException:  # noqa: BLE001
         os._exit(_EXIT_UNREPORTED_MEMORY if memory_error else _EXIT_UNREPORTED)
     os._exit(0)
+
+
+def _die_with(zygote: int) -> None:
+    """SIGKILL when the zygote dies, so no child outlives the zygote or its wall clock."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != zygote:  # it died before we asked
+        os._exit(_EXIT_UNREPORTED)
 
 
 def _reset_process(channel_fd: int) -> None:

@@ -273,6 +273,18 @@ def test_the_child_cannot_reach_a_listening_localhost_port():
         assert call("connect", port=port) == "ENETUNREACH"
 
 
+def test_a_child_without_network_isolation_is_warned_about_once(caplog, monkeypatch):
+    monkeypatch.setattr(sandbox, "_WARNED", threading.Event())
+    body = cbor2.dumps({"value": 1, "network_isolated": False})
+
+    with caplog.at_level("WARNING", logger="safe_model.sandbox"):
+        results = [call("send_frame", kind=b"R", body=body) for _ in range(2)]
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "safe_model.sandbox"]
+    assert results == [1, 1]
+    assert len(warnings) == 1 and "without network isolation" in warnings[0]
+
+
 def test_the_child_works_in_its_scratch_dir_which_is_removed(_private_tempdir):
     seen = call("where_am_i")
 
@@ -391,6 +403,33 @@ def test_a_dead_zygote_is_replaced():
     sandbox._ZYGOTE._process.wait()
 
     assert call("echo", value=2) == 2
+
+
+def test_a_zygote_killed_mid_call_takes_its_child_along_and_the_call_ends():
+    call("echo", value=0)
+    zygote = sandbox._ZYGOTE._process
+    outcome = []
+    caller = threading.Thread(
+        target=lambda: outcome.append(_failure_of("loop_forever", limits(wall_seconds=600)))
+    )
+    caller.start()
+    assert _wait_until(lambda: _children(zygote.pid)), "the looping child never started"
+    (child,) = _children(zygote.pid)
+
+    zygote.kill()
+    caller.join(timeout=GONE_TIMEOUT_SECONDS * 2)
+
+    assert [type(exc) for exc in outcome] == [SandboxFailed]
+    assert str(outcome[0]) == "The sandbox lost track of its process."
+    assert _wait_until_gone(child), f"child {child} outlived its zygote"
+
+
+def _failure_of(name: str, limits: SandboxLimits) -> Exception | None:
+    try:
+        call(name, limits)
+    except Exception as exc:  # the test looks at it
+        return exc
+    return None
 
 
 def test_the_zygote_ends_with_the_process_that_started_it():
