@@ -32,7 +32,8 @@ with ``subprocess`` that has imported numpy, scipy, pandas, scikit-learn and
 skops once (and each target's module on first use), forks a child per call.
 A call costs a fork, not the 2 s of imports, and the child never inherits the
 caller's database connections, sockets, threads or locks. The zygote starts
-on the first call, restarts if it dies, and exits when its parent does.
+on the first call, restarts if it dies, and exits when its parent does; a
+child dies with its zygote.
 
 What the child gets, before the target runs:
 
@@ -49,7 +50,9 @@ What the child gets, before the target runs:
   still read and write, within ``file_bytes`` per file, wherever its user may;
 - no network: a network namespace of its own (``unshare(CLONE_NEWNET)``, or
   with a user namespace when not root), in which not even loopback is up.
-  This needs kernel support; where it is refused the call still runs,
+  This needs kernel support, and containers often refuse it (Docker's default
+  seccomp profile allows ``unshare`` only with ``CAP_SYS_ADMIN``); where it is
+  refused the call still runs,
   :func:`sandbox_capabilities` reports ``network_isolated=False`` and a
   warning is logged once. Unix sockets named by a path are not network and
   stay reachable to a child whose user may open them;

@@ -88,6 +88,12 @@ def raise_refused(*, message: str):
     raise ModelRefused(message)
 
 
+def raise_intake_error(*, message: str):
+    from attacks.exceptions import IntakeError
+
+    raise IntakeError(message)
+
+
 def raise_other():
     raise KeyError("PATIENT-Jane-Doe-1961-03-02")
 

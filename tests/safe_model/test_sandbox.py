@@ -22,6 +22,7 @@ import cbor2
 import numpy as np
 import pytest
 
+from attacks.exceptions import IntakeError
 from safe_model import _wire, sandbox
 from safe_model.exceptions import ModelRefused
 from safe_model.sandbox import (
@@ -215,16 +216,19 @@ def test_an_exception_frame_without_its_types_is_refused():
         call("send_frame", kind=b"X", body=body)
 
 
-def test_an_allowed_exception_is_raised_again_with_its_sentence():
-    with pytest.raises(ModelRefused) as caught:
+@pytest.mark.parametrize(
+    ("target", "error"), [("raise_refused", ModelRefused), ("raise_intake_error", IntakeError)]
+)
+def test_an_allowed_exception_is_raised_again_with_its_sentence(target, error):
+    with pytest.raises(error) as caught:
         sandbox_call(
-            f"{TARGETS}:raise_refused",
+            f"{TARGETS}:{target}",
             kwargs={"message": "The tree's arrays are inconsistent."},
             limits=LIMITS,
-            reraise=(ModelRefused,),
+            reraise=(IntakeError, ModelRefused),
         )
 
-    assert type(caught.value) is ModelRefused
+    assert type(caught.value) is error
     assert str(caught.value) == "The tree's arrays are inconsistent."
 
 
@@ -236,7 +240,7 @@ def test_an_exception_not_allowed_names_only_its_type():
     assert "PATIENT" not in str(caught.value)
 
 
-def test_an_allowed_class_is_not_taken_from_a_subclass_name_the_child_sent():
+def test_only_the_classes_in_reraise_are_raised_again():
     with pytest.raises(SandboxFailed, match=r"\(ModelRefused\)"):
         sandbox_call(
             f"{TARGETS}:raise_refused", kwargs={"message": "x"}, limits=LIMITS, reraise=(KeyError,)
