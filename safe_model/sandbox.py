@@ -822,29 +822,34 @@ _NETWORK_ISOLATED = False
 
 
 def _child_main(channel_fd: int, *, zygote: int) -> NoReturn:
-    """In the forked child: confine this process, run the function, send what happened, exit."""
-    global _CHILD_CHANNEL
-    memory_error = False
+    """In the forked child: serve the one call, then exit, whatever happens (never return)."""
+    code = _EXIT_UNREPORTED
     try:
-        os.setsid()
-        _die_with(zygote)
-        _reset_process(channel_fd)
-        _CHILD_CHANNEL = channel = socket.socket(fileno=channel_fd)
+        code = _child_serve(channel_fd, zygote=zygote)
+    except BaseException as exc:  # noqa: BLE001 - not even reporting worked
+        code = _EXIT_UNREPORTED_MEMORY if isinstance(exc, MemoryError) else _EXIT_UNREPORTED
+    finally:
+        os._exit(code)
+
+
+def _child_serve(channel_fd: int, *, zygote: int) -> int:
+    """Confine this process, run the function and send the parent what happened."""
+    global _CHILD_CHANNEL
+    os.setsid()
+    _die_with(zygote)
+    _reset_process(channel_fd)
+    _CHILD_CHANNEL = channel = socket.socket(fileno=channel_fd)
+    try:
         scratch = _wire.decode(_receive(channel))["scratch"]
         request = _wire.decode(_receive(channel))
         _confine(scratch=scratch, limits=request["limits"])
         value = _resolve(request["function"])(**request["kwargs"])
-        body = _wire.encode({"value": value, "network_isolated": _NETWORK_ISOLATED})
-        kind = _RESULT
+        kind, body = _RESULT, _wire.encode({"value": value, "network_isolated": _NETWORK_ISOLATED})
     except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
-        memory_error = isinstance(exc, MemoryError)
         kind, body = _RAISED, _exception_body(exc)
-    try:
-        with _CHILD_SEND_LOCK:
-            channel.sendall(_HEADER.pack(kind, len(body)) + body)
-    except BaseException:  # noqa: BLE001
-        os._exit(_EXIT_UNREPORTED_MEMORY if memory_error else _EXIT_UNREPORTED)
-    os._exit(0)
+    with _CHILD_SEND_LOCK:
+        channel.sendall(_HEADER.pack(kind, len(body)) + body)
+    return 0
 
 
 def _die_with(zygote: int) -> None:
