@@ -401,6 +401,13 @@ def test_joblib_loky_workers_run_inside_the_limits():
     assert scores == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_the_zygote_forks_single_threaded_after_its_preloads():
+    call("parallel_fit", limits(memory_bytes=4 * GiB), n_jobs=1)  # its module imported too
+
+    zygote = sandbox._ZYGOTE._process.pid
+    assert os.listdir(f"/proc/{zygote}/task") == [str(zygote)]
+
+
 def test_a_dead_zygote_is_replaced():
     call("echo", value=1)
     sandbox._ZYGOTE._process.kill()
