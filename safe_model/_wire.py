@@ -50,7 +50,7 @@ def encode(value: Any) -> bytes:
         raise WireError(f"cannot encode a {type(exc).__name__}") from None
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes | bytearray) -> Any:
     """Decode what :func:`encode` wrote; anything else raises ``WireError``."""
     try:
         value = cbor2.loads(data, semantic_decoders=_OnlyArrays(), max_depth=MAX_DEPTH + 1)

@@ -5,31 +5,35 @@ crash, hang or exhaust whatever process loads it. :func:`sandbox_call` runs
 ``module:function(**kwargs)`` in a short-lived child instead and returns its
 result; a crash, hang or overrun becomes one :class:`SandboxFailed` sentence
 (a :class:`~safe_model.exceptions.ModelRefused`), and the caller's process
-lives on::
+lives on. The intake check, for instance, is meant to run as::
 
     from attacks.exceptions import IntakeError
     from safe_model.exceptions import ModelRefused
     from safe_model.sandbox import INTAKE_LIMITS, sandbox_call
 
     summary = sandbox_call(
-        "attacks.audit:target_from_uploads_summary",
-        kwargs={"model": (name, data), "train": ..., "test": ..., "label": label},
+        "attacks.audit:target_from_uploads_summary",  # load, validate, trial-predict
+        kwargs={"model": {"name": name, "data": data}, "train": ..., "test": ..., "label": label},
         limits=INTAKE_LIMITS,
         reraise=(IntakeError, ModelRefused),
-    )  # IntakeError / ModelRefused (both ValueError): a form error, HTTP 400 or exit 2
+    )
 
-kwargs and the result cross as data only (see ``safe_model._wire``: plain
-values and numeric arrays, never pickle), so the target function takes and
-returns plain data, not estimators or DataFrames. Code running in the child
-may report progress with :func:`sandbox_emit`; the parent hands each event to
-``on_event``.
+where the target function (the caller's, not this module's) takes and
+returns plain data: kwargs and the result cross as data only (see
+``safe_model._wire``: plain values and numeric or string arrays, never
+pickle), so not estimators or DataFrames. ``IntakeError`` and
+``ModelRefused`` are both ``ValueError``: a form error, HTTP 400 or exit 2,
+with their sentence as it is. The audit runs the same way under
+:data:`AUDIT_LIMITS`, reporting progress with :func:`sandbox_emit` from the
+child, which the parent hands to ``on_event``.
 
 How a child is made: one *zygote* per process, a clean interpreter started
 with ``subprocess`` that has imported numpy, scipy, pandas, scikit-learn and
 skops once (and each target's module on first use), forks a child per call.
 A call costs a fork, not the 2 s of imports, and the child never inherits the
 caller's database connections, sockets, threads or locks. The zygote starts
-on the first call, restarts if it dies, and exits when its parent does.
+on the first call, restarts if it dies, and exits when its parent does; a
+child dies with its zygote.
 
 What the child gets, before the target runs:
 
@@ -46,13 +50,23 @@ What the child gets, before the target runs:
   still read and write, within ``file_bytes`` per file, wherever its user may;
 - no network: a network namespace of its own (``unshare(CLONE_NEWNET)``, or
   with a user namespace when not root), in which not even loopback is up.
-  This needs kernel support; where it is refused the call still runs,
+  This needs kernel support, and containers often refuse it (Docker's default
+  seccomp profile allows ``unshare`` only with ``CAP_SYS_ADMIN``); where it is
+  refused the call still runs,
   :func:`sandbox_capabilities` reports ``network_isolated=False`` and a
   warning is logged once. Unix sockets named by a path are not network and
   stay reachable to a child whose user may open them;
 - stdin, stdout and stderr on ``/dev/null`` (library chatter and tracebacks,
   which may quote data values, go nowhere), and an environment reduced to
   ``_ENVIRONMENT_KEPT`` (no secrets of the caller's).
+
+What it does not do: the child runs as the caller's user, so code that takes
+over the child can read whatever that user can read (files, and ``/proc`` of
+that user's processes) and put it in its result or in the message of an
+exception the caller re-raises. Keep secrets unreadable to the service user
+(or run the service's workers as a user of their own). Nor is there a limit
+on the number of processes (``RLIMIT_NPROC`` counts every process of the
+user); the wall clock stops a fork bomb's group.
 """
 
 from __future__ import annotations
@@ -115,9 +129,11 @@ class SandboxLimits:
 
 
 #: Load an upload and predict a few rows, inside a web request. A child starts
-#: at about 0.7 GiB of address space (the preloaded libraries), loading a
-#: 200 MiB upload and its tables needs a few times that; a minute is far more
-#: than a valid model needs and short enough for a request to wait.
+#: at 0.46 GiB of address space (the preloaded libraries); the famous-patient
+#: example, its model trained and then taken in, peaked at 1.5 GiB
+#: (benchmarks/sandbox_bench.py). 4 GiB leaves 2.5 GiB for a 200 MiB upload
+#: and the copies decoding makes; a minute of CPU is far more than a valid model
+#: needs, and 90 s is as long as a request should wait.
 INTAKE_LIMITS = SandboxLimits(
     memory_bytes=4 * GiB,
     cpu_seconds=60,
@@ -127,14 +143,17 @@ INTAKE_LIMITS = SandboxLimits(
 )
 
 #: A whole audit in the worker: shadow models trained by loky workers, each a
-#: process of its own under the same per-process limit. A real audit peaked at
-#: about 1.3 GiB of address space per process (benchmarks/sandbox_bench.py), so
-#: 8 GiB leaves a wide margin for larger tables; the CPU and wall budgets are
-#: those of the longest audit the policy allows, with room for a loaded machine.
+#: process of its own under the same per-process limits. Real audits (16
+#: shadows, sweep, n_jobs=2) peaked at 2.0 GiB (breast cancer) and 2.2 GiB
+#: (10,000 rows) of address space in the child and 0.43 GiB in a worker
+#: (glibc reserves 64 MiB per thread arena), so 8 GiB leaves a margin of 3.6.
+#: The 10,000-row audit took 272 s on a loaded 2-core machine. 50 minutes of
+#: wall clock stays under the broker's default 3600 s visibility timeout (after
+#: which an unacknowledged audit is delivered again); CPU: two cores' worth.
 AUDIT_LIMITS = SandboxLimits(
     memory_bytes=8 * GiB,
-    cpu_seconds=4 * 3600,
-    wall_seconds=4 * 3600,
+    cpu_seconds=2 * 3000,
+    wall_seconds=3000,
     file_bytes=2 * GiB,
     max_result_bytes=256 * MiB,
 )
@@ -191,6 +210,7 @@ _PID = struct.Struct("!q")
 _START, _EVENT, _RESULT, _RAISED = b"S", b"E", b"R", b"X"
 _EXIT_UNREPORTED, _EXIT_UNREPORTED_MEMORY = 3, 4
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_PR_SET_PDEATHSIG = 1
 _CRASH_REASONS = {
     signal.SIGSEGV: "its arrays are inconsistent or corrupt",
     signal.SIGBUS: "its arrays are inconsistent or corrupt",
@@ -245,7 +265,8 @@ def sandbox_call(
     Parameters
     ----------
     function : str
-        ``"package.module:function"``, imported in the child.
+        ``"package.module:function"``. The zygote imports the module once, before
+        it forks, so importing it must not start threads.
     kwargs : dict
         Keyword arguments, plain data (see ``safe_model._wire``).
     limits : SandboxLimits
@@ -263,6 +284,8 @@ def sandbox_call(
 
     Raises
     ------
+    ValueError
+        ``function`` is not a ``module:function`` name, or ``kwargs`` is not plain data.
     SandboxFailed
         Or a subclass: the child crashed, hung, ran out of memory or CPU time,
         or sent back too much or something unreadable.
@@ -327,7 +350,7 @@ def _limit_list(limits: SandboxLimits) -> list:
 class _Frame:
     """How a child's call ended: a frame it sent, or why there is none."""
 
-    kind: str  # "result", "raised", "timeout", "too_large", "garbage", "eof"
+    kind: str  # "result", "raised", "timeout", "too_large", "garbage", "exited"
     body: Any = None
     status: int | None = None  # the child's wait status, when it ended on its own
     cpu_seconds: float = 0.0
@@ -338,18 +361,18 @@ def _run_child(channel, status_fd, request, scratch, limits, on_event) -> _Frame
     (pid,) = _PID.unpack(_from_zygote(status_fd, _PID.size))
     deadline = time.monotonic() + limits.wall_seconds  # the zygote's start-up is not the child's
     start = _wire.encode({"scratch": scratch})
-    chunks = [_HEADER.pack(_START, len(start)) + start, _HEADER.pack(_START, len(request)), request]
+    talk = _Conversation(channel, status_fd, limits.max_result_bytes, on_event)
+    talk.queue(
+        _HEADER.pack(_START, len(start)) + start, _HEADER.pack(_START, len(request)), request
+    )
     try:
-        frame = _exchange(channel, chunks, deadline, limits.max_result_bytes, on_event)
-        # A child that closed its channel may still be running: it has until the deadline.
-        status = _read_exact(status_fd, _STATUS.size, deadline) if frame.kind == "eof" else None
+        frame = talk.until(deadline)
     finally:
         _kill_group(pid)
-    if frame.kind == "eof" and status is None:
-        frame = _Frame("timeout")
-    wait_status, cpu = _STATUS.unpack(status or _from_zygote(status_fd, _STATUS.size))
-    if frame.kind == "eof":
-        return _Frame("eof", status=wait_status, cpu_seconds=cpu)
+    if talk.status is None:  # wait until it is gone, so its scratch dir can go too
+        talk.status = _STATUS.unpack(_from_zygote(status_fd, _STATUS.size))
+    if frame.kind == "exited":
+        return _Frame("exited", status=talk.status[0], cpu_seconds=talk.status[1])
     return frame
 
 
@@ -362,58 +385,86 @@ def _from_zygote(status_fd: int, size: int) -> bytes:
     return data
 
 
-def _exchange(channel, chunks, deadline, max_bytes, on_event) -> _Frame:
-    """Send the request and read frames until a result, an exception, EOF or the deadline."""
-    channel.setblocking(False)
-    reader = _FrameReader(max_bytes)
-    chunks = [memoryview(chunk) for chunk in chunks]
-    outgoing = chunks.pop(0)
-    with selectors.DefaultSelector() as selector:
-        selector.register(channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _Frame("timeout")
-            for _key, mask in selector.select(timeout=min(remaining, 1.0)):
-                if mask & selectors.EVENT_WRITE and outgoing:
-                    outgoing = outgoing[_send_some(channel, outgoing) :]
-                    if not outgoing and chunks:
-                        outgoing = chunks.pop(0)
-                    elif not outgoing:
-                        selector.modify(channel, selectors.EVENT_READ)
-                if mask & selectors.EVENT_READ:
-                    frame = _read_frames(channel, reader, on_event)
+class _Conversation:
+    """The parent's side of one child: its channel, and the zygote's pipe reporting its exit."""
+
+    def __init__(self, channel, status_fd, max_bytes, on_event) -> None:
+        self.channel, self.status_fd, self.on_event = channel, status_fd, on_event
+        self.reader = _FrameReader(max_bytes)
+        self.outgoing: list[memoryview] = []
+        self.status: tuple[int, float] | None = None
+
+    def queue(self, *chunks: bytes) -> None:
+        self.outgoing += [memoryview(chunk) for chunk in chunks]
+
+    def until(self, deadline: float) -> _Frame:
+        """Send what is queued; read until a result, an exception, the exit or the deadline."""
+        self.channel.setblocking(False)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.channel, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            selector.register(self.status_fd, selectors.EVENT_READ)
+            while (remaining := deadline - time.monotonic()) > 0:
+                for key, mask in selector.select(timeout=min(remaining, 1.0)):
+                    frame = self._on_ready(key.fileobj, mask, selector)
                     if frame is not None:
                         return frame
+        return _Frame("timeout")
+
+    def _on_ready(self, source, mask, selector) -> _Frame | None:
+        if source == self.status_fd:
+            self.status = _STATUS.unpack(_from_zygote(self.status_fd, _STATUS.size))
+            return self._drain() or _Frame("exited")
+        if mask & selectors.EVENT_WRITE:
+            self._send_some(selector)
+        if mask & selectors.EVENT_READ:
+            chunk = _receive_some(self.channel)
+            if chunk == b"":  # closed, but it may still run: wait for its exit or the deadline
+                selector.unregister(self.channel)
+            elif chunk:
+                return self._frames(chunk)
+        return None
+
+    def _send_some(self, selector) -> None:
+        try:
+            sent = self.channel.send(self.outgoing[0][: 4 * MiB])
+        except BlockingIOError:
+            return
+        except OSError:  # the child closed its end; what it sent before still counts
+            sent = len(self.outgoing[0])
+        self.outgoing[0] = self.outgoing[0][sent:]
+        if not self.outgoing[0]:
+            self.outgoing.pop(0)
+        if not self.outgoing:
+            selector.modify(self.channel, selectors.EVENT_READ)
+
+    def _drain(self) -> _Frame | None:
+        """What the child sent before it exited (all of it is buffered by now)."""
+        while chunk := _receive_some(self.channel):
+            frame = self._frames(chunk)
+            if frame is not None:
+                return frame
+        return None
+
+    def _frames(self, chunk: bytes) -> _Frame | None:
+        for kind, body in self.reader.feed(chunk):
+            if kind in ("too_large", "garbage", _RESULT, _RAISED):
+                return _decoded(kind, body)
+            event = _decode_or_none(body)
+            if not isinstance(event, dict):
+                return _Frame("garbage")
+            if self.on_event is not None:
+                self.on_event(event)
+        return None
 
 
-def _send_some(channel: socket.socket, data: memoryview) -> int:
+def _receive_some(channel: socket.socket) -> bytes | None:
+    """What the child sent; b"" once it closed its end, None if nothing is waiting."""
     try:
-        return channel.send(data[: 4 * MiB])
-    except (BlockingIOError, InterruptedError):
-        return 0
-    except OSError:  # the child closed its end; what it sent before still counts
-        return len(data)
-
-
-def _read_frames(channel, reader, on_event) -> _Frame | None:
-    try:
-        chunk = channel.recv(MiB)
-    except (BlockingIOError, InterruptedError):
+        return channel.recv(MiB, socket.MSG_DONTWAIT)
+    except BlockingIOError:
         return None
     except OSError:
-        chunk = b""
-    if not chunk:
-        return _Frame("eof")
-    for kind, body in reader.feed(chunk):
-        if kind in ("too_large", "garbage") or kind in (_RESULT, _RAISED):
-            return _decoded(kind, body)
-        event = _decode_or_none(body)
-        if not isinstance(event, dict):
-            return _Frame("garbage")
-        if on_event is not None:
-            on_event(event)
-    return None
+        return b""
 
 
 def _decoded(kind, body) -> _Frame:
@@ -457,7 +508,8 @@ class _FrameReader:
                 return
             if len(self.buffer) < _HEADER.size + length:
                 return
-            body = bytes(self.buffer[_HEADER.size : _HEADER.size + length])
+            with memoryview(self.buffer) as view:  # one copy, not two
+                body = bytes(view[_HEADER.size : _HEADER.size + length])
             del self.buffer[: _HEADER.size + length]
             yield kind, body
 
@@ -680,6 +732,7 @@ os.register_at_fork(after_in_child=_ZYGOTE._forget_after_fork)
 def _zygote_main(control_fd: int) -> None:
     """The zygote's loop: fork a child per request, reap children and report their exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when its parent closes the socket
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # and its children die with it
     control = socket.socket(fileno=control_fd)
     for name in PRELOAD:
         _try_import(name)
@@ -690,15 +743,17 @@ def _zygote_main(control_fd: int) -> None:
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
-    while True:
-        for key, _mask in selector.select(timeout=5.0):
-            if key.fileobj is control and not _zygote_fork(control, children):
-                for pid in children:
-                    _kill_group(pid)
-                return
-            if key.fileobj == wake_r:
-                _drain(wake_r)
-        _zygote_reap(children)
+    try:
+        while True:
+            for key, _mask in selector.select(timeout=5.0):
+                if key.fileobj is control and not _zygote_fork(control, children):
+                    return
+                if key.fileobj == wake_r:
+                    _drain(wake_r)
+            _zygote_reap(children)
+    finally:
+        for pid in children:
+            _kill_group(pid)
 
 
 def _zygote_fork(control: socket.socket, children: dict[int, int]) -> bool:
@@ -713,9 +768,15 @@ def _zygote_fork(control: socket.socket, children: dict[int, int]) -> bool:
         return bool(message)
     channel_fd, status_fd = fds
     _try_import(message.decode("ascii", "replace"))
-    pid = os.fork()
+    zygote = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError:  # the parent reads EOF for a pid and says so
+        os.close(channel_fd)
+        os.close(status_fd)
+        return True
     if pid == 0:
-        _child_main(channel_fd)
+        _child_main(channel_fd, zygote=zygote)
     os.close(channel_fd)
     with contextlib.suppress(OSError):
         os.write(status_fd, _PID.pack(pid))
@@ -760,29 +821,42 @@ _CHILD_SEND_LOCK = threading.Lock()
 _NETWORK_ISOLATED = False
 
 
-def _child_main(channel_fd: int) -> NoReturn:
-    """In the forked child: confine this process, run the function, send what happened, exit."""
-    global _CHILD_CHANNEL
-    memory_error = False
+def _child_main(channel_fd: int, *, zygote: int) -> NoReturn:
+    """In the forked child: serve the one call, then exit, whatever happens (never return)."""
+    code = _EXIT_UNREPORTED
     try:
-        os.setsid()
-        _reset_process(channel_fd)
-        _CHILD_CHANNEL = channel = socket.socket(fileno=channel_fd)
+        code = _child_serve(channel_fd, zygote=zygote)
+    except BaseException as exc:  # noqa: BLE001 - not even reporting worked
+        code = _EXIT_UNREPORTED_MEMORY if isinstance(exc, MemoryError) else _EXIT_UNREPORTED
+    finally:
+        os._exit(code)
+
+
+def _child_serve(channel_fd: int, *, zygote: int) -> int:
+    """Confine this process, run the function and send the parent what happened."""
+    global _CHILD_CHANNEL
+    os.setsid()
+    _die_with(zygote)
+    _reset_process(channel_fd)
+    _CHILD_CHANNEL = channel = socket.socket(fileno=channel_fd)
+    try:
         scratch = _wire.decode(_receive(channel))["scratch"]
         request = _wire.decode(_receive(channel))
         _confine(scratch=scratch, limits=request["limits"])
         value = _resolve(request["function"])(**request["kwargs"])
-        body = _wire.encode({"value": value, "network_isolated": _NETWORK_ISOLATED})
-        kind = _RESULT
+        kind, body = _RESULT, _wire.encode({"value": value, "network_isolated": _NETWORK_ISOLATED})
     except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
-        memory_error = isinstance(exc, MemoryError)
         kind, body = _RAISED, _exception_body(exc)
-    try:
-        with _CHILD_SEND_LOCK:
-            channel.sendall(_HEADER.pack(kind, len(body)) + body)
-    except BaseException:  # noqa: BLE001
-        os._exit(_EXIT_UNREPORTED_MEMORY if memory_error else _EXIT_UNREPORTED)
-    os._exit(0)
+    with _CHILD_SEND_LOCK:
+        channel.sendall(_HEADER.pack(kind, len(body)) + body)
+    return 0
+
+
+def _die_with(zygote: int) -> None:
+    """SIGKILL when the zygote dies, so no child outlives the zygote or its wall clock."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != zygote:  # it died before we asked
+        os._exit(_EXIT_UNREPORTED)
 
 
 def _reset_process(channel_fd: int) -> None:
@@ -797,7 +871,7 @@ def _reset_process(channel_fd: int) -> None:
     os.closerange(channel_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def _receive(channel: socket.socket) -> bytes:
+def _receive(channel: socket.socket) -> bytearray:
     """One frame from the parent (blocking: the parent writes at once and kills on timeout)."""
     kind, length = _HEADER.unpack(_receive_exact(channel, _HEADER.size))
     if kind != _START:
@@ -805,7 +879,7 @@ def _receive(channel: socket.socket) -> bytes:
     return _receive_exact(channel, length)
 
 
-def _receive_exact(channel: socket.socket, size: int) -> bytes:
+def _receive_exact(channel: socket.socket, size: int) -> bytearray:
     buffer = bytearray(size)
     view, got = memoryview(buffer), 0
     while got < size:
@@ -813,7 +887,7 @@ def _receive_exact(channel: socket.socket, size: int) -> bytes:
         if not n:
             raise EOFError("the parent closed the channel")
         got += n
-    return bytes(buffer)
+    return buffer  # not copied: a request can be a few hundred MiB
 
 
 def _confine(*, scratch: str, limits: list) -> None:

@@ -32,6 +32,16 @@ def arrays(*, n_rows: int):
     }
 
 
+def chatter():
+    """Print as libraries do, on every standard stream."""
+    import sys
+
+    print("progress: 50% of patient rows")
+    print("warning: convergence", file=sys.stderr)
+    os.write(1, b"R\x00\x00\x00\x00\x00\x00\x00\x10raw bytes on fd 1")
+    return "quiet"
+
+
 def emit_events(*, n_events: int):
     for i in range(n_events):
         sandbox_emit({"stage": "step", "done": i / n_events})
@@ -76,6 +86,12 @@ def events_forever():
 
 def raise_refused(*, message: str):
     raise ModelRefused(message)
+
+
+def raise_intake_error(*, message: str):
+    from attacks.exceptions import IntakeError
+
+    raise IntakeError(message)
 
 
 def raise_other():
@@ -126,6 +142,12 @@ def fork_grandchild(*, pid_file: str):
     return pid
 
 
+def segfault_leaving_grandchild(*, pid_file: str):
+    """Crash while a grandchild still holds the channel open."""
+    fork_grandchild(pid_file=pid_file)
+    ctypes.string_at(0)
+
+
 def parallel_fit(*, n_jobs: int):
     """Train a small forest with joblib's loky workers, as the audit does."""
     from joblib import Parallel, delayed
@@ -137,3 +159,11 @@ def parallel_fit(*, n_jobs: int):
         delayed(DecisionTreeClassifier(random_state=seed).fit)(X, y) for seed in range(4)
     )
     return [float(model.score(X, y)) for model in fits]
+
+
+def send_frame(*, kind: bytes, body: bytes):
+    """Send one well-framed message whose body is whatever the test made, then wait."""
+    from safe_model import sandbox
+
+    sandbox._CHILD_CHANNEL.sendall(sandbox._HEADER.pack(kind, len(body)) + body)
+    time.sleep(60)

@@ -10,16 +10,20 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import billiard
+import cbor2
 import numpy as np
 import pytest
 
-from safe_model import sandbox
+from attacks.exceptions import IntakeError
+from safe_model import _wire, sandbox
 from safe_model.exceptions import ModelRefused
 from safe_model.sandbox import (
     GiB,
@@ -95,6 +99,24 @@ def test_events_reach_on_event_in_order():
     assert events == [{"stage": "step", "done": i / 3} for i in range(3)]
 
 
+def test_an_error_in_on_event_stops_the_child_and_reaches_the_caller():
+    def refuse(event):
+        raise RuntimeError("the caller gave up")
+
+    with pytest.raises(RuntimeError, match="the caller gave up"):
+        sandbox_call(f"{TARGETS}:events_forever", kwargs={}, limits=LIMITS, on_event=refuse)
+
+    zygote = sandbox._ZYGOTE._process.pid
+    assert _wait_until(lambda: not _children(zygote)), f"zygote children left: {_children(zygote)}"
+
+
+def test_output_on_stdout_and_stderr_cannot_reach_the_channel(capfd):
+    assert call("chatter") == "quiet"
+
+    out, err = capfd.readouterr()
+    assert "patient" not in out + err and "convergence" not in out + err
+
+
 def test_emit_outside_a_sandbox_does_nothing():
     assert sandbox_emit({"stage": "nowhere"}) is None
 
@@ -153,16 +175,60 @@ def test_garbage_on_the_channel_is_refused():
         call("garbage_on_channel")
 
 
-def test_an_allowed_exception_is_raised_again_with_its_sentence():
-    with pytest.raises(ModelRefused) as caught:
+def _hostile_bodies() -> dict[str, bytes]:
+    """Well-framed results whose CBOR is not what the sandbox writes."""
+
+    def result(value) -> bytes:
+        return cbor2.dumps({"value": value, "network_isolated": True})
+
+    array = cbor2.CBORTag(_wire.ARRAY_TAG, ["<f8", [2], b"\x00" * 8])
+    return {
+        "regex tag": result(cbor2.CBORTag(35, "(a+)+$")),
+        "date tag": result(cbor2.CBORTag(1, 0)),
+        "shared reference cycle": result(cbor2.CBORTag(28, [cbor2.CBORTag(29, 0)])),
+        "array bytes short of its shape": result(array),
+        "object array": result(cbor2.CBORTag(_wire.ARRAY_TAG, ["|O", [1], b"\x00" * 8])),
+        "nesting 1000 deep": b"\xa2"
+        + cbor2.dumps("value")
+        + b"\x81" * 1000
+        + b"\x00"
+        + cbor2.dumps("network_isolated")
+        + b"\xf5",
+        "list as a key": result({(1, 2): 3}),
+        "undefined": result(cbor2.undefined),
+        "no isolation flag": cbor2.dumps({"value": 1}),
+        "not cbor": b"\xff\xfe",
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_hostile_bodies()))
+def test_a_result_that_is_not_plain_data_is_refused(case):
+    body = _hostile_bodies()[case]
+
+    with pytest.raises(SandboxFailed, match="sent back data the sandbox could not read"):
+        call("send_frame", kind=b"R", body=body)
+
+
+def test_an_exception_frame_without_its_types_is_refused():
+    body = cbor2.dumps({"types": "ModelRefused", "message": "x", "network_isolated": True})
+
+    with pytest.raises(SandboxFailed, match="could not read"):
+        call("send_frame", kind=b"X", body=body)
+
+
+@pytest.mark.parametrize(
+    ("target", "error"), [("raise_refused", ModelRefused), ("raise_intake_error", IntakeError)]
+)
+def test_an_allowed_exception_is_raised_again_with_its_sentence(target, error):
+    with pytest.raises(error) as caught:
         sandbox_call(
-            f"{TARGETS}:raise_refused",
+            f"{TARGETS}:{target}",
             kwargs={"message": "The tree's arrays are inconsistent."},
             limits=LIMITS,
-            reraise=(ModelRefused,),
+            reraise=(IntakeError, ModelRefused),
         )
 
-    assert type(caught.value) is ModelRefused
+    assert type(caught.value) is error
     assert str(caught.value) == "The tree's arrays are inconsistent."
 
 
@@ -174,7 +240,7 @@ def test_an_exception_not_allowed_names_only_its_type():
     assert "PATIENT" not in str(caught.value)
 
 
-def test_an_allowed_class_is_not_taken_from_a_subclass_name_the_child_sent():
+def test_only_the_classes_in_reraise_are_raised_again():
     with pytest.raises(SandboxFailed, match=r"\(ModelRefused\)"):
         sandbox_call(
             f"{TARGETS}:raise_refused", kwargs={"message": "x"}, limits=LIMITS, reraise=(KeyError,)
@@ -211,6 +277,18 @@ def test_the_child_cannot_reach_a_listening_localhost_port():
         assert call("connect", port=port) == "ENETUNREACH"
 
 
+def test_a_child_without_network_isolation_is_warned_about_once(caplog, monkeypatch):
+    monkeypatch.setattr(sandbox, "_WARNED", threading.Event())
+    body = cbor2.dumps({"value": 1, "network_isolated": False})
+
+    with caplog.at_level("WARNING", logger="safe_model.sandbox"):
+        results = [call("send_frame", kind=b"R", body=body) for _ in range(2)]
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "safe_model.sandbox"]
+    assert results == [1, 1]
+    assert len(warnings) == 1 and "without network isolation" in warnings[0]
+
+
 def test_the_child_works_in_its_scratch_dir_which_is_removed(_private_tempdir):
     seen = call("where_am_i")
 
@@ -240,6 +318,16 @@ def test_a_grandchild_is_killed_with_the_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
 
     call("fork_grandchild", pid_file=str(pid_file))
+
+    grandchild = int(pid_file.read_text())
+    assert _wait_until_gone(grandchild), f"grandchild {grandchild} still alive after the call"
+
+
+def test_a_crash_is_seen_even_while_a_grandchild_holds_the_channel(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+
+    with pytest.raises(SandboxCrashed, match="SIGSEGV"):
+        call("segfault_leaving_grandchild", pid_file=str(pid_file))
 
     grandchild = int(pid_file.read_text())
     assert _wait_until_gone(grandchild), f"grandchild {grandchild} still alive after the call"
@@ -313,12 +401,62 @@ def test_joblib_loky_workers_run_inside_the_limits():
     assert scores == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_the_zygote_forks_single_threaded_after_its_preloads():
+    call("parallel_fit", limits(memory_bytes=4 * GiB), n_jobs=1)  # its module imported too
+
+    zygote = sandbox._ZYGOTE._process.pid
+    assert os.listdir(f"/proc/{zygote}/task") == [str(zygote)]
+
+
 def test_a_dead_zygote_is_replaced():
     call("echo", value=1)
     sandbox._ZYGOTE._process.kill()
     sandbox._ZYGOTE._process.wait()
 
     assert call("echo", value=2) == 2
+
+
+def test_a_zygote_killed_mid_call_takes_its_child_along_and_the_call_ends():
+    call("echo", value=0)
+    zygote = sandbox._ZYGOTE._process
+    outcome = []
+    caller = threading.Thread(
+        target=lambda: outcome.append(_failure_of("loop_forever", limits(wall_seconds=600)))
+    )
+    caller.start()
+    assert _wait_until(lambda: _children(zygote.pid)), "the looping child never started"
+    (child,) = _children(zygote.pid)
+
+    zygote.kill()
+    caller.join(timeout=GONE_TIMEOUT_SECONDS * 2)
+
+    assert [type(exc) for exc in outcome] == [SandboxFailed]
+    assert str(outcome[0]) == "The sandbox lost track of its process."
+    assert _wait_until_gone(child), f"child {child} outlived its zygote"
+
+
+def _failure_of(name: str, limits: SandboxLimits) -> Exception | None:
+    try:
+        call(name, limits)
+    except Exception as exc:  # the test looks at it
+        return exc
+    return None
+
+
+def test_the_zygote_ends_with_the_process_that_started_it():
+    code = (
+        "from safe_model import sandbox; from safe_model.sandbox import INTAKE_LIMITS; "
+        f"sandbox.sandbox_call('{TARGETS}:echo', kwargs={{'value': 1}}, limits=INTAKE_LIMITS); "
+        "print(sandbox._ZYGOTE._process.pid)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+
+    assert done.returncode == 0, done.stderr
+    zygote = int(done.stdout.split()[-1])
+    assert _wait_until_gone(zygote), f"zygote {zygote} outlived its parent"
 
 
 def _children(pid: int) -> list[int]:
