@@ -3,63 +3,31 @@ a real enclave host process. The TRE never sees rows or results in the clear."""
 
 import io
 import os
-import tempfile
 
 import numpy as np
 import pytest
 import skops.io
 from rest_framework.authtoken.models import Token
-from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from secure_compute import client as he_client
 from secure_compute.attestation import ROOT_CERT_FILE
 from secure_compute.enclave_client import enclave_predict
 from secure_compute.exceptions import AttestationError, HEError
 from tests import factories
-from tre_audit.reviews.enums import ReleaseCondition, Role
+from tests.tre_audit.serving.helpers import approved as _approved
+from tre_audit.reviews.enums import Role
 from tre_audit.serving.enums import EndpointKind, EndpointStatus
 from tre_audit.serving.models import Endpoint
-from tre_audit.serving.services import endpoint_deploy, endpoint_stop
+from tre_audit.serving.services import endpoint_caller_grant, endpoint_deploy, endpoint_stop
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import AuditEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(scope="module")
-def cancer():
-    X, y = load_breast_cancer(return_X_y=True)
-    return X, y
-
-
-@pytest.fixture(scope="module")
-def linear_model_bytes(cancer):
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(*cancer)
-    return skops.io.dumps(model), model
-
-
-@pytest.fixture
-def enclave_dirs(settings):
-    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # Unix socket paths are short
-        settings.TRE_AUDIT_ENCLAVE_SOCKETS = __import__("pathlib").Path(short) / "s"
-        settings.TRE_AUDIT_ENCLAVE_ROOT = __import__("pathlib").Path(short) / "root"
-        yield settings
-
-
 def _token(user) -> str:
     return Token.objects.create(user=user).key
-
-
-def _approved(model_bytes, condition=ReleaseCondition.ENDPOINT_ONLY):
-    author = factories.create_user(role=Role.RESEARCHER)
-    submission = factories.create_audited_submission(
-        Status.APPROVED, author=author, risk="low", condition=condition, model_bytes=model_bytes
-    )
-    return submission, author
 
 
 def test_only_an_approved_request_can_be_deployed(linear_model_bytes):
@@ -86,9 +54,9 @@ def test_he_predictions_over_http_match_plaintext(
     data, model = linear_model_bytes
     submission, author = _approved(data)
     partner = factories.create_user(role=Role.RESEARCHER)
-    endpoint = endpoint_deploy(
-        submission=submission, kind=EndpointKind.HE, by=author, callers=[partner]
-    )
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    admin = factories.create_user(role=Role.TRE_ADMIN)
+    endpoint_caller_grant(endpoint=endpoint, caller=partner, by=admin, reason="Partner study 7.")
     base = f"{live_server.url}/api/v1/endpoints/{endpoint.pk}/he/"
     keys = tmp_path / "partner.key"
     he_client.generate_keys(keys)
