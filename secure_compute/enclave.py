@@ -597,7 +597,13 @@ class EnclaveProcess:
         try:
             _frame_write(self._process.stdin, frame)
         except (OSError, ValueError):
+            self._wait_ended()
             raise EnclaveUnavailable("The enclave process is not accepting requests.") from None
+
+    def _wait_ended(self) -> None:
+        """It closed its pipe: let it finish exiting, so ``alive`` tells the truth."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(STOP_TIMEOUT_SECONDS)
 
     def _reply(self, *, timeout: float) -> bytes:
         try:
@@ -610,8 +616,7 @@ class EnclaveProcess:
                 "The enclave process did not answer in time and was stopped."
             ) from None
         except (EOFError, OSError, ValueError):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(STOP_TIMEOUT_SECONDS)  # it closed its pipe: let it finish
+            self._wait_ended()
             raise EnclaveUnavailable("The enclave process ended without answering.") from None
         if reply[:1] == bytes([STATUS_OK]):
             return reply[1:]
