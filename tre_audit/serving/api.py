@@ -85,7 +85,9 @@ class DeploySerializer(serializers.Serializer):
     callers = serializers.ListField(
         child=serializers.CharField(), required=False, default=list, help_text="TRE admins only"
     )
-    reason = serializers.CharField(required=False, default="", help_text="why callers may call")
+    reason = serializers.CharField(
+        required=False, default="", allow_blank=True, help_text="why callers may call"
+    )
     preset = serializers.ChoiceField(choices=sorted(he.PRESETS), default=he.DEFAULT_PRESET)
 
 

@@ -11,11 +11,13 @@ from rest_framework.authtoken.models import Token
 from sklearn.ensemble import RandomForestClassifier
 
 from secure_compute import client as he_client
+from secure_compute import he
 from secure_compute.attestation import ROOT_CERT_FILE
 from secure_compute.enclave_client import enclave_predict
-from secure_compute.exceptions import AttestationError, HEError
+from secure_compute.exceptions import AttestationError, EnclaveError, HEError
 from tests import factories
 from tests.tre_audit.serving.helpers import approved as _approved
+from tests.tre_audit.serving.helpers import budget_set
 from tre_audit.reviews.enums import Role
 from tre_audit.serving.enums import EndpointKind, EndpointStatus
 from tre_audit.serving.models import Endpoint
@@ -228,3 +230,63 @@ def test_enclaves_stop_with_the_service(enclave_dirs, linear_model_bytes):
     assert he_endpoint.status == EndpointStatus.RUNNING  # stateless: nothing to stop
     entry = AuditEntry.objects.get(action="endpoint:stop")
     assert entry.actor is None and "service was stopped" in entry.reason
+
+
+def test_a_spent_budget_answers_429_with_retry_after_on_he_and_enclave(
+    live_server, enclave_dirs, linear_model_bytes, cancer, tmp_path
+):
+    import requests
+    from cryptography import x509
+
+    budget_set(max_calls=1)
+    submission, author = _approved(linear_model_bytes[0])
+    he_endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    base = f"{live_server.url}/api/v1/endpoints/{he_endpoint.pk}/he/"
+    keys = tmp_path / "partner.key"
+    he_client.generate_keys(keys)
+    token = _token(author)
+    tre = he_client.HEClient(f"{base}info", f"{base}evaluate", token, keys)
+    assert len(tre.predict(cancer[0][:5]).labels) == 5
+    with pytest.raises(HEError, match="^Your 1 calls to this model for today are spent"):
+        tre.predict(cancer[0][:5])
+    body = he.join_request_body(
+        he.public_context_bytes(tre.context), he.encrypt(tre.context, cancer[0][:5])
+    )
+    answer = requests.post(
+        f"{base}evaluate", data=body, headers={"Authorization": f"Token {token}"}, timeout=60
+    )
+    assert answer.status_code == 429 and 1 <= int(answer.headers["Retry-After"]) <= 86400
+    assert answer.json()["detail"].endswith("The budget renews at midnight UTC.")
+    enclave = endpoint_deploy(submission=submission, kind=EndpointKind.ENCLAVE, by=author)
+    try:  # the budget is the caller's on this request: the enclave finds it spent too
+        root = (enclave_dirs.TRE_AUDIT_ENCLAVE_ROOT / ROOT_CERT_FILE).read_bytes()
+        with pytest.raises(EnclaveError, match="^Your 1 calls to this model for today"):
+            enclave_predict(
+                f"{live_server.url}/api/v1/endpoints/{enclave.pk}",
+                token=token,
+                rows=cancer[0][:5],
+                trusted_roots=[x509.load_pem_x509_certificate(root)],
+                accept_simulated=True,
+                expected_model_sha256=enclave.model_sha256,
+            )
+    finally:
+        endpoint_stop(endpoint=enclave, by=author)
+
+
+def test_admins_grant_callers_from_the_dashboard_and_others_cannot(client, linear_model_bytes):
+    submission, author = _approved(linear_model_bytes[0])
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    partner = factories.create_user(role=Role.RESEARCHER)
+    form = {"username": partner.username, "reason": "Study 9.", "action": "grant"}
+    client.force_login(author)
+    assert client.post(f"/endpoints/{endpoint.pk}/callers/", form).status_code == 403
+    assert not endpoint.callers.exists()
+    admin = factories.create_user(role=Role.TRE_ADMIN)
+    client.force_login(admin)
+    dashboard = client.get("/dashboard/").content.decode()
+    assert f'action="/endpoints/{endpoint.pk}/callers/"' in dashboard
+    assert client.post(f"/endpoints/{endpoint.pk}/callers/", form).status_code == 302
+    assert list(endpoint.callers.all()) == [partner]
+    assert partner.username in client.get("/dashboard/").content.decode()
+    entry = AuditEntry.objects.get(action="endpoint:grant")
+    assert entry.actor == admin and "Study 9." in entry.reason
