@@ -290,3 +290,11 @@ def test_admins_grant_callers_from_the_dashboard_and_others_cannot(client, linea
     assert partner.username in client.get("/dashboard/").content.decode()
     entry = AuditEntry.objects.get(action="endpoint:grant")
     assert entry.actor == admin and "Study 9." in entry.reason
+
+
+def test_checkers_see_the_extraction_rule_where_they_decide(client):
+    submission = factories.create_audited_submission(Status.AWAITING_REVIEW)
+    client.force_login(factories.create_user(role=Role.CHECKER))
+    page = client.get(submission.get_absolute_url()).content.decode()
+    review_form = page[page.index('id="review-h"') :]
+    assert "n_features + 1 rows" in review_form[: review_form.index("Submit review")]
