@@ -79,6 +79,11 @@ LIVE = {EndpointStatus.STARTING, EndpointStatus.RUNNING}
 BUDGET_ATTEMPTS = 100
 
 _NOT_YOURS = "There is no endpoint with that number you can use."
+_NOT_RUNNING = {
+    EndpointStatus.STARTING: "This endpoint is still starting.",
+    EndpointStatus.STOPPED: "This endpoint has been stopped.",
+    EndpointStatus.FAILED: "This endpoint has failed: {reason}",
+}
 
 
 # --------------------------------------------------------------------------- who may do what
@@ -128,10 +133,8 @@ def check_user_can_call(user: AbstractBaseUser, endpoint: Endpoint) -> None:
     )
     if not allowed:
         raise ServingNotAllowed(_NOT_YOURS)
-    if endpoint.status == EndpointStatus.FAILED:
-        raise ServingError(f"This endpoint has failed: {endpoint.failure_reason}")
     if endpoint.status != EndpointStatus.RUNNING:
-        raise ServingError("This endpoint has been stopped.")
+        raise ServingError(_NOT_RUNNING[endpoint.status].format(reason=endpoint.failure_reason))
     if endpoint.submission.status not in SERVABLE:
         raise ServingError("The request behind this endpoint is no longer approved.")
     check_servable(endpoint.submission)
