@@ -121,10 +121,6 @@ def check_user_can_grant(user: AbstractBaseUser, reason: str) -> None:
         raise ServingError("Say why these partners may call the endpoint.")
 
 
-def user_can_grant(user: AbstractBaseUser) -> bool:
-    return Role.TRE_ADMIN in user_roles(user)
-
-
 def check_user_can_call(user: AbstractBaseUser, endpoint: Endpoint) -> None:
     """The author, granted callers and admins, with a role, may send data; others see nothing."""
     allowed = bool(user_roles(user)) and (
@@ -135,9 +131,7 @@ def check_user_can_call(user: AbstractBaseUser, endpoint: Endpoint) -> None:
         raise ServingNotAllowed(_NOT_YOURS)
     if endpoint.status != EndpointStatus.RUNNING:
         raise ServingError(_NOT_RUNNING[endpoint.status].format(reason=endpoint.failure_reason))
-    if endpoint.submission.status not in SERVABLE:
-        raise ServingError("The request behind this endpoint is no longer approved.")
-    check_servable(endpoint.submission)
+    check_servable(endpoint.submission)  # e.g. withdrawn, or a new version since
 
 
 # --------------------------------------------------------------------------- deploy and grant
