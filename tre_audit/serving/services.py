@@ -132,6 +132,8 @@ def check_user_can_call(user: AbstractBaseUser, endpoint: Endpoint) -> None:
     if endpoint.status != EndpointStatus.RUNNING:
         raise ServingError(_NOT_RUNNING[endpoint.status].format(reason=endpoint.failure_reason))
     check_servable(endpoint.submission)  # e.g. withdrawn, or a new version since
+    if _approved_model(endpoint.submission).sha256 != endpoint.model_sha256:
+        raise ServingError("This endpoint serves an earlier version's model: deploy the new one.")
 
 
 # --------------------------------------------------------------------------- deploy and grant
@@ -157,7 +159,7 @@ def endpoint_deploy(
         check_user_can_grant(by, reason)
     if kind not in EndpointKind.values:
         raise ServingError(f"There is no endpoint kind called {kind}.")
-    model = submission.files.get(version=submission.version, role=FileRole.MODEL).stored
+    model = _approved_model(submission)
     if kind == EndpointKind.HE:
         he_weights(model.sha256)  # refuses a model HE cannot serve, before anything is stored
     endpoint = Endpoint.objects.create(
@@ -173,6 +175,10 @@ def endpoint_deploy(
     for caller in callers:
         endpoint_caller_grant(endpoint=endpoint, caller=caller, by=by, reason=reason)
     return endpoint
+
+
+def _approved_model(submission: Submission) -> StoredFile:
+    return submission.files.get(version=submission.version, role=FileRole.MODEL).stored
 
 
 @transaction.atomic

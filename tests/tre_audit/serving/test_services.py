@@ -378,3 +378,13 @@ def test_the_enclave_host_gets_an_allowlisted_environment(
         }
     finally:
         endpoint_stop(endpoint=endpoint, by=author)
+
+
+@pytest.mark.django_db
+def test_an_endpoint_serving_another_model_than_the_approved_one_is_refused(linear_model_bytes):
+    submission, author = approved(linear_model_bytes[0])
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    check_user_can_call(author, endpoint)
+    endpoint.model_sha256 = "0" * 64  # as an endpoint of an earlier version's model
+    with pytest.raises(ServingError, match="serves an earlier version's model"):
+        check_user_can_call(author, endpoint)
