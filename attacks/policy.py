@@ -25,7 +25,12 @@ BOUNDS = {
     ("rules", "min_leaf_records"): (1, 10_000),
     ("rules", "svc_gamma_high"): (0.0, 1e6),
     ("rules", "max_params_per_record"): (0.0, 1e6),
+    ("serving", "max_calls_per_day"): (1, 1_000_000),
+    ("serving", "max_rows_per_day"): (1, 10**12),
 }
+
+#: Sections a policy holds; one saved before [serving] existed gets the default's.
+SECTIONS = ("audit", "attacks", "record", "rules", "serving")
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,9 @@ def load_policy(text: str | None = None) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"The policy file is not valid TOML: {exc}.") from None
-    sections = {name: dict(data.get(name, {})) for name in ("audit", "attacks", "record", "rules")}
+    sections = {name: dict(data.get(name, {})) for name in SECTIONS}
+    if "serving" not in data:
+        sections["serving"] = tomllib.loads(default_policy_text())["serving"]
     sections["attacks"].setdefault("require_significant_auc", True)
     for (section, name), (low, high) in BOUNDS.items():
         _check(sections, section, name, low, high)

@@ -367,7 +367,8 @@ def simulated_root_save(root: SimulatedRoot, directory: str | os.PathLike) -> Pa
     ----------
     root : SimulatedRoot
     directory : path
-        Created with mode 0700 if missing. Existing files are not replaced.
+        Created, or narrowed, to mode 0700: only its owner may list or read
+        it. Existing files are not replaced.
 
     Returns
     -------
@@ -381,6 +382,7 @@ def simulated_root_save(root: SimulatedRoot, directory: str | os.PathLike) -> Pa
     """
     directory = Path(directory)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
     key_pem = root.key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -414,12 +416,14 @@ def simulated_root_load(directory: str | os.PathLike) -> SimulatedRoot:
     Raises
     ------
     AttestationError
-        If the key file is readable by group or others, or the key does not
-        belong to the certificate.
+        If the directory or the key file is open to group or others, or the
+        key does not belong to the certificate.
     FileNotFoundError
         If either file is missing.
     """
     key_path = Path(directory) / ROOT_KEY_FILE
+    if Path(directory).stat().st_mode & 0o077:
+        raise AttestationError(f"The root directory {directory} must be private: chmod 700 it.")
     if key_path.stat().st_mode & 0o077:
         raise AttestationError(f"The root key file {key_path} must be private: chmod 600 it.")
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)

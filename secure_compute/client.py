@@ -21,8 +21,9 @@ HTTP contract (the Django views implement exactly this)
 -------------------------------------------------------
 Both endpoints take ``Authorization: Token <token>`` and answer 401 without a
 valid token, 403 if the token may not query this model, 404 for an unknown or
-not-approved model, and 429 once the model's query budget is spent (every
-evaluate call should be counted: see ``docs/he-inference.md``).
+not-approved model, and 429 with ``Retry-After`` once the caller's daily query
+budget is spent (calls and rows; see ``docs/he-inference.md``). Every evaluate
+call is charged a whole ciphertext of rows (N/2 slots) per batch it carries.
 
 ``GET <model info URL>`` answers 200 with ``application/json``: the dict from
 ``secure_compute.he.model_info(weights, preset=...)``::
@@ -271,6 +272,8 @@ def _call(session, method: str, url: str, token: str, **kwargs) -> requests.Resp
         answer = getattr(session, method)(url, headers=headers, **kwargs)
     except requests.RequestException as exc:
         raise HEError(f"Could not reach {url}: {type(exc).__name__}.") from None
+    if answer.status_code == 429:  # the sentence says which budget, and when it renews
+        raise HEError(_error_text(answer))
     if answer.status_code != 200:
         raise HEError(f"{url} answered {answer.status_code}: {_error_text(answer)}")
     return answer

@@ -7,10 +7,14 @@ a leaf signing key issued by a SIMULATED local root. It answers two calls:
 - ``attest(nonce)`` returns a Nitro-shaped attestation document (see
   :mod:`secure_compute.attestation`) binding its HPKE public key, the code
   and model measurements and the client's nonce;
-- ``run(sealed_request)`` opens an HPKE-sealed request, scores the rows and
-  returns the predictions sealed to the client's key (see
+- ``run(sealed_request)`` opens an HPKE-sealed request, refuses one it has
+  answered before (:class:`~secure_compute.sealing.ReplayGuard`), scores the
+  rows and returns the predictions sealed to the client's key (see
   :mod:`secure_compute.sealing`). Anything malformed raises
   :class:`~secure_compute.exceptions.EnclaveError` with one sentence.
+  ``run_counted`` also takes the most rows the caller may still send (its
+  query budget, which only the host knows) and returns the row count, which
+  only the enclave knows, beside the sealed answer.
 
 :class:`EnclaveProcess` (started by :func:`enclave_serve`) runs an Enclave in
 a separate OS process: a fresh interpreter (``python -I``), started with a
@@ -26,8 +30,10 @@ Protocol on the child's stdin and stdout: every frame is a 4-byte big-endian
 length and a body. The first parent frame is the CBOR configuration; the
 child answers with a status frame. After that each parent frame is an opcode
 byte (``A`` attest, ``R`` run, ``Q`` quit) and a body, and each child frame
-a status byte (0 ok, 1 EnclaveError, 2 AttestationError, 3 failure) and a
-body: the result, or one UTF-8 sentence.
+a status byte (0 ok, 1 EnclaveError, 2 AttestationError, 3 failure, 4 row
+limit) and a body: the result, or one UTF-8 sentence. A run frame's body is
+the row limit (4 bytes, big-endian) and the sealed request; its answer is the
+row count (4 bytes) and the sealed response: a count, never data.
 
 No TEE: the host's OS and administrators can read the child's memory. See
 ``docs/enclave.md`` for the threat model.
@@ -68,13 +74,16 @@ from secure_compute.exceptions import (
     AttestationError,
     EnclaveError,
     EnclaveUnavailable,
+    RowLimitExceeded,
     SecureComputeError,
 )
 from secure_compute.sealing import (
+    MAX_ROWS,
     MAX_SEALED_REQUEST_BYTES,
     MAX_SEALED_RESPONSE_BYTES,
     REQUEST_INFO,
     RESPONSE_INFO,
+    ReplayGuard,
     hpke_open,
     hpke_seal,
     request_decode,
@@ -117,8 +126,11 @@ STATUS_OK = 0
 STATUS_ENCLAVE_ERROR = 1
 STATUS_ATTESTATION_ERROR = 2
 STATUS_FAILED = 3
-MAX_REQUEST_FRAME_BYTES = MAX_SEALED_REQUEST_BYTES + 1
-MAX_REPLY_FRAME_BYTES = MAX_SEALED_RESPONSE_BYTES + 1
+STATUS_ROW_LIMIT = 4
+#: The row limit or count before a sealed run request or response.
+ROW_COUNT = struct.Struct(">I")
+MAX_REQUEST_FRAME_BYTES = MAX_SEALED_REQUEST_BYTES + 1 + ROW_COUNT.size
+MAX_REPLY_FRAME_BYTES = MAX_SEALED_RESPONSE_BYTES + 1 + ROW_COUNT.size
 MAX_CONFIG_FRAME_BYTES = 2**31
 
 #: The only environment variables the child inherits: it needs no settings,
@@ -133,7 +145,11 @@ CHILD_ENVIRONMENT = (
     "MKL_NUM_THREADS",
 )
 
-_STATUS_ERRORS = {STATUS_ENCLAVE_ERROR: EnclaveError, STATUS_ATTESTATION_ERROR: AttestationError}
+_STATUS_ERRORS = {
+    STATUS_ENCLAVE_ERROR: EnclaveError,
+    STATUS_ATTESTATION_ERROR: AttestationError,
+    STATUS_ROW_LIMIT: RowLimitExceeded,
+}
 
 
 # --------------------------------------------------------------------------- measurements
@@ -224,6 +240,7 @@ class Enclave:
         self._identity = signing_identity_issue(root, module_id=self.module_id)
         self._hpke_private = X25519PrivateKey.generate()
         self.public_key = self._hpke_private.public_key().public_bytes_raw()
+        self._replays = ReplayGuard()
 
     def attest(self, nonce: bytes, *, now: dt.datetime | None = None) -> bytes:
         """Sign an attestation document answering the client's nonce.
@@ -259,13 +276,15 @@ class Enclave:
             now=now,
         )
 
-    def run(self, sealed_request: bytes) -> bytes:
+    def run(self, sealed_request: bytes, *, now: dt.datetime | None = None) -> bytes:
         """Score a sealed request and seal the predictions to the client.
 
         Parameters
         ----------
         sealed_request : bytes
             From :func:`secure_compute.sealing.seal_request`.
+        now : datetime, optional
+            The enclave's clock, for the replay window.
 
         Returns
         -------
@@ -277,7 +296,35 @@ class Enclave:
         ------
         EnclaveError
             If the request is too large, does not open with this enclave's
-            key, is malformed, does not fit the model, or cannot be scored.
+            key, is malformed, stale or answered before, does not fit the
+            model, or cannot be scored.
+        """
+        return self.run_counted(sealed_request, now=now)[0]
+
+    def run_counted(
+        self, sealed_request: bytes, *, max_rows: int = MAX_ROWS, now: dt.datetime | None = None
+    ) -> tuple[bytes, int]:
+        """:meth:`run`, refusing more than ``max_rows`` rows and counting them.
+
+        Parameters
+        ----------
+        sealed_request : bytes
+        max_rows : int, default=MAX_ROWS
+            Rows the caller may still send (its query budget).
+        now : datetime, optional
+
+        Returns
+        -------
+        sealed_response : bytes
+        n_rows : int
+            Rows scored; the host learns this count and nothing else.
+
+        Raises
+        ------
+        RowLimitExceeded
+            If the request holds more than ``max_rows`` rows; nothing is scored.
+        EnclaveError
+            As :meth:`run`.
         """
         plaintext = hpke_open(
             self._hpke_private,
@@ -286,11 +333,18 @@ class Enclave:
             max_bytes=MAX_SEALED_REQUEST_BYTES,
         )
         request = request_decode(plaintext, n_features=self.n_features)
+        self._replays.check(request, now=now)
+        n_rows = len(request.rows)
+        if n_rows > max_rows:
+            raise RowLimitExceeded(
+                f"The request holds {n_rows} rows, more than the {max_rows} "
+                "your query budget still allows today."
+            )
         predictions, probabilities, classes = _model_score(self._model, request.rows)
         response = response_encode(
             predictions, probabilities=probabilities, classes=classes, nonce=request.nonce
         )
-        return hpke_seal(request.client_public_key, response, info=RESPONSE_INFO)
+        return hpke_seal(request.client_public_key, response, info=RESPONSE_INFO), n_rows
 
 
 def _model_n_features(model: Any) -> int:
@@ -467,13 +521,45 @@ class EnclaveProcess:
         EnclaveUnavailable
             If the process is gone or does not answer in time.
         """
+        return self.run_counted(sealed_request, timeout=timeout)[0]
+
+    def run_counted(
+        self,
+        sealed_request: bytes,
+        *,
+        max_rows: int = MAX_ROWS,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> tuple[bytes, int]:
+        """:meth:`run` under a row limit; also returns how many rows were scored.
+
+        Parameters
+        ----------
+        sealed_request : bytes
+        max_rows : int, default=MAX_ROWS
+            Rows the caller may still send; the enclave refuses more.
+        timeout : float, default=120
+
+        Returns
+        -------
+        sealed_response : bytes
+        n_rows : int
+
+        Raises
+        ------
+        RowLimitExceeded
+            If the request holds more rows than ``max_rows``.
+        EnclaveError, EnclaveUnavailable
+            As :meth:`run`.
+        """
         if not isinstance(sealed_request, bytes):
             raise EnclaveError("A sealed request must be bytes.")
         if len(sealed_request) > MAX_SEALED_REQUEST_BYTES:
             raise EnclaveError(
                 f"The sealed request is larger than the {MAX_SEALED_REQUEST_BYTES}-byte limit."
             )
-        return self._call(OP_RUN + sealed_request, timeout=timeout)
+        limit = ROW_COUNT.pack(max(0, min(int(max_rows), MAX_ROWS)))
+        reply = self._call(OP_RUN + limit + sealed_request, timeout=timeout)
+        return reply[ROW_COUNT.size :], ROW_COUNT.unpack(reply[: ROW_COUNT.size])[0]
 
     def stop(self, *, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         """Stop the enclave process; its keys and model die with it.
@@ -511,7 +597,13 @@ class EnclaveProcess:
         try:
             _frame_write(self._process.stdin, frame)
         except (OSError, ValueError):
+            self._wait_ended()
             raise EnclaveUnavailable("The enclave process is not accepting requests.") from None
+
+    def _wait_ended(self) -> None:
+        """It closed its pipe: let it finish exiting, so ``alive`` tells the truth."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(STOP_TIMEOUT_SECONDS)
 
     def _reply(self, *, timeout: float) -> bytes:
         try:
@@ -524,6 +616,7 @@ class EnclaveProcess:
                 "The enclave process did not answer in time and was stopped."
             ) from None
         except (EOFError, OSError, ValueError):
+            self._wait_ended()
             raise EnclaveUnavailable("The enclave process ended without answering.") from None
         if reply[:1] == bytes([STATUS_OK]):
             return reply[1:]
@@ -688,13 +781,17 @@ def _dispatch(enclave: Enclave, opcode: bytes, body: bytes) -> bytes:
         if opcode == OP_ATTEST:
             return bytes([STATUS_OK]) + enclave.attest(body)
         if opcode == OP_RUN:
-            return bytes([STATUS_OK]) + enclave.run(body)
+            (max_rows,) = ROW_COUNT.unpack(body[: ROW_COUNT.size])
+            sealed, n_rows = enclave.run_counted(body[ROW_COUNT.size :], max_rows=max_rows)
+            return bytes([STATUS_OK]) + ROW_COUNT.pack(n_rows) + sealed
         raise EnclaveError("The enclave received an unknown command.")
     except Exception as exc:  # noqa: BLE001 - one bad request must not end the enclave
         return _error_frame(exc)
 
 
 def _error_frame(exc: Exception) -> bytes:
+    if isinstance(exc, RowLimitExceeded):
+        return bytes([STATUS_ROW_LIMIT]) + str(exc).encode()
     if isinstance(exc, AttestationError):
         return bytes([STATUS_ATTESTATION_ERROR]) + str(exc).encode()
     if isinstance(exc, SecureComputeError):

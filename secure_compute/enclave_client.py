@@ -32,8 +32,13 @@ Errors are JSON ``{"detail": "<one sentence>"}``: ``400`` for an
 :class:`~secure_compute.exceptions.EnclaveError` (bad nonce, malformed or
 undecryptable request, wrong number of features), ``401``/``403`` for a
 missing token or a user not allowed to use the endpoint, ``404`` for an
-unknown or withdrawn endpoint, ``413`` for an oversized body, and ``503``
-for :class:`~secure_compute.exceptions.EnclaveUnavailable`.
+unknown or withdrawn endpoint, ``413`` for an oversized body, ``429`` with
+``Retry-After`` once the caller's daily query budget (calls, rows) is spent,
+and ``503`` for :class:`~secure_compute.exceptions.EnclaveUnavailable`.
+
+A sealed request is answered once, within ten minutes of sealing
+(:data:`~secure_compute.sealing.REPLAY_WINDOW_SECONDS`): the same bytes sent
+again are refused with ``400``.
 
 The trusted root certificate is never fetched from the endpoint: a client
 gets it out of band (from the TRE's operators), otherwise the server could
@@ -302,6 +307,8 @@ def _http_error(response: requests.Response) -> Exception:
     message = f"The enclave endpoint answered HTTP {response.status_code}" + (
         f": {detail}" if detail else "."
     )
+    if response.status_code == 429 and detail:  # which budget is spent, and when it renews
+        return EnclaveError(detail)
     if response.status_code in (502, 503, 504):
         return EnclaveUnavailable(message)
     return EnclaveError(message)

@@ -6,8 +6,17 @@ starts the enclave and forwards framed requests from a Unix socket to it, one at
 a time. It only moves bytes: requests arrive sealed, answers leave sealed.
 
 Frame (both ways): one byte, a 4-byte big-endian length, the body. Requests:
-``A`` + nonce (attest) or ``R`` + sealed request (run). Replies: ``0`` + body,
-``1`` + sentence (refused: :class:`EnclaveError`), ``2`` + sentence (unavailable).
+``A`` + nonce (attest) or ``R`` + row limit (4 bytes) + sealed request (run).
+Replies: ``0`` + body (for a run: the row count, 4 bytes, then the sealed
+response), ``1`` + sentence (refused: :class:`EnclaveError`), ``2`` + sentence
+(unavailable, try again), ``3`` + sentence (the enclave has ended and this host
+exits: :class:`EnclaveGone`), ``4`` + sentence (more rows than the limit).
+
+The host is started by :func:`host_command` with :func:`host_environment`: an
+isolated interpreter (``python -I``: no ``PYTHON*`` variable, no user site)
+and an allowlisted environment, so none of the web service's secrets reach it.
+Its command line names its socket, which is how the service tells its own host
+from an unrelated process that reused the PID (:func:`host_pid_is_ours`).
 """
 
 from __future__ import annotations
@@ -21,12 +30,26 @@ import struct
 import sys
 from pathlib import Path
 
-from secure_compute.enclave import EnclaveProcess
-from secure_compute.exceptions import EnclaveError, EnclaveUnavailable, SecureComputeError
+from secure_compute.enclave import CHILD_ENVIRONMENT, ROW_COUNT, EnclaveProcess
+from secure_compute.exceptions import (
+    EnclaveError,
+    EnclaveGone,
+    EnclaveUnavailable,
+    RowLimitExceeded,
+    SecureComputeError,
+)
 from secure_compute.sealing import MAX_SEALED_REQUEST_BYTES, MAX_SEALED_RESPONSE_BYTES
 
 OP_ATTEST, OP_RUN = b"A", b"R"
-_OK, _REFUSED, _UNAVAILABLE = b"0", b"1", b"2"
+_OK, _REFUSED, _UNAVAILABLE, _GONE, _ROW_LIMIT = b"0", b"1", b"2", b"3", b"4"
+_ERRORS = {
+    _REFUSED: EnclaveError,
+    _GONE: EnclaveGone,
+    _ROW_LIMIT: RowLimitExceeded,
+}
+#: The host's environment: the enclave child's allowlist and HOME, nothing else.
+HOST_ENVIRONMENT = (*CHILD_ENVIRONMENT, "HOME")
+_PROGRAM = "secure_compute.enclave_host"
 _HEADER = struct.Struct(">cI")
 #: Seconds a caller waits for the host; a prediction on the largest request fits well.
 CALL_TIMEOUT_SECONDS = 120.0
@@ -39,8 +62,12 @@ def host_call(socket_path: str | os.PathLike, op: bytes, body: bytes) -> bytes:
     ------
     EnclaveError
         If the enclave refused the request.
+    RowLimitExceeded
+        If a run request holds more rows than its limit.
+    EnclaveGone
+        If the host is not listening or its enclave has ended.
     EnclaveUnavailable
-        If the host is not running or does not answer.
+        If the host does not answer in time.
     """
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -48,12 +75,68 @@ def host_call(socket_path: str | os.PathLike, op: bytes, body: bytes) -> bytes:
             sock.connect(os.fspath(socket_path))
             _frame_send(sock, op, body)
             status, reply = _frame_receive(sock, MAX_SEALED_RESPONSE_BYTES + 4096)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise EnclaveGone("The enclave host is not running.") from None
     except (OSError, EOFError):
-        raise EnclaveUnavailable("The enclave endpoint is not running.") from None
+        raise EnclaveUnavailable("The enclave host did not answer.") from None
     if status == _OK:
         return reply
-    error = EnclaveError if status == _REFUSED else EnclaveUnavailable
+    error = _ERRORS.get(status, EnclaveUnavailable)
     raise error(reply.decode("utf-8", errors="replace"))
+
+
+def host_run(socket_path: str | os.PathLike, sealed: bytes, *, max_rows: int) -> tuple[bytes, int]:
+    """Forward a sealed request under a row limit; returns the sealed answer and its row count.
+
+    Raises
+    ------
+    RowLimitExceeded, EnclaveError, EnclaveGone, EnclaveUnavailable
+        As :func:`host_call`.
+    """
+    reply = host_call(socket_path, OP_RUN, ROW_COUNT.pack(max_rows) + sealed)
+    if len(reply) < ROW_COUNT.size:
+        raise EnclaveUnavailable("The enclave host answered without a row count.")
+    return reply[ROW_COUNT.size :], ROW_COUNT.unpack(reply[: ROW_COUNT.size])[0]
+
+
+def host_command(
+    *, socket_path: Path, model_path: Path, root_directory: Path, python: str | None = None
+) -> list[str]:
+    """The command line that starts a host; it imports this project from where it lives."""
+    project_root = os.fspath(Path(__file__).resolve().parents[1])
+    bootstrap = (
+        f"import sys; sys.path.insert(0, {project_root!r}); "
+        f"from {_PROGRAM} import main; sys.exit(main())"
+    )
+    return [
+        *(python or sys.executable, "-I", "-c", bootstrap),
+        *("--socket", os.fspath(socket_path), "--model", os.fspath(model_path)),
+        *("--root", os.fspath(root_directory)),
+    ]
+
+
+def host_environment() -> dict[str, str]:
+    """The allowlisted environment of a host: no database, secret key, broker or PYTHON*."""
+    return {name: os.environ[name] for name in HOST_ENVIRONMENT if name in os.environ}
+
+
+def host_pid_is_ours(pid: int, socket_path: str | os.PathLike) -> bool:
+    """Whether ``pid`` is a live (not zombie) host serving ``socket_path``.
+
+    PIDs are reused: a stored PID is trusted only if its command line is this
+    program's with this socket. Reads ``/proc`` (Linux); elsewhere it answers
+    False, so nothing is ever signalled on a guess.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+        return False
+    wanted = [b"--socket", os.fsencode(socket_path)]
+    pairs = [arguments[i : i + 2] for i in range(len(arguments) - 1)]
+    return any(_PROGRAM.encode() in a for a in arguments) and wanted in pairs
 
 
 def host_serve(*, socket_path: Path, model_path: Path, root_directory: Path) -> None:
@@ -84,11 +167,14 @@ def host_serve(*, socket_path: Path, model_path: Path, root_directory: Path) -> 
 def _answer(connection: socket.socket, enclave: EnclaveProcess) -> None:
     connection.settimeout(CALL_TIMEOUT_SECONDS)
     try:
-        op, body = _frame_receive(connection, MAX_SEALED_REQUEST_BYTES + 16)
+        op, body = _frame_receive(connection, MAX_SEALED_REQUEST_BYTES + 16 + ROW_COUNT.size)
         reply = enclave.attest(body) if op == OP_ATTEST else _run(enclave, op, body)
         _frame_send(connection, _OK, reply)
+    except RowLimitExceeded as exc:
+        _send_quietly(connection, _ROW_LIMIT, str(exc))
     except EnclaveUnavailable as exc:
-        _send_quietly(connection, _UNAVAILABLE, str(exc))
+        status = _UNAVAILABLE if enclave.alive else _GONE  # the host exits after this answer
+        _send_quietly(connection, status, str(exc))
     except SecureComputeError as exc:
         _send_quietly(connection, _REFUSED, str(exc))
     except (OSError, EOFError, ValueError):
@@ -96,9 +182,11 @@ def _answer(connection: socket.socket, enclave: EnclaveProcess) -> None:
 
 
 def _run(enclave: EnclaveProcess, op: bytes, body: bytes) -> bytes:
-    if op != OP_RUN:
+    if op != OP_RUN or len(body) < ROW_COUNT.size:
         raise EnclaveError("Unknown enclave operation.")
-    return enclave.run(body)
+    (max_rows,) = ROW_COUNT.unpack(body[: ROW_COUNT.size])
+    sealed, n_rows = enclave.run_counted(body[ROW_COUNT.size :], max_rows=max_rows)
+    return ROW_COUNT.pack(n_rows) + sealed
 
 
 def _send_quietly(connection: socket.socket, status: bytes, sentence: str) -> None:

@@ -27,3 +27,11 @@ class HEError(SecureComputeError, ValueError):
 
 class UnsupportedModel(HEError):
     """The model cannot be served under homomorphic encryption (not linear, or not allowed)."""
+
+
+class EnclaveGone(EnclaveUnavailable):
+    """The enclave (or its host) has ended for good: its endpoint must be deployed again."""
+
+
+class RowLimitExceeded(EnclaveError):
+    """A sealed request holds more rows than the caller may still send (its query budget)."""

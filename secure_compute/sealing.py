@@ -13,12 +13,19 @@ Wire format of a sealed message::
 The five header bytes are the AEAD's associated data, so the version cannot
 be changed in transit. Plaintexts are CBOR maps:
 
-- request ``{"version": 1, "rows": <float64 little-endian, C order>,
+- request ``{"version": 2, "rows": <float64 little-endian, C order>,
   "shape": [n_rows, n_features], "client_public_key": <32 bytes>,
+  "request_id": <16 random bytes>, "sealed_at": <Unix seconds>,
   "nonce": <bytes>}`` (``nonce`` optional, echoed in the response);
 - response ``{"version": 1, "predictions": [label, ...], "classes": [label,
   ...] | null, "probabilities": {"data": <float64 bytes>, "shape": [n, k]} |
   null, "nonce": <bytes> | null}``.
+
+``request_id`` and ``sealed_at`` sit inside the ciphertext, so the relaying host
+can neither read nor change them: the enclave answers a request sealed within
+the last :data:`REPLAY_WINDOW_SECONDS` once, and remembers its id for that
+window only (:class:`ReplayGuard`), so the same sealed bytes sent twice are
+refused the second time.
 
 Everything is size-checked before it is parsed and every refusal raises
 :class:`secure_compute.exceptions.EnclaveError` with one sentence.
@@ -26,7 +33,10 @@ Everything is size-checked before it is parsed and every refusal raises
 
 from __future__ import annotations
 
+import datetime as dt
+import heapq
 import hmac
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +67,23 @@ SEALED_MAGIC = b"TREH"
 SEALED_VERSION = 1
 SEALED_HEADER = SEALED_MAGIC + bytes([SEALED_VERSION])
 
-#: Version of the CBOR request and response maps inside the ciphertext.
-PLAINTEXT_VERSION = 1
+#: Versions of the CBOR request and response maps inside the ciphertext.
+#: Requests became version 2 when they gained ``request_id`` and ``sealed_at``.
+REQUEST_VERSION = 2
+RESPONSE_VERSION = 1
+
+#: A sealed request is answered only within this many seconds of being sealed.
+#: Clients seal right after verifying a fresh attestation document (itself valid
+#: for 300 s); ten minutes also covers a request carried from ``tre-audit enclave
+#: encrypt`` to ``enclave run``. The enclave remembers ids this long, no longer.
+REPLAY_WINDOW_SECONDS = 600
+#: How far ahead of the enclave's clock a client's clock may be.
+CLOCK_SKEW_SECONDS = 60
+#: Random request id: 128 bits never repeat by chance.
+REQUEST_ID_BYTES = 16
+#: Most ids one enclave remembers at once (16 bytes each, a few MiB at most);
+#: past this it refuses new requests until the oldest leave the window.
+MAX_REMEMBERED_REQUESTS = 100_000
 
 #: Raw X25519 public key (and HPKE ``enc``) length, and the AEAD tag length.
 X25519_KEY_BYTES = 32
@@ -85,7 +110,9 @@ MAX_NONCE_BYTES = 512
 #: Requests and responses are flat maps holding lists of scalars: depth 3.
 MAX_CBOR_DEPTH = 4
 
-_REQUEST_KEYS = frozenset({"version", "rows", "shape", "client_public_key", "nonce"})
+_REQUEST_KEYS = frozenset(
+    {"version", "rows", "shape", "client_public_key", "request_id", "sealed_at", "nonce"}
+)
 _RESPONSE_KEYS = frozenset({"version", "predictions", "classes", "probabilities", "nonce"})
 _LABEL_TYPES = (bool, int, float, str)
 
@@ -117,11 +144,17 @@ class EnclaveRequest:
     ----------
     rows : ndarray of shape (n_rows, n_features), dtype float64
     client_public_key : bytes
+    request_id : bytes
+        Random id the enclave refuses to see twice.
+    sealed_at : int
+        When the client sealed it, in Unix seconds.
     nonce : bytes or None
     """
 
     rows: np.ndarray
     client_public_key: bytes
+    request_id: bytes
+    sealed_at: int
     nonce: bytes | None
 
 
@@ -293,7 +326,14 @@ def _shape_check(shape: Any, *, n_features: int | None) -> None:
         raise EnclaveError(f"The rows exceed the {MAX_ROWS_BYTES}-byte limit of one request.")
 
 
-def request_encode(rows: np.ndarray, *, client_public_key: bytes, nonce: bytes | None) -> bytes:
+def request_encode(
+    rows: np.ndarray,
+    *,
+    client_public_key: bytes,
+    nonce: bytes | None,
+    request_id: bytes,
+    sealed_at: dt.datetime,
+) -> bytes:
     """Encode a checked row matrix as the CBOR request plaintext.
 
     Parameters
@@ -301,16 +341,22 @@ def request_encode(rows: np.ndarray, *, client_public_key: bytes, nonce: bytes |
     rows : ndarray of float64, as returned by :func:`rows_checked`
     client_public_key : bytes
     nonce : bytes or None
+    request_id : bytes
+        :data:`REQUEST_ID_BYTES` random bytes, fresh for every request.
+    sealed_at : datetime
+        Now, timezone-aware.
 
     Returns
     -------
     bytes
     """
     request = {
-        "version": PLAINTEXT_VERSION,
+        "version": REQUEST_VERSION,
         "rows": np.ascontiguousarray(rows, dtype="<f8").tobytes(),
         "shape": list(rows.shape),
         "client_public_key": client_public_key,
+        "request_id": request_id,
+        "sealed_at": int(sealed_at.timestamp()),
     }
     if nonce is not None:
         request["nonce"] = nonce
@@ -340,7 +386,13 @@ def request_decode(plaintext: bytes, *, n_features: int) -> EnclaveRequest:
     request = cbor_loads_strict(
         plaintext, max_depth=MAX_CBOR_DEPTH, what="request", error=EnclaveError
     )
-    _map_check(request, required=_REQUEST_KEYS - {"nonce"}, allowed=_REQUEST_KEYS, what="request")
+    _map_check(
+        request,
+        required=_REQUEST_KEYS - {"nonce"},
+        allowed=_REQUEST_KEYS,
+        what="request",
+        version=REQUEST_VERSION,
+    )
     shape = request["shape"]
     if not (isinstance(shape, list) and all(type(n) is int for n in shape)):
         raise EnclaveError("The request's shape must be a list of integers.")
@@ -348,17 +400,33 @@ def request_decode(plaintext: bytes, *, n_features: int) -> EnclaveRequest:
     return EnclaveRequest(
         rows=_rows_from_bytes(request["rows"], shape),
         client_public_key=_public_key_checked(request["client_public_key"]),
+        request_id=_request_id_checked(request["request_id"]),
+        sealed_at=_sealed_at_checked(request["sealed_at"]),
         nonce=_nonce_checked(request.get("nonce")),
     )
 
 
-def _map_check(value: Any, *, required: frozenset, allowed: frozenset, what: str) -> None:
+def _map_check(
+    value: Any, *, required: frozenset, allowed: frozenset, what: str, version: int
+) -> None:
     if not isinstance(value, dict):
         raise EnclaveError(f"The {what} must be a CBOR map.")
     if not required <= value.keys() <= allowed:
         raise EnclaveError(f"The {what} must hold exactly the fields {sorted(allowed)}.")
-    if type(value["version"]) is not int or value["version"] != PLAINTEXT_VERSION:
-        raise EnclaveError(f"The {what} must be version {PLAINTEXT_VERSION}.")
+    if type(value["version"]) is not int or value["version"] != version:
+        raise EnclaveError(f"The {what} must be version {version}.")
+
+
+def _request_id_checked(request_id: Any) -> bytes:
+    if not isinstance(request_id, bytes) or len(request_id) != REQUEST_ID_BYTES:
+        raise EnclaveError(f"The request id must be {REQUEST_ID_BYTES} random bytes.")
+    return request_id
+
+
+def _sealed_at_checked(sealed_at: Any) -> int:
+    if type(sealed_at) is not int or not 0 <= sealed_at < 2**40:
+        raise EnclaveError("The request's sealing time must be whole Unix seconds.")
+    return sealed_at
 
 
 def _rows_from_bytes(data: Any, shape: list[int]) -> np.ndarray:
@@ -389,6 +457,7 @@ def seal_request(
     *,
     n_features: int | None = None,
     nonce: bytes | None = None,
+    now: dt.datetime | None = None,
 ) -> bytes:
     """Seal rows to an enclave, asking for the result under ``client_keys``.
 
@@ -406,14 +475,79 @@ def seal_request(
         Features the attested model takes, checked before sealing.
     nonce : bytes, optional
         The attestation nonce, echoed back in the response.
+    now : datetime, optional
+        The sealing time bound into the request; defaults to the clock.
 
     Returns
     -------
     sealed_request : bytes
+        Answered once, within :data:`REPLAY_WINDOW_SECONDS` of ``now``.
     """
     matrix = rows_checked(rows, n_features=n_features)
-    plaintext = request_encode(matrix, client_public_key=client_keys.public_key, nonce=nonce)
+    plaintext = request_encode(
+        matrix,
+        client_public_key=client_keys.public_key,
+        nonce=nonce,
+        request_id=secrets.token_bytes(REQUEST_ID_BYTES),
+        sealed_at=now or dt.datetime.now(dt.UTC),
+    )
     return hpke_seal(enclave_public_key, plaintext, info=REQUEST_INFO)
+
+
+# --------------------------------------------------------------------------- replays
+
+
+class ReplayGuard:
+    """The enclave's memory of requests it answered, bounded by time and count.
+
+    A request is accepted once, and only within :data:`REPLAY_WINDOW_SECONDS`
+    of its ``sealed_at``; an id is forgotten once its request would be too old
+    anyway, so memory never grows past the requests of one window.
+
+    Parameters
+    ----------
+    window_seconds : int, default=REPLAY_WINDOW_SECONDS
+    max_remembered : int, default=MAX_REMEMBERED_REQUESTS
+    """
+
+    def __init__(
+        self,
+        *,
+        window_seconds: int = REPLAY_WINDOW_SECONDS,
+        max_remembered: int = MAX_REMEMBERED_REQUESTS,
+    ):
+        self.window_seconds = window_seconds
+        self.max_remembered = max_remembered
+        self._seen: set[bytes] = set()
+        self._by_age: list[tuple[int, bytes]] = []  # heap of (sealed_at, request_id)
+
+    def check(self, request: EnclaveRequest, *, now: dt.datetime | None = None) -> None:
+        """Remember ``request``, or refuse it if it is stale, early or seen before.
+
+        Raises
+        ------
+        EnclaveError
+            With one sentence saying which.
+        """
+        now_seconds = int((now or dt.datetime.now(dt.UTC)).timestamp())
+        self._forget_before(now_seconds - self.window_seconds)
+        if request.sealed_at < now_seconds - self.window_seconds:
+            raise EnclaveError(
+                f"The sealed request is more than {self.window_seconds} seconds old: "
+                "attest the enclave again and seal a new one."
+            )
+        if request.sealed_at > now_seconds + CLOCK_SKEW_SECONDS:
+            raise EnclaveError("The sealed request is dated in the future: check your clock.")
+        if request.request_id in self._seen:
+            raise EnclaveError("This sealed request was already answered: a request is used once.")
+        if len(self._seen) >= self.max_remembered:
+            raise EnclaveError("The enclave is answering too many requests; try again shortly.")
+        self._seen.add(request.request_id)
+        heapq.heappush(self._by_age, (request.sealed_at, request.request_id))
+
+    def _forget_before(self, oldest: int) -> None:
+        while self._by_age and self._by_age[0][0] < oldest:
+            self._seen.discard(heapq.heappop(self._by_age)[1])
 
 
 # --------------------------------------------------------------------------- responses
@@ -446,7 +580,7 @@ def response_encode(
         If the labels are not plain scalars or the response is too large.
     """
     response = {
-        "version": PLAINTEXT_VERSION,
+        "version": RESPONSE_VERSION,
         "predictions": np.asarray(predictions).tolist(),
         "classes": classes,
         "probabilities": _matrix_encode(probabilities),
@@ -496,7 +630,13 @@ def response_decode(
     response = cbor_loads_strict(
         plaintext, max_depth=MAX_CBOR_DEPTH, what="response", error=EnclaveError
     )
-    _map_check(response, required=_RESPONSE_KEYS, allowed=_RESPONSE_KEYS, what="response")
+    _map_check(
+        response,
+        required=_RESPONSE_KEYS,
+        allowed=_RESPONSE_KEYS,
+        what="response",
+        version=RESPONSE_VERSION,
+    )
     if nonce is not None and not _same_bytes(response["nonce"], nonce):
         raise EnclaveError("The response does not echo this request's nonce.")
     predictions = _labels_checked(response["predictions"], what="predictions")

@@ -56,7 +56,13 @@ def add_commands(commands, *, server_args) -> None:
 
 def _deploy_args(p, server_args, *, kind: str) -> None:
     p.add_argument("request", type=int, help="the approved request's number")
-    p.add_argument("--caller", action="append", default=[], help="a partner's username (repeat)")
+    p.add_argument(
+        "--caller",
+        action="append",
+        default=[],
+        help="TRE admins: a partner's username who may call (repeat)",
+    )
+    p.add_argument("--reason", default="", help="TRE admins: why these partners may call (logged)")
     if kind == "he":
         p.add_argument("--preset", default="standard", choices=["standard", "fast"])
     server_args(p)
@@ -92,6 +98,8 @@ def _server(args) -> _Server:
 def _deploy(args) -> int:
     server = _server(args)
     body = {"request": args.request, "kind": args.kind, "callers": args.caller}
+    if args.caller:
+        body["reason"] = args.reason
     if args.kind == "he":
         body["preset"] = args.preset
     endpoint = server.call("post", "endpoints/", json=body)

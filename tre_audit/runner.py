@@ -49,6 +49,9 @@ def _serve(args, procs) -> int:
 
     django.setup()
     call_command("migrate", verbosity=0)
+    from tre_audit.serving.services import endpoints_reconcile
+
+    endpoints_reconcile()  # endpoints whose host died with the last run are marked failed
     passwords = {} if args.no_demo else _demo_accounts()
     for _ in range(args.workers):
         procs.append(

@@ -27,9 +27,19 @@ def test_a_changed_threshold_changes_the_identity():
         ("auc_medium = 0.6", "auc_medium = 0.9", "must not exceed"),
         ("n_shadow_models = 16", "n_shadow_models = 1", "between"),
         ("[attacks]", "[attacks", "not valid TOML"),
+        ("max_calls_per_day = 200", "max_calls_per_day = 0", "between"),
+        ("max_rows_per_day = 1000000", "max_rows_per_day = -1", "between"),
     ],
 )
 def test_bad_policies_are_refused_in_one_sentence(old, new, message):
     with pytest.raises(PolicyError, match=message) as info:
         load_policy(default_policy_text().replace(old, new))
     assert "\n" not in str(info.value)
+
+
+def test_the_serving_budget_is_in_the_policy_and_older_policies_get_the_default():
+    assert load_policy()["serving", "max_calls_per_day"] == 200
+    text = default_policy_text().replace("max_rows_per_day = 1000000", "max_rows_per_day = 50")
+    assert load_policy(text)["serving", "max_rows_per_day"] == 50
+    before_serving = default_policy_text().split("[serving]")[0]
+    assert load_policy(before_serving)["serving", "max_rows_per_day"] == 1_000_000

@@ -312,6 +312,17 @@ def test_readable_root_key_is_refused(root, tmp_path):
         simulated_root_load(tmp_path)
 
 
+def test_an_open_root_directory_is_refused_and_saving_narrows_it(root, tmp_path):
+    directory = tmp_path / "root"
+    directory.mkdir(mode=0o755)
+    os.chmod(directory, 0o755)
+    simulated_root_save(root, directory)
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    os.chmod(directory, 0o750)
+    with pytest.raises(AttestationError, match="chmod 700"):
+        simulated_root_load(directory)
+
+
 def test_root_marks_itself_simulated(root):
     units = root.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     assert [unit.value for unit in units] == ["SIMULATED"]

@@ -21,7 +21,12 @@ from secure_compute.enclave import (
     enclave_serve,
 )
 from secure_compute.enclave_client import nonce_new, open_result, verify_and_seal
-from secure_compute.exceptions import AttestationError, EnclaveError, EnclaveUnavailable
+from secure_compute.exceptions import (
+    AttestationError,
+    EnclaveError,
+    EnclaveUnavailable,
+    RowLimitExceeded,
+)
 from secure_compute.sealing import (
     MAX_ROWS,
     MAX_SEALED_REQUEST_BYTES,
@@ -54,10 +59,12 @@ def sealed_for(enclave, rows, keys=None, nonce=None):
 
 def request_plaintext(**overrides):
     request = {
-        "version": 1,
+        "version": 2,
         "rows": np.zeros((2, 30)).tobytes(),
         "shape": [2, 30],
         "client_public_key": enclave_client_keys().public_key,
+        "request_id": os.urandom(16),
+        "sealed_at": int(dt.datetime.now(dt.UTC).timestamp()),
     }
     return cbor2.dumps({k: v for k, v in (request | overrides).items() if v is not ...})
 
@@ -154,8 +161,12 @@ def test_malformed_sealed_requests_raise_enclave_error(enclave, rows, mangle):
         (request_plaintext() + b"\x00", "after its CBOR value"),
         (cbor2.dumps({"rows": b"\x81" * 100}) + b"\x81" * 100, "after its CBOR value"),
         (b"\xa1\x61a" + b"\x81" * 50 + b"\x00", "well-formed"),
-        (request_plaintext(version=2), "version 1"),
-        (request_plaintext(version=True), "version 1"),
+        (request_plaintext(version=1), "version 2"),
+        (request_plaintext(version=True), "version 2"),
+        (request_plaintext(request_id=...), "exactly the fields"),
+        (request_plaintext(request_id=b"short"), "16 random bytes"),
+        (request_plaintext(sealed_at=1.5), "whole Unix seconds"),
+        (request_plaintext(sealed_at=0), "seconds old"),
         (request_plaintext(rows=...), "exactly the fields"),
         (request_plaintext(extra=1), "exactly the fields"),
         (request_plaintext(shape=[2, 29]), "takes 30 features"),
@@ -322,3 +333,45 @@ def test_enclave_start_up_refuses_a_pickle_model(model, root_directory):
 def test_enclave_process_refuses_a_missing_root(model_bytes, tmp_path):
     with pytest.raises(EnclaveError, match="root"):
         enclave_serve(model_bytes=model_bytes, root_directory=tmp_path / "absent")
+
+
+# --------------------------------------------------------------------------- replays and row limits
+
+
+def test_the_same_sealed_bytes_sent_twice_are_refused_the_second_time(enclave, rows):
+    keys = enclave_client_keys()
+    sealed = sealed_for(enclave, rows, keys)
+    assert open_response(enclave.run(sealed), keys).predictions.shape == (len(rows),)
+    with pytest.raises(EnclaveError, match="^This sealed request was already answered"):
+        enclave.run(sealed)
+
+
+def test_a_request_sealed_outside_the_window_is_refused(enclave, rows):
+    sealed_at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    sealed = seal_request(enclave.public_key, rows, enclave_client_keys(), now=sealed_at)
+    with pytest.raises(EnclaveError, match="more than 600 seconds old"):
+        enclave.run(sealed, now=sealed_at + dt.timedelta(seconds=601))
+    with pytest.raises(EnclaveError, match="dated in the future"):
+        enclave.run(sealed, now=sealed_at - dt.timedelta(seconds=61))
+    assert enclave.run(sealed, now=sealed_at + dt.timedelta(seconds=600))  # inside: once
+
+
+def test_the_enclave_counts_rows_and_refuses_more_than_the_limit(enclave, rows):
+    sealed, n_rows = enclave.run_counted(sealed_for(enclave, rows), max_rows=len(rows))
+    assert n_rows == len(rows) and sealed.startswith(SEALED_HEADER)
+    with pytest.raises(RowLimitExceeded, match=f"holds {len(rows)} rows, more than the 59"):
+        enclave.run_counted(sealed_for(enclave, rows), max_rows=len(rows) - 1)
+
+
+def test_the_enclave_process_reports_row_counts_and_refuses_replays(served, model, rows):
+    keys = enclave_client_keys()
+    sealed = seal_request(served.facts.public_key, rows, keys)
+    with pytest.raises(RowLimitExceeded):
+        served.run_counted(sealed, max_rows=3)
+    sealed = seal_request(served.facts.public_key, rows, keys)
+    response, n_rows = served.run_counted(sealed, max_rows=1000)
+    assert n_rows == len(rows)
+    np.testing.assert_array_equal(open_response(response, keys).predictions, model.predict(rows))
+    with pytest.raises(EnclaveError, match="already answered"):
+        served.run(sealed)
+    assert served.alive

@@ -1,3 +1,5 @@
+import datetime as dt
+
 import cbor2
 import numpy as np
 import pytest
@@ -6,6 +8,8 @@ from secure_compute.exceptions import EnclaveError
 from secure_compute.sealing import (
     RESPONSE_INFO,
     SEALED_HEADER,
+    EnclaveRequest,
+    ReplayGuard,
     enclave_client_keys,
     hpke_seal,
     open_response,
@@ -66,3 +70,38 @@ def test_malformed_responses_raise_enclave_error(plaintext, match):
 def test_labels_that_are_not_plain_values_are_refused_in_the_enclave():
     with pytest.raises(EnclaveError, match="plain values"):
         response_encode(np.array([object()]), probabilities=None, classes=None, nonce=None)
+
+
+# --------------------------------------------------------------------------- replays
+
+
+def _request(request_id: bytes, sealed_at: int):
+    return EnclaveRequest(
+        rows=np.zeros((1, 1)),
+        client_public_key=bytes(32),
+        request_id=request_id,
+        sealed_at=sealed_at,
+        nonce=None,
+    )
+
+
+def test_replay_guard_answers_each_id_once_and_forgets_it_after_the_window():
+    guard = ReplayGuard(window_seconds=600)
+    start = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    first = _request(b"a" * 16, int(start.timestamp()))
+    guard.check(first, now=start)
+    with pytest.raises(EnclaveError, match="already answered"):
+        guard.check(first, now=start + dt.timedelta(seconds=599))
+    later = start + dt.timedelta(seconds=601)
+    with pytest.raises(EnclaveError, match="seconds old"):  # forgotten, and refused as stale
+        guard.check(first, now=later)
+    assert guard._seen == set()  # memory is bounded by the window
+
+
+def test_replay_guard_refuses_new_ids_when_full():
+    guard = ReplayGuard(window_seconds=600, max_remembered=2)
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    for i in range(2):
+        guard.check(_request(bytes([i]) * 16, int(now.timestamp())), now=now)
+    with pytest.raises(EnclaveError, match="too many requests"):
+        guard.check(_request(b"z" * 16, int(now.timestamp())), now=now)

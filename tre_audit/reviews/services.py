@@ -182,13 +182,21 @@ def release_condition(submission: Submission) -> str:
     return ReleaseCondition.AS_FILE
 
 
+def check_approval_signed_off(submission: Submission) -> None:
+    """Raise ReviewNotAllowed while an approval of the current audit awaits an admin's sign-off.
+
+    Release and secure serving both wait for it: the model leaves by neither way before.
+    """
+    if pending_sign_offs(submission):
+        raise ReviewNotAllowed("A high-risk approval still waits for a TRE admin's sign-off.")
+
+
 def check_user_can_release(user: AbstractBaseUser, submission: Submission) -> None:
     if not user_is_author_or_admin(user, submission):
         raise ReviewNotAllowed("Only the author or a TRE admin can release a request.")
     if submission.status != Status.APPROVED:
         raise ReviewNotAllowed("Only an approved request can be released.")
-    if pending_sign_offs(submission):
-        raise ReviewNotAllowed("A high-risk approval still waits for a TRE admin's sign-off.")
+    check_approval_signed_off(submission)
 
 
 def user_can_release(user: AbstractBaseUser, submission: Submission) -> bool:

@@ -2,7 +2,9 @@
 
 Binary bodies are read straight from the stream after their declared length is
 checked, so an oversized body is refused with 413 before a byte is buffered.
-Calls are logged by the services (caller, size), never their content.
+Calls are logged by the services (caller, size, rows), never their content, and
+counted against the caller's daily query budget: once spent, 429 with
+``Retry-After`` (seconds to midnight UTC). Only TRE admins name callers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from secure_compute.sealing import MAX_SEALED_REQUEST_BYTES
 from tre_audit.api.serializers import ErrorSerializer
 from tre_audit.serving import selectors, services
 from tre_audit.serving.enums import EndpointKind
+from tre_audit.serving.exceptions import BudgetSpent
 from tre_audit.serving.models import Endpoint
 from tre_audit.submissions.selectors import current_run, submission_get_visible
 
@@ -36,6 +39,7 @@ _CALL_ERRORS = {
     **_ERRORS,
     400: OpenApiResponse(ErrorSerializer, description="Refused: the sentence says why."),
     413: OpenApiResponse(ErrorSerializer, description="The body is larger than allowed."),
+    429: OpenApiResponse(ErrorSerializer, description="Today's query budget is spent."),
     503: OpenApiResponse(ErrorSerializer, description="The enclave is not running."),
 }
 
@@ -52,6 +56,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "request",
             "kind",
             "status",
+            "failure_reason",
             "model_sha256",
             "preset",
             "n_calls",
@@ -77,14 +82,40 @@ class EndpointSerializer(serializers.ModelSerializer):
 class DeploySerializer(serializers.Serializer):
     request = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=EndpointKind.choices)
-    callers = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    callers = serializers.ListField(
+        child=serializers.CharField(), required=False, default=list, help_text="TRE admins only"
+    )
+    reason = serializers.CharField(
+        required=False, default="", allow_blank=True, help_text="why callers may call"
+    )
     preset = serializers.ChoiceField(choices=sorted(he.PRESETS), default=he.DEFAULT_PRESET)
 
 
+class CallerSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    reason = serializers.CharField()
+    revoke = serializers.BooleanField(default=False)
+
+
+def _users(usernames: list[str]) -> list | Response:
+    """The users named, or a 400 if any is not a user of this service."""
+    users = list(get_user_model().objects.filter(username__in=usernames))
+    if len(users) != len(set(usernames)):
+        return Response({"detail": "Some callers are not users of this service."}, status=400)
+    return users
+
+
 def _answer(call, content_type: str) -> HttpResponse | Response:
-    """Run one secure-compute call; its one-sentence refusals become 400 (503: enclave down)."""
+    """Run one secure-compute call; its one-sentence refusals become 400 (503: enclave down).
+
+    A spent query budget is 429 with ``Retry-After``.
+    """
     try:
         body = call()
+    except BudgetSpent as exc:
+        response = Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     except EnclaveUnavailable as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     except SecureComputeError as exc:
@@ -128,14 +159,15 @@ class EndpointListView(APIView):
         submission = submission_get_visible(
             user=request.user, submission_id=data.validated_data["request"]
         )
-        callers = list(get_user_model().objects.filter(username__in=data.validated_data["callers"]))
-        if len(callers) != len(set(data.validated_data["callers"])):
-            return Response({"detail": "Some callers are not users of this service."}, status=400)
+        callers = _users(data.validated_data["callers"])
+        if isinstance(callers, Response):
+            return callers
         endpoint = services.endpoint_deploy(
             submission=submission,
             kind=data.validated_data["kind"],
             by=request.user,
             callers=callers,
+            reason=data.validated_data["reason"],
             preset=data.validated_data["preset"],
         )
         body = EndpointSerializer(endpoint, context={"request": request}).data
@@ -153,6 +185,36 @@ class EndpointStopView(APIView):
     @extend_schema(tags=[TAG], request=None, responses={200: EndpointSerializer, **_CALL_ERRORS})
     def post(self, request, endpoint_id: int):
         endpoint = services.endpoint_stop(endpoint=_endpoint(request, endpoint_id), by=request.user)
+        return Response(EndpointSerializer(endpoint, context={"request": request}).data)
+
+
+class EndpointCallersView(APIView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        tags=[TAG],
+        request=CallerSerializer,
+        responses={200: EndpointSerializer, 403: ErrorSerializer, **_CALL_ERRORS},
+        description="A TRE admin grants (or revokes) a partner's right to call; logged.",
+    )
+    def post(self, request, endpoint_id: int):
+        endpoint = _endpoint(request, endpoint_id)
+        data = CallerSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        callers = _users([data.validated_data["username"]])
+        if isinstance(callers, Response):
+            return callers
+        change = (
+            services.endpoint_caller_revoke
+            if data.validated_data["revoke"]
+            else services.endpoint_caller_grant
+        )
+        change(
+            endpoint=endpoint,
+            caller=callers[0],
+            by=request.user,
+            reason=data.validated_data["reason"],
+        )
         return Response(EndpointSerializer(endpoint, context={"request": request}).data)
 
 

@@ -7,5 +7,7 @@ class EndpointKind(models.TextChoices):
 
 
 class EndpointStatus(models.TextChoices):
+    STARTING = "starting", "Starting"
     RUNNING = "running", "Running"
     STOPPED = "stopped", "Stopped"
+    FAILED = "failed", "Failed"

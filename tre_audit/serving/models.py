@@ -11,10 +11,12 @@ class Endpoint(models.Model):
     submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="endpoints")
     kind = models.CharField(max_length=16, choices=EndpointKind.choices)
     status = models.CharField(
-        max_length=16, choices=EndpointStatus.choices, default=EndpointStatus.RUNNING
+        max_length=16, choices=EndpointStatus.choices, default=EndpointStatus.STARTING
     )
+    #: Why a FAILED endpoint stopped serving (one sentence, shown as is).
+    failure_reason = models.CharField(max_length=500, blank=True)
     model_sha256 = models.CharField(max_length=64)
-    #: Besides the author, who may send data (a partner's account).
+    #: Besides the author, who may send data: granted by a TRE admin, logged.
     callers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
     preset = models.CharField(max_length=16, blank=True)  # HE parameter preset
     socket_path = models.CharField(max_length=255, blank=True)  # enclave host
@@ -32,3 +34,23 @@ class Endpoint(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} endpoint #{self.pk} for request #{self.submission_id}"
+
+
+class CallerUsage(models.Model):
+    """What one caller spent on one request's endpoints on one UTC day (its query budget).
+
+    Counted with conditional UPDATEs, so concurrent calls never overspend.
+    """
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="+")
+    caller = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    n_calls = models.PositiveIntegerField(default=0)
+    n_rows = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submission", "caller", "day"], name="one_usage_per_caller_and_day"
+            )
+        ]

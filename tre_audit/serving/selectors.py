@@ -28,9 +28,13 @@ def endpoint_get_visible(*, user: AbstractBaseUser, endpoint_id: int) -> Endpoin
 
 
 def endpoint_list_running() -> list[Endpoint]:
-    """Running endpoints, for the admin dashboard."""
-    return list(
+    """Running endpoints with their ``caller_names`` (admins grant them), for the dashboard."""
+    endpoints = list(
         Endpoint.objects.filter(status=EndpointStatus.RUNNING)
         .select_related("submission", "created_by")
+        .prefetch_related("callers")
         .order_by("created_at")
     )
+    for endpoint in endpoints:
+        endpoint.caller_names = sorted(c.get_username() for c in endpoint.callers.all())
+    return endpoints

@@ -1,17 +1,26 @@
 """Deploy, call and stop secure endpoints for approved models.
 
-Only a request two checkers approved can be served. Every deployment, stop and
-call is written to the audit log: who, how many rows or bytes, never the data.
+Only a request two checkers approved, with every high-risk approval signed off
+by a TRE admin, can be served. Who may call besides the author is a TRE admin's
+decision (:func:`endpoint_caller_grant`), and every caller has a daily query
+budget from the risk policy. Every deployment, grant, failure, stop and call is
+written to the audit log: who, how many rows or bytes, never the data.
+
+An endpoint never claims to run without its process: a deploy that fails leaves
+a FAILED endpoint with the reason; a host found dead on a call or by
+:func:`endpoints_reconcile` is marked FAILED, and a stored PID is signalled only
+once it is proven to be that endpoint's host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
+import math
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from django.conf import settings
@@ -27,25 +36,73 @@ from secure_compute.attestation import (
     simulated_root_create,
     simulated_root_save,
 )
-from secure_compute.enclave_host import OP_ATTEST, OP_RUN, host_call
-from secure_compute.exceptions import UnsupportedModel
+from secure_compute.enclave_host import (
+    OP_ATTEST,
+    host_call,
+    host_command,
+    host_environment,
+    host_pid_is_ours,
+    host_run,
+)
+from secure_compute.exceptions import (
+    EnclaveGone,
+    EnclaveUnavailable,
+    HEError,
+    RowLimitExceeded,
+    UnsupportedModel,
+)
+from secure_compute.presets import PRESETS
+from secure_compute.sealing import MAX_ROWS as ENCLAVE_MAX_ROWS
+from tre_audit.reviews.enums import Role
+from tre_audit.reviews.exceptions import ReviewNotAllowed
+from tre_audit.reviews.services import check_approval_signed_off
 from tre_audit.serving.enums import EndpointKind, EndpointStatus
-from tre_audit.serving.exceptions import ServingError, ServingNotAllowed
-from tre_audit.serving.models import Endpoint
+from tre_audit.serving.exceptions import BudgetSpent, ServingError, ServingNotAllowed
+from tre_audit.serving.models import CallerUsage, Endpoint
 from tre_audit.submissions.enums import FileRole, Status
 from tre_audit.submissions.models import StoredFile, Submission
-from tre_audit.submissions.selectors import user_is_author_or_admin
-from tre_audit.submissions.services import audit_entry_append, file_path, file_read
+from tre_audit.submissions.selectors import user_is_author_or_admin, user_roles
+from tre_audit.submissions.services import (
+    audit_entry_append,
+    file_path,
+    file_read,
+    policy_current,
+)
 
 #: Requests whose model two checkers approved (released or not yet).
 SERVABLE = {Status.APPROVED, Status.RELEASED}
+
+#: Endpoints that hold (or are about to hold) a process.
+LIVE = {EndpointStatus.STARTING, EndpointStatus.RUNNING}
+
+#: Compare-and-swap attempts to count one call before giving up under contention.
+BUDGET_ATTEMPTS = 100
+
+_NOT_YOURS = "There is no endpoint with that number you can use."
+_NOT_RUNNING = {
+    EndpointStatus.STARTING: "This endpoint is still starting.",
+    EndpointStatus.STOPPED: "This endpoint has been stopped.",
+    EndpointStatus.FAILED: "This endpoint has failed: {reason}",
+}
+
+
+# --------------------------------------------------------------------------- who may do what
+
+
+def check_servable(submission: Submission) -> None:
+    """Raise ServingError unless the review lets ``submission``'s model be served now."""
+    if submission.status not in SERVABLE:
+        raise ServingError("Only a request two checkers approved can be served.")
+    try:
+        check_approval_signed_off(submission)
+    except ReviewNotAllowed as exc:
+        raise ServingError(str(exc)) from None
 
 
 def check_user_can_deploy(user: AbstractBaseUser, submission: Submission) -> None:
     if not user_is_author_or_admin(user, submission):
         raise ServingNotAllowed("Only the author or a TRE admin can deploy an endpoint.")
-    if submission.status not in SERVABLE:
-        raise ServingError("Only a request two checkers approved can be served.")
+    check_servable(submission)
 
 
 def user_can_deploy(user: AbstractBaseUser, submission: Submission) -> bool:
@@ -56,33 +113,120 @@ def user_can_deploy(user: AbstractBaseUser, submission: Submission) -> bool:
     return True
 
 
+def check_user_can_grant(user: AbstractBaseUser, reason: str) -> None:
+    """Only a TRE admin chooses who may call an endpoint, and says why."""
+    if Role.TRE_ADMIN not in user_roles(user):
+        raise ServingNotAllowed("Only a TRE admin can choose who may call an endpoint.")
+    if not reason.strip():
+        raise ServingError("Say why these partners may call the endpoint.")
+
+
+def check_user_can_call(user: AbstractBaseUser, endpoint: Endpoint) -> None:
+    """The author, granted callers and admins, with a role, may send data; others see nothing."""
+    allowed = bool(user_roles(user)) and (
+        user_is_author_or_admin(user, endpoint.submission)
+        or endpoint.callers.filter(pk=user.pk).exists()
+    )
+    if not allowed:
+        raise ServingNotAllowed(_NOT_YOURS)
+    if endpoint.status != EndpointStatus.RUNNING:
+        raise ServingError(_NOT_RUNNING[endpoint.status].format(reason=endpoint.failure_reason))
+    check_servable(endpoint.submission)  # e.g. withdrawn, or a new version since
+    if _approved_model(endpoint.submission).sha256 != endpoint.model_sha256:
+        raise ServingError("This endpoint serves an earlier version's model: deploy the new one.")
+
+
+# --------------------------------------------------------------------------- deploy and grant
+
+
 def endpoint_deploy(
     *,
     submission: Submission,
     kind: str,
     by: AbstractBaseUser,
     callers: list[AbstractBaseUser] = (),
+    reason: str = "",
     preset: str = he.DEFAULT_PRESET,
 ) -> Endpoint:
-    """Start serving the approved model of ``submission`` behind an HE or enclave endpoint."""
+    """Start serving the approved model of ``submission`` behind an HE or enclave endpoint.
+
+    ``callers`` (a TRE admin only, with ``reason``) are granted as by
+    :func:`endpoint_caller_grant`. An enclave that does not start leaves a
+    FAILED endpoint with the reason, and no process; ServingError says why.
+    """
     check_user_can_deploy(by, submission)
-    model = submission.files.get(version=submission.version, role=FileRole.MODEL).stored
-    endpoint = Endpoint(submission=submission, kind=kind, model_sha256=model.sha256, created_by=by)
-    if kind == EndpointKind.HE:
-        he_weights(model.sha256)  # refuses a model HE cannot serve, before anything runs
-        endpoint.preset = preset
-        endpoint.save()
-    elif kind == EndpointKind.ENCLAVE:
-        endpoint.save()
-        _enclave_start(endpoint)
-    else:
+    if callers:
+        check_user_can_grant(by, reason)
+    if kind not in EndpointKind.values:
         raise ServingError(f"There is no endpoint kind called {kind}.")
-    endpoint.callers.set(callers)
-    audit_entry_append(
+    model = _approved_model(submission)
+    if kind == EndpointKind.HE:
+        he_weights(model.sha256)  # refuses a model HE cannot serve, before anything is stored
+    endpoint = Endpoint.objects.create(
         submission=submission,
+        kind=kind,
+        model_sha256=model.sha256,
+        created_by=by,
+        preset=preset if kind == EndpointKind.HE else "",
+    )
+    if kind == EndpointKind.ENCLAVE:
+        _enclave_start(endpoint)  # raises ServingError once the endpoint is marked failed
+    _endpoint_running(endpoint, by=by)
+    for caller in callers:
+        endpoint_caller_grant(endpoint=endpoint, caller=caller, by=by, reason=reason)
+    return endpoint
+
+
+def _approved_model(submission: Submission) -> StoredFile:
+    return submission.files.get(version=submission.version, role=FileRole.MODEL).stored
+
+
+@transaction.atomic
+def _endpoint_running(endpoint: Endpoint, *, by: AbstractBaseUser) -> None:
+    endpoint.status = EndpointStatus.RUNNING
+    endpoint.save(update_fields=["status"])
+    audit_entry_append(
+        submission=endpoint.submission,
         action="endpoint:deploy",
         by=by,
-        reason=f"{endpoint.get_kind_display()} endpoint #{endpoint.pk}, model {model.sha256[:12]}",
+        reason=f"{endpoint.get_kind_display()} endpoint #{endpoint.pk}, "
+        f"model {endpoint.model_sha256[:12]}",
+    )
+
+
+@transaction.atomic
+def endpoint_caller_grant(
+    *, endpoint: Endpoint, caller: AbstractBaseUser, by: AbstractBaseUser, reason: str
+) -> Endpoint:
+    """A TRE admin lets ``caller`` (who has a role) call ``endpoint``; logged with the reason."""
+    check_user_can_grant(by, reason)
+    if not user_roles(caller):
+        raise ServingError(
+            f"{caller.get_username()} has no role here: give them one before they call endpoints."
+        )
+    endpoint.callers.add(caller)
+    audit_entry_append(
+        submission=endpoint.submission,
+        action="endpoint:grant",
+        by=by,
+        reason=f"endpoint #{endpoint.pk}: {caller.get_username()} may call: {reason.strip()}",
+    )
+    return endpoint
+
+
+@transaction.atomic
+def endpoint_caller_revoke(
+    *, endpoint: Endpoint, caller: AbstractBaseUser, by: AbstractBaseUser, reason: str
+) -> Endpoint:
+    """A TRE admin withdraws ``caller``'s right to call ``endpoint``; logged with the reason."""
+    check_user_can_grant(by, reason)
+    endpoint.callers.remove(caller)
+    audit_entry_append(
+        submission=endpoint.submission,
+        action="endpoint:revoke",
+        by=by,
+        reason=f"endpoint #{endpoint.pk}: {caller.get_username()} may no longer call: "
+        f"{reason.strip()}",
     )
     return endpoint
 
@@ -98,7 +242,10 @@ def he_weights(model_sha256: str) -> he.LinearWeights:
 
 
 def enclave_root_directory():
-    """The local SIMULATED root that signs enclave documents, made on first use."""
+    """The local SIMULATED root that signs enclave documents, made on first use.
+
+    Its key is 0600 in a 0700 directory; see docs/enclave.md for giving it its own user.
+    """
     directory = settings.TRE_AUDIT_ENCLAVE_ROOT
     if not (directory / ROOT_CERT_FILE).exists():
         simulated_root_save(simulated_root_create(), directory)
@@ -106,46 +253,50 @@ def enclave_root_directory():
 
 
 def _enclave_start(endpoint: Endpoint) -> None:
+    """Start the endpoint's host and record it; on any failure mark the endpoint failed."""
+    try:
+        endpoint.socket_path, endpoint.pid = _enclave_host_spawn(endpoint)
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, ServingError) else "The enclave host did not start."
+        endpoint_fail(endpoint=endpoint, reason=reason)
+        raise ServingError(reason) from None
+    endpoint.save(update_fields=["socket_path", "pid"])
+
+
+def _enclave_host_spawn(endpoint: Endpoint) -> tuple[str, int]:
     socket_dir = settings.TRE_AUDIT_ENCLAVE_SOCKETS
     socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     socket_path = socket_dir / f"{endpoint.pk}.sock"
     log = settings.VAR_DIR / "log" / f"enclave-{endpoint.pk}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        *(sys.executable, "-m", "secure_compute.enclave_host", "--socket", str(socket_path)),
-        *(
-            "--model",
-            str(file_path(endpoint.model_sha256)),
-            "--root",
-            str(enclave_root_directory()),
-        ),
-    ]
+    command = host_command(
+        socket_path=socket_path,
+        model_path=file_path(endpoint.model_sha256),
+        root_directory=enclave_root_directory(),
+    )
     with log.open("ab") as errors:
         process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=errors,
             start_new_session=True,  # outlives the web process that deployed it
-            env=_enclave_environment(),
+            env=host_environment(),
         )
     ready = process.stdout.readline().strip()  # the host gives up by itself after 120 s
     process.stdout.close()
     if ready != b"ready":
         process.kill()
+        process.wait()
         problem = log.read_text(errors="replace").strip().splitlines()
         raise ServingError(_sentence(problem[-1] if problem else "The enclave did not start."))
-    endpoint.socket_path, endpoint.pid = str(socket_path), process.pid
-    endpoint.save(update_fields=["socket_path", "pid"])
-
-
-def _enclave_environment() -> dict[str, str]:
-    """The host needs no database, secret key or broker: it gets none of them."""
-    private = ("DATABASE_URL", "TRE_AUDIT_SECRET_KEY", "CELERY_BROKER_URL")
-    return {k: v for k, v in os.environ.items() if k not in private}
+    return str(socket_path), process.pid
 
 
 def _sentence(line: str) -> str:
     return line.removeprefix("error: ").strip()
+
+
+# --------------------------------------------------------------------------- stop, fail, reconcile
 
 
 @transaction.atomic
@@ -156,10 +307,9 @@ def endpoint_stop(*, endpoint: Endpoint, by: AbstractBaseUser | None, reason: st
     """
     if by is not None and not user_is_author_or_admin(by, endpoint.submission):
         raise ServingNotAllowed("Only the author or a TRE admin can stop an endpoint.")
-    if endpoint.status == EndpointStatus.STOPPED:
+    if endpoint.status in (EndpointStatus.STOPPED, EndpointStatus.FAILED):
         return endpoint
-    if endpoint.pid:
-        _process_group_stop(endpoint.pid)
+    _host_stop(endpoint)
     endpoint.status, endpoint.stopped_at = EndpointStatus.STOPPED, timezone.now()
     endpoint.save(update_fields=["status", "stopped_at"])
     audit_entry_append(
@@ -169,6 +319,58 @@ def endpoint_stop(*, endpoint: Endpoint, by: AbstractBaseUser | None, reason: st
         reason=f"endpoint #{endpoint.pk}" + (f": {reason}" if reason else ""),
     )
     return endpoint
+
+
+@transaction.atomic
+def endpoint_fail(*, endpoint: Endpoint, reason: str) -> Endpoint:
+    """Mark a live endpoint FAILED with ``reason`` and stop its host if it is still ours."""
+    locked = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    if locked.status not in LIVE:
+        return locked
+    _host_stop(locked)
+    locked.status, locked.stopped_at = EndpointStatus.FAILED, timezone.now()
+    locked.failure_reason = reason[:500]
+    locked.save(update_fields=["status", "stopped_at", "failure_reason"])
+    audit_entry_append(
+        submission=locked.submission,
+        action="endpoint:failed",
+        by=None,
+        reason=f"endpoint #{locked.pk}: {reason}",
+    )
+    endpoint.status, endpoint.failure_reason = locked.status, locked.failure_reason
+    return locked
+
+
+def endpoints_reconcile() -> int:
+    """Mark FAILED every live enclave endpoint whose host is gone; run at start-up.
+
+    A stored PID counts only if it is still that endpoint's host
+    (:func:`~secure_compute.enclave_host.host_pid_is_ours`): an unrelated
+    process that reused it is left alone. Returns how many were marked.
+    """
+    failed = 0
+    for endpoint in Endpoint.objects.filter(kind=EndpointKind.ENCLAVE, status__in=LIVE):
+        if not _host_alive(endpoint):
+            endpoint_fail(endpoint=endpoint, reason=_host_missing(endpoint))
+            failed += 1
+    return failed
+
+
+def _host_missing(endpoint: Endpoint) -> str:
+    if endpoint.pid is None:
+        return "Its deployment never finished: no enclave host was recorded."
+    return f"Its enclave host (process {endpoint.pid}) is no longer running."
+
+
+def _host_alive(endpoint: Endpoint) -> bool:
+    return bool(endpoint.pid and host_pid_is_ours(endpoint.pid, endpoint.socket_path))
+
+
+def _host_stop(endpoint: Endpoint) -> None:
+    if _host_alive(endpoint):
+        _process_group_stop(endpoint.pid)
+    elif endpoint.pid:
+        _reap(endpoint.pid)
 
 
 def _process_group_stop(pid: int, *, grace_seconds: float = 10.0) -> None:
@@ -184,6 +386,7 @@ def _process_group_stop(pid: int, *, grace_seconds: float = 10.0) -> None:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+    _reap(pid)
 
 
 def _process_alive(pid: int) -> bool:
@@ -197,58 +400,9 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
-def check_user_can_call(user: AbstractBaseUser, endpoint: Endpoint) -> None:
-    """The author, the endpoint's named callers and admins may send data; others see nothing."""
-    allowed = (
-        user_is_author_or_admin(user, endpoint.submission)
-        or endpoint.callers.filter(pk=user.pk).exists()
-    )
-    if not allowed:
-        raise ServingNotAllowed("There is no endpoint with that number you can use.")
-    if endpoint.status != EndpointStatus.RUNNING:
-        raise ServingError("This endpoint has been stopped.")
-    if endpoint.submission.status not in SERVABLE:
-        raise ServingError("The request behind this endpoint is no longer approved.")
-
-
-def he_model_info(*, endpoint: Endpoint, user: AbstractBaseUser) -> dict:
-    """What a client needs to encrypt: feature names and order, preset; never weights."""
-    check_user_can_call(user, endpoint)
-    return he.model_info(he_weights(endpoint.model_sha256), preset=endpoint.preset)
-
-
-def he_evaluate(*, endpoint: Endpoint, user: AbstractBaseUser, body: bytes) -> bytes:
-    """Compute encrypted outputs for an encrypted request; logs the call, not the data."""
-    check_user_can_call(user, endpoint)
-    public_context, request = he.split_request_body(body)
-    response = he.evaluate(public_context, request, he_weights(endpoint.model_sha256))
-    _call_record(endpoint, user, len(body), "he:evaluate")
-    return response
-
-
-def enclave_attest(*, endpoint: Endpoint, user: AbstractBaseUser, nonce: bytes) -> bytes:
-    check_user_can_call(user, endpoint)
-    return host_call(endpoint.socket_path, OP_ATTEST, nonce)
-
-
-def enclave_run(*, endpoint: Endpoint, user: AbstractBaseUser, sealed: bytes) -> bytes:
-    """Forward a sealed request to the enclave; only the enclave can open it."""
-    check_user_can_call(user, endpoint)
-    response = host_call(endpoint.socket_path, OP_RUN, sealed)
-    _call_record(endpoint, user, len(sealed), "enclave:run")
-    return response
-
-
-def _call_record(endpoint: Endpoint, user: AbstractBaseUser, n_bytes: int, action: str) -> None:
-    Endpoint.objects.filter(pk=endpoint.pk).update(
-        n_calls=F("n_calls") + 1, n_bytes_in=F("n_bytes_in") + n_bytes
-    )
-    audit_entry_append(
-        submission=endpoint.submission,
-        action=f"endpoint:{action.split(':')[1]}",
-        by=user,
-        reason=f"endpoint #{endpoint.pk}: {n_bytes} bytes from {user.get_username()}",
-    )
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def enclave_endpoints_stop_all(*, reason: str) -> int:
@@ -257,3 +411,168 @@ def enclave_endpoints_stop_all(*, reason: str) -> int:
     for endpoint in running:
         endpoint_stop(endpoint=endpoint, by=None, reason=reason)
     return len(running)
+
+
+# --------------------------------------------------------------------------- calls
+
+
+def he_model_info(*, endpoint: Endpoint, user: AbstractBaseUser) -> dict:
+    """What a client needs to encrypt: feature names and order, preset; never weights."""
+    check_user_can_call(user, endpoint)
+    return he.model_info(he_weights(endpoint.model_sha256), preset=endpoint.preset)
+
+
+def he_evaluate(
+    *, endpoint: Endpoint, user: AbstractBaseUser, body: bytes, now: dt.datetime | None = None
+) -> bytes:
+    """Compute encrypted outputs for an encrypted request; counts and logs the call, not the data.
+
+    The request is charged every slot of its ciphertexts: the server cannot see
+    how many of them the client filled.
+    """
+    check_user_can_call(user, endpoint)
+    public_context, request = he.split_request_body(body)
+    n_rows = he_rows_charged(request)
+    usage, reserved = budget_reserve(endpoint=endpoint, user=user, n_rows=n_rows, now=now)
+    try:
+        response = he.evaluate(public_context, request, he_weights(endpoint.model_sha256))
+    except HEError:
+        budget_refund(usage=usage, n_rows=reserved)
+        raise
+    _call_record(endpoint, user, len(body), n_rows, "he:evaluate")
+    return response
+
+
+def he_rows_charged(request: bytes) -> int:
+    """Rows an HE request can carry: a whole ciphertext of slots per batch it declares."""
+    from secure_compute import _he_wire as wire
+
+    header, _ = wire.read_header(request, max_bytes=he.MAX_REQUEST_BYTES, what="request")
+    preset = PRESETS.get(header.get("preset")) if isinstance(header.get("preset"), str) else None
+    if preset is None:
+        raise HEError("The request names no known HE preset.")
+    n_rows = wire.check_int(header, "n_rows", 1, he.MAX_ROWS, "request")
+    return math.ceil(n_rows / preset.slots) * preset.slots
+
+
+def enclave_attest(*, endpoint: Endpoint, user: AbstractBaseUser, nonce: bytes) -> bytes:
+    check_user_can_call(user, endpoint)
+    return _host_answer(endpoint, lambda: host_call(endpoint.socket_path, OP_ATTEST, nonce))
+
+
+def enclave_run(
+    *, endpoint: Endpoint, user: AbstractBaseUser, sealed: bytes, now: dt.datetime | None = None
+) -> bytes:
+    """Forward a sealed request to the enclave; only the enclave can open it.
+
+    The enclave is told how many rows the caller may still send and answers
+    with how many it scored (a count, never data): unused rows are refunded.
+    """
+    check_user_can_call(user, endpoint)
+    usage, reserved = budget_reserve(endpoint=endpoint, user=user, n_rows=None, now=now)
+    try:
+        response, n_rows = _host_answer(
+            endpoint, lambda: host_run(endpoint.socket_path, sealed, max_rows=reserved)
+        )
+    except RowLimitExceeded as exc:
+        budget_refund(usage=usage, n_rows=reserved)
+        raise _spent(str(exc), now) from None
+    except Exception:
+        budget_refund(usage=usage, n_rows=reserved)
+        raise
+    budget_refund(usage=usage, n_rows=reserved - n_rows)
+    _call_record(endpoint, user, len(sealed), n_rows, "enclave:run")
+    return response
+
+
+def _host_answer(endpoint: Endpoint, call):
+    """Run one host call; a host found gone marks the endpoint failed before the 503."""
+    try:
+        return call()
+    except EnclaveGone as exc:
+        endpoint_fail(endpoint=endpoint, reason=str(exc))
+        raise
+    except EnclaveUnavailable:
+        if not _host_alive(endpoint):
+            endpoint_fail(endpoint=endpoint, reason=_host_missing(endpoint))
+        raise
+
+
+def _call_record(
+    endpoint: Endpoint, user: AbstractBaseUser, n_bytes: int, n_rows: int, action: str
+) -> None:
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        n_calls=F("n_calls") + 1, n_bytes_in=F("n_bytes_in") + n_bytes
+    )
+    audit_entry_append(
+        submission=endpoint.submission,
+        action=f"endpoint:{action.split(':')[1]}",
+        by=user,
+        reason=f"endpoint #{endpoint.pk}: {n_bytes} bytes, {n_rows} rows "
+        f"from {user.get_username()}",
+    )
+
+
+# --------------------------------------------------------------------------- query budget
+
+
+def budget_reserve(
+    *,
+    endpoint: Endpoint,
+    user: AbstractBaseUser,
+    n_rows: int | None,
+    now: dt.datetime | None = None,
+) -> tuple[CallerUsage, int]:
+    """Count one call and reserve its rows in today's budget of ``user`` for this request.
+
+    ``n_rows=None`` (an enclave call, whose rows only the enclave sees) reserves
+    as many as one request may hold, within what is left; refund the unused
+    part with :func:`budget_refund`. The day is UTC, from ``now``. The count is a
+    compare-and-swap UPDATE, so concurrent calls never overspend.
+
+    Raises
+    ------
+    BudgetSpent
+        If the calls or rows of the day are spent (the API answers 429).
+    """
+    now = now or timezone.now()
+    policy = policy_current()
+    max_calls = policy["serving", "max_calls_per_day"]
+    max_rows = policy["serving", "max_rows_per_day"]
+    usage, _ = CallerUsage.objects.get_or_create(
+        submission=endpoint.submission, caller=user, day=now.astimezone(dt.UTC).date()
+    )
+    for _ in range(BUDGET_ATTEMPTS):
+        spent = CallerUsage.objects.values_list("n_calls", "n_rows").get(pk=usage.pk)
+        wanted = _budget_wanted(spent, n_rows, max_calls=max_calls, max_rows=max_rows, now=now)
+        swapped = CallerUsage.objects.filter(pk=usage.pk, n_calls=spent[0], n_rows=spent[1]).update(
+            n_calls=F("n_calls") + 1, n_rows=F("n_rows") + wanted
+        )
+        if swapped:
+            return usage, wanted
+    raise ServingError("The endpoint is too busy to count this call; try again.")
+
+
+def _budget_wanted(spent, n_rows, *, max_calls: int, max_rows: int, now: dt.datetime) -> int:
+    n_calls, rows_spent = spent
+    if n_calls >= max_calls:
+        raise _spent(f"Your {max_calls} calls to this model for today are spent.", now)
+    left = max(max_rows - rows_spent, 0)
+    if left < 1:
+        raise _spent(f"Your {max_rows} rows for today are spent.", now)
+    if n_rows is not None and n_rows > left:
+        raise _spent(f"This call is charged {n_rows} rows; {left} of today's are left.", now)
+    return min(left, ENCLAVE_MAX_ROWS) if n_rows is None else n_rows
+
+
+def budget_refund(*, usage: CallerUsage, n_rows: int) -> None:
+    """Give back rows reserved for a call that used fewer (the call itself stays counted)."""
+    if n_rows > 0:
+        CallerUsage.objects.filter(pk=usage.pk).update(n_rows=F("n_rows") - n_rows)
+
+
+def _spent(sentence: str, now: dt.datetime | None) -> BudgetSpent:
+    now = (now or timezone.now()).astimezone(dt.UTC)
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+    seconds = max(1, math.ceil((midnight - now).total_seconds()))
+    return BudgetSpent(f"{sentence} The budget renews at midnight UTC.", retry_after=seconds)

@@ -7,6 +7,7 @@ urlpatterns = [
     path("endpoints/", api.EndpointListView.as_view(), name="api-endpoint-list"),
     path(E, api.EndpointDetailView.as_view(), name="api-endpoint-detail"),
     path(f"{E}stop/", api.EndpointStopView.as_view(), name="api-endpoint-stop"),
+    path(f"{E}callers/", api.EndpointCallersView.as_view(), name="api-endpoint-callers"),
     path(f"{E}he/info", api.HEModelInfoView.as_view(), name="api-he-info"),
     path(f"{E}he/evaluate", api.HEEvaluateView.as_view(), name="api-he-evaluate"),
     path(f"{E}attestation", api.AttestationView.as_view(), name="api-enclave-attestation"),

@@ -1,6 +1,8 @@
-"""Web pages' actions on secure endpoints: deploy from a request, stop from anywhere."""
+"""Web pages' actions on secure endpoints: deploy from a request, stop from anywhere,
+and (TRE admins, from the dashboard) grant or revoke a partner's right to call."""
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -44,6 +46,36 @@ def endpoint_stop(request, endpoint_id: int):
     except ServingNotAllowed:
         raise Http404("There is no endpoint with that number you can stop.") from None
     messages.success(request, f"Endpoint #{endpoint_id} stopped.")
+    return _back(request, endpoint)
+
+
+@login_required
+@require_POST
+def endpoint_callers(request, endpoint_id: int):
+    try:
+        endpoint = selectors.endpoint_get_visible(user=request.user, endpoint_id=endpoint_id)
+    except ServingNotAllowed:
+        raise Http404("There is no endpoint with that number.") from None
+    caller = get_user_model().objects.filter(username=request.POST.get("username", "")).first()
+    revoke = request.POST.get("action") == "revoke"
+    change = services.endpoint_caller_revoke if revoke else services.endpoint_caller_grant
+    try:
+        if caller is None:
+            raise ServingError("There is no user with that name.")
+        change(
+            endpoint=endpoint, caller=caller, by=request.user, reason=request.POST.get("reason", "")
+        )
+    except ServingNotAllowed as exc:
+        raise PermissionDenied(str(exc)) from None
+    except ServingError as exc:
+        messages.error(request, str(exc))
+    else:
+        verb = "may no longer call" if revoke else "may now call"
+        messages.success(request, f"{caller.get_username()} {verb} endpoint #{endpoint.pk}.")
+    return _back(request, endpoint)
+
+
+def _back(request, endpoint):
     back = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         return redirect(back)

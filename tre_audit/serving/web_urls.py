@@ -6,4 +6,5 @@ app_name = "serving"
 urlpatterns = [
     path("requests/<int:submission_id>/deploy/", views.endpoint_deploy, name="deploy"),
     path("<int:endpoint_id>/stop/", views.endpoint_stop, name="stop"),
+    path("<int:endpoint_id>/callers/", views.endpoint_callers, name="callers"),
 ]

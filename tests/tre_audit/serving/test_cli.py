@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from secure_compute.attestation import ROOT_CERT_FILE
 from tests import factories
+from tests.tre_audit.serving.helpers import budget_set
 from tre_audit.cli import main
 from tre_audit.reviews.enums import ReleaseCondition, Role
 from tre_audit.serving.models import Endpoint
@@ -106,3 +107,30 @@ def test_deploying_a_request_that_is_not_approved_exits_2(served, capsys, live_s
     assert main(["he", "deploy", str(waiting.pk), *served["server"]]) == 2
     assert "approved" in capsys.readouterr().err
     assert not Endpoint.objects.exists()
+
+
+def test_a_spent_budget_prints_its_sentence_and_exits_2(served, tmp_path, capsys):
+    budget_set(max_calls=1)
+    assert main(["he", "deploy", str(served["submission"].pk), *served["server"]]) == 0
+    endpoint = Endpoint.objects.get()
+    keys = tmp_path / "partner.key"
+    assert main(["he", "keygen", str(keys)]) == 0
+    args = ["he", "predict", str(endpoint.pk), "-f", str(served["rows"]), "--keys", str(keys)]
+    assert main([*args, "--out", str(tmp_path / "first.csv"), *served["server"]]) == 0
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "second.csv"), *served["server"]]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "Your 1 calls to this model for today are spent." in error and "\n" not in error
+    assert not (tmp_path / "second.csv").exists()
+
+
+def test_only_an_admin_names_callers_at_deploy(served, capsys):
+    partner = factories.create_user(role=Role.RESEARCHER)
+    deploy = ["he", "deploy", str(served["submission"].pk), "--caller", partner.username]
+    assert main([*deploy, *served["server"]]) == 2
+    assert "Only a TRE admin" in capsys.readouterr().err
+    assert not Endpoint.objects.exists()
+    admin = factories.create_user(role=Role.TRE_ADMIN)
+    as_admin = ["--url", served["server"][1], "--token", Token.objects.create(user=admin).key]
+    assert main([*deploy, "--reason", "Study 4 partner.", *as_admin]) == 0
+    assert list(Endpoint.objects.get().callers.all()) == [partner]

@@ -3,63 +3,33 @@ a real enclave host process. The TRE never sees rows or results in the clear."""
 
 import io
 import os
-import tempfile
 
 import numpy as np
 import pytest
 import skops.io
 from rest_framework.authtoken.models import Token
-from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from secure_compute import client as he_client
+from secure_compute import he
 from secure_compute.attestation import ROOT_CERT_FILE
 from secure_compute.enclave_client import enclave_predict
-from secure_compute.exceptions import AttestationError, HEError
+from secure_compute.exceptions import AttestationError, EnclaveError, HEError
 from tests import factories
-from tre_audit.reviews.enums import ReleaseCondition, Role
+from tests.tre_audit.serving.helpers import approved as _approved
+from tests.tre_audit.serving.helpers import budget_set
+from tre_audit.reviews.enums import Role
 from tre_audit.serving.enums import EndpointKind, EndpointStatus
 from tre_audit.serving.models import Endpoint
-from tre_audit.serving.services import endpoint_deploy, endpoint_stop
+from tre_audit.serving.services import endpoint_caller_grant, endpoint_deploy, endpoint_stop
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import AuditEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(scope="module")
-def cancer():
-    X, y = load_breast_cancer(return_X_y=True)
-    return X, y
-
-
-@pytest.fixture(scope="module")
-def linear_model_bytes(cancer):
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(*cancer)
-    return skops.io.dumps(model), model
-
-
-@pytest.fixture
-def enclave_dirs(settings):
-    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # Unix socket paths are short
-        settings.TRE_AUDIT_ENCLAVE_SOCKETS = __import__("pathlib").Path(short) / "s"
-        settings.TRE_AUDIT_ENCLAVE_ROOT = __import__("pathlib").Path(short) / "root"
-        yield settings
-
-
 def _token(user) -> str:
     return Token.objects.create(user=user).key
-
-
-def _approved(model_bytes, condition=ReleaseCondition.ENDPOINT_ONLY):
-    author = factories.create_user(role=Role.RESEARCHER)
-    submission = factories.create_audited_submission(
-        Status.APPROVED, author=author, risk="low", condition=condition, model_bytes=model_bytes
-    )
-    return submission, author
 
 
 def test_only_an_approved_request_can_be_deployed(linear_model_bytes):
@@ -86,9 +56,9 @@ def test_he_predictions_over_http_match_plaintext(
     data, model = linear_model_bytes
     submission, author = _approved(data)
     partner = factories.create_user(role=Role.RESEARCHER)
-    endpoint = endpoint_deploy(
-        submission=submission, kind=EndpointKind.HE, by=author, callers=[partner]
-    )
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    admin = factories.create_user(role=Role.TRE_ADMIN)
+    endpoint_caller_grant(endpoint=endpoint, caller=partner, by=admin, reason="Partner study 7.")
     base = f"{live_server.url}/api/v1/endpoints/{endpoint.pk}/he/"
     keys = tmp_path / "partner.key"
     he_client.generate_keys(keys)
@@ -260,3 +230,71 @@ def test_enclaves_stop_with_the_service(enclave_dirs, linear_model_bytes):
     assert he_endpoint.status == EndpointStatus.RUNNING  # stateless: nothing to stop
     entry = AuditEntry.objects.get(action="endpoint:stop")
     assert entry.actor is None and "service was stopped" in entry.reason
+
+
+def test_a_spent_budget_answers_429_with_retry_after_on_he_and_enclave(
+    live_server, enclave_dirs, linear_model_bytes, cancer, tmp_path
+):
+    import requests
+    from cryptography import x509
+
+    budget_set(max_calls=1)
+    submission, author = _approved(linear_model_bytes[0])
+    he_endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    base = f"{live_server.url}/api/v1/endpoints/{he_endpoint.pk}/he/"
+    keys = tmp_path / "partner.key"
+    he_client.generate_keys(keys)
+    token = _token(author)
+    tre = he_client.HEClient(f"{base}info", f"{base}evaluate", token, keys)
+    assert len(tre.predict(cancer[0][:5]).labels) == 5
+    with pytest.raises(HEError, match="^Your 1 calls to this model for today are spent"):
+        tre.predict(cancer[0][:5])
+    body = he.join_request_body(
+        he.public_context_bytes(tre.context), he.encrypt(tre.context, cancer[0][:5])
+    )
+    answer = requests.post(
+        f"{base}evaluate", data=body, headers={"Authorization": f"Token {token}"}, timeout=60
+    )
+    assert answer.status_code == 429 and 1 <= int(answer.headers["Retry-After"]) <= 86400
+    assert answer.json()["detail"].endswith("The budget renews at midnight UTC.")
+    enclave = endpoint_deploy(submission=submission, kind=EndpointKind.ENCLAVE, by=author)
+    try:  # the budget is the caller's on this request: the enclave finds it spent too
+        root = (enclave_dirs.TRE_AUDIT_ENCLAVE_ROOT / ROOT_CERT_FILE).read_bytes()
+        with pytest.raises(EnclaveError, match="^Your 1 calls to this model for today"):
+            enclave_predict(
+                f"{live_server.url}/api/v1/endpoints/{enclave.pk}",
+                token=token,
+                rows=cancer[0][:5],
+                trusted_roots=[x509.load_pem_x509_certificate(root)],
+                accept_simulated=True,
+                expected_model_sha256=enclave.model_sha256,
+            )
+    finally:
+        endpoint_stop(endpoint=enclave, by=author)
+
+
+def test_admins_grant_callers_from_the_dashboard_and_others_cannot(client, linear_model_bytes):
+    submission, author = _approved(linear_model_bytes[0])
+    endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
+    partner = factories.create_user(role=Role.RESEARCHER)
+    form = {"username": partner.username, "reason": "Study 9.", "action": "grant"}
+    client.force_login(author)
+    assert client.post(f"/endpoints/{endpoint.pk}/callers/", form).status_code == 403
+    assert not endpoint.callers.exists()
+    admin = factories.create_user(role=Role.TRE_ADMIN)
+    client.force_login(admin)
+    dashboard = client.get("/dashboard/").content.decode()
+    assert f'action="/endpoints/{endpoint.pk}/callers/"' in dashboard
+    assert client.post(f"/endpoints/{endpoint.pk}/callers/", form).status_code == 302
+    assert list(endpoint.callers.all()) == [partner]
+    assert partner.username in client.get("/dashboard/").content.decode()
+    entry = AuditEntry.objects.get(action="endpoint:grant")
+    assert entry.actor == admin and "Study 9." in entry.reason
+
+
+def test_checkers_see_the_extraction_rule_where_they_decide(client):
+    submission = factories.create_audited_submission(Status.AWAITING_REVIEW)
+    client.force_login(factories.create_user(role=Role.CHECKER))
+    page = client.get(submission.get_absolute_url()).content.decode()
+    review_form = page[page.index('id="review-h"') :]
+    assert "n_features + 1 rows" in review_form[: review_form.index("Submit review")]
