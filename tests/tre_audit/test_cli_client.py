@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from tests import factories
 from tests.tre_audit.api.support import audited, broker_down, closed_port  # noqa: F401
@@ -28,7 +28,7 @@ pytestmark = [
 @pytest.fixture
 def researcher():
     user = factories.create_user("ada", Role.RESEARCHER)
-    return user, Token.objects.create(user=user).key
+    return user, AuthToken.objects.create(user=user)[1]
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_a_bad_token_exits_2(live_server, example_dir, capsys):
 
 def test_a_checker_cannot_submit(live_server, example_dir, capsys):
     checker = factories.create_user("cy", Role.CHECKER)
-    token = Token.objects.create(user=checker).key
+    token = AuthToken.objects.create(user=checker)[1]
     code = main([*_submit_args(example_dir), "--url", live_server.url, "--token", token])
     assert "Only researchers can submit requests. (HTTP 403)" in _one_line_error(capsys, code)
 

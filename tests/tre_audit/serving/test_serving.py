@@ -8,7 +8,7 @@ import tempfile
 import numpy as np
 import pytest
 import skops.io
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -51,7 +51,7 @@ def enclave_dirs(settings):
 
 
 def _token(user) -> str:
-    return Token.objects.create(user=user).key
+    return AuthToken.objects.create(user=user)[1]
 
 
 def _approved(model_bytes, condition=ReleaseCondition.ENDPOINT_ONLY):
@@ -157,7 +157,7 @@ def test_enclave_predictions_over_http_after_attestation(
         with pytest.raises(AttestationError):
             enclave_predict(
                 url,
-                token=Token.objects.get(user=author).key,
+                token=_token(author),
                 rows=X,
                 trusted_roots=trusted,
                 accept_simulated=True,
@@ -165,7 +165,7 @@ def test_enclave_predictions_over_http_after_attestation(
             )
         result = enclave_predict(
             url,
-            token=Token.objects.get(user=author).key,
+            token=_token(author),
             rows=X,
             trusted_roots=trusted,
             accept_simulated=True,
