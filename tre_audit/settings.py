@@ -23,7 +23,8 @@ os.umask(0o077)
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("TRE_AUDIT_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-EMBEDDED = not env("DATABASE_URL", "")  # SQLite under var/: ./scripts/run and the tests
+#: SQLite (./scripts/run, the tests and their workers) rather than production's PostgreSQL.
+EMBEDDED = env("DATABASE_URL", "sqlite:").startswith("sqlite:")
 
 
 def _embedded_secret_key(path: Path) -> str:
