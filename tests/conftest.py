@@ -1,4 +1,5 @@
 import pytest
+from django.core.cache import cache
 
 from attacks.audit import Upload
 from attacks.datasets import write_famous_patient_example
@@ -6,7 +7,9 @@ from attacks.datasets import write_famous_patient_example
 
 @pytest.fixture(autouse=True)
 def _test_settings(settings, tmp_path):
-    """Every test stores files in its own folder; passwords hash fast (tests only)."""
+    """Every test stores files in its own folder; passwords hash fast (tests only);
+    throttle counts start from zero."""
+    cache.clear()
     settings.TRE_AUDIT_FILE_ROOT = tmp_path / "files"
     settings.TRE_AUDIT_ANCHOR_FILE = tmp_path / "audit-anchor.log"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

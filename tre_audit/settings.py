@@ -1,23 +1,45 @@
 """The one settings module of the tre-audit service.
 
 Embedded default: SQLite and files under ``var/`` beside the checkout, Redis on
-localhost. Production: set ``TRE_AUDIT_SECRET_KEY``, ``DATABASE_URL``
-(PostgreSQL), ``CELERY_BROKER_URL`` and ``TRE_AUDIT_DEBUG=false``.
+localhost, a secret key made once in ``var/secret-key``. Production: set
+``DATABASE_URL`` (PostgreSQL), ``TRE_AUDIT_SECRET_KEY``, ``CELERY_BROKER_URL``,
+``TRE_AUDIT_ALLOWED_HOSTS`` and, behind a TLS proxy, ``TRE_AUDIT_BEHIND_TLS=true``.
 """
 
 import os
+import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 
 from tre_audit.env import env, env_bool, env_int
 
+# Everything this service writes (database, submitted files, the anchor, keys, logs)
+# is for its own user alone: 0600 files, 0700 folders.
+os.umask(0o077)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("TRE_AUDIT_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+#: SQLite (./scripts/run, the tests and their workers) rather than production's PostgreSQL.
+EMBEDDED = env("DATABASE_URL", "sqlite:").startswith("sqlite:")
 
-DEBUG = env_bool("TRE_AUDIT_DEBUG", True)
-if DEBUG:
-    SECRET_KEY = env("TRE_AUDIT_SECRET_KEY", "dev-only-insecure-key")
+
+def _embedded_secret_key(path: Path) -> str:
+    """The embedded default's secret key: made once (0600), then read back."""
+    try:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_urlsafe(50))
+    except FileExistsError:
+        pass
+    return path.read_text().strip()
+
+
+DEBUG = env_bool("TRE_AUDIT_DEBUG", False)
+if EMBEDDED:
+    SECRET_KEY = env("TRE_AUDIT_SECRET_KEY", "") or _embedded_secret_key(VAR_DIR / "secret-key")
 else:
     SECRET_KEY = env("TRE_AUDIT_SECRET_KEY", hint="Production needs its own secret key.")
 ALLOWED_HOSTS = env("TRE_AUDIT_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
@@ -30,13 +52,16 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens stored hashed, with an expiry
+    "axes",  # sign-in lockout after repeated failures
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # the docs' JavaScript served locally: a TRE has no CDN
     "tre_audit.submissions",
     "tre_audit.reviews",
     "tre_audit.dashboard",
     "tre_audit.serving",
+    "tre_audit.api",
 ]
 
 MIDDLEWARE = [
@@ -48,6 +73,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes requires
 ]
 
 ROOT_URLCONF = "tre_audit.urls"
@@ -89,10 +116,26 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+_VALIDATORS = "django.contrib.auth.password_validation"
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": f"{_VALIDATORS}.UserAttributeSimilarityValidator"},
+    {"NAME": f"{_VALIDATORS}.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": f"{_VALIDATORS}.CommonPasswordValidator"},
+    {"NAME": f"{_VALIDATORS}.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in
+    "django.contrib.auth.backends.ModelBackend",
+]
+#: Sign-in lockout (web page and API token alike): this many failures for one
+#: username from one address locks it for the cool-off; an admin unlocks earlier
+#: (Django admin, Axes' access attempts, or ``manage.py axes_reset_username``).
+AXES_FAILURE_LIMIT = env_int("TRE_AUDIT_LOCKOUT_FAILURES", 5)
+_LOCKOUT_MINUTES = env_int("TRE_AUDIT_LOCKOUT_MINUTES", 15)
+AXES_COOLOFF_TIME = timedelta(minutes=_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_CALLABLE = "tre_audit.api.lockout.lockout_response"
+AXES_COOLOFF_MESSAGE = f"Too many failed sign-ins: try again in {_LOCKOUT_MINUTES} minutes."
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
@@ -143,18 +186,75 @@ TRE_AUDIT_JOBS = env_int("TRE_AUDIT_JOBS", 0) or None
 EMAIL_BACKEND = env("TRE_AUDIT_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("TRE_AUDIT_FROM_EMAIL", "tre-audit@localhost")
 
+# Sessions end after a working day (not Django's 14 days): a shared TRE desktop
+# left signed in does not stay a way in overnight.
+SESSION_COOKIE_AGE = env_int("TRE_AUDIT_SESSION_HOURS", 8) * 3600
+# Django's defaults, relied on (tests/tre_audit/test_security.py): HttpOnly session
+# cookie, X-Frame-Options DENY, nosniff, same-origin referrer and opener policies.
+#: Behind a TLS-terminating reverse proxy that sets ``X-Forwarded-Proto: https``
+#: (and strips it from what clients send): HTTPS only, secure cookies, HSTS.
+BEHIND_TLS = env_bool("TRE_AUDIT_BEHIND_TLS", False)
+if BEHIND_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("TRE_AUDIT_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+# No inline script or style without the page's nonce; the API docs page adds its own.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# Errors reach the process's stderr with DEBUG off too (Django's console handler
+# is DEBUG-only); tracebacks name code, never show locals.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["stderr"], "level": "WARNING"},
+}
+#: Throttle counts shared by all web processes (else each process counts alone).
+if env("TRE_AUDIT_CACHE_URL", ""):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env("TRE_AUDIT_CACHE_URL"),
+        }
+    }
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env("TRE_AUDIT_API_RATE", "600/min"),
+        "token": env("TRE_AUDIT_TOKEN_RATE", "5/min"),  # per address and username
+    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "tre_audit.api.exceptions.api_exception_handler",
+}
+#: API tokens: only a hash is stored; each expires (or on logout, or a password change).
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env_int("TRE_AUDIT_TOKEN_HOURS", 10)),
+    "AUTO_REFRESH": False,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "tre-audit API",

@@ -13,3 +13,5 @@ urlpatterns = [
     path("api/", include("tre_audit.api.urls")),
     path("django-admin/", admin.site.urls),
 ]
+
+handler500 = "tre_audit.api.exceptions.server_error"

@@ -48,24 +48,27 @@ def test_a_model_goes_from_submission_to_a_downloaded_release(
 ):
     _create_users()
     shot = Screenshots(browser_artifacts)
-    researcher = _sign_in(browser_context, "rita")
+    violations: list[str] = []  # what the Content-Security-Policy blocked, on any page
+    sign_in = lambda username: _sign_in(browser_context, username, violations)  # noqa: E731
+    researcher = sign_in("rita")
     _submit(researcher, example_files, shot)
     request_url = researcher.url
 
     worker_factory()  # started only now, so the queued state above is certain
     _follow_the_audit(researcher, shot)
 
-    _approve(_sign_in(browser_context, "carl"), approvals_so_far=0, shot=shot)
-    _approve(_sign_in(browser_context, "cleo"), approvals_so_far=1, shot=shot)
+    _approve(sign_in("carl"), approvals_so_far=0, shot=shot)
+    _approve(sign_in("cleo"), approvals_so_far=1, shot=shot)
     researcher.goto(request_url)
     expect(researcher.locator("#status-label")).to_have_text("Approved")
     expect(researcher.get_by_text("waiting for a TRE admin's sign-off")).to_be_visible()
     expect(researcher.get_by_role("button", name="Release")).to_have_count(0)
     shot(researcher, "approved-waiting-for-sign-off")
 
-    _sign_off_all(_sign_in(browser_context, "ada"), shot)
+    _sign_off_all(sign_in("ada"), shot)
     bundle = _release_and_download(researcher, request_url, shot, browser_artifacts)
     _check_bundle(bundle, model_name=example_files["model"].name)
+    assert violations == []
 
 
 def _create_users() -> None:
@@ -76,8 +79,12 @@ def _create_users() -> None:
         factories.create_user(username, role)
 
 
-def _sign_in(new_context, username: str) -> Page:
+def _sign_in(new_context, username: str, violations: list[str]) -> Page:
     page = new_context(username).new_page()
+    page.on(
+        "console",
+        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     page.goto("/accounts/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", "pw")

@@ -7,14 +7,17 @@ tests/integration/test_api_audit.py waits for a real audit.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
+from knox.models import AuthToken
 
 from tests import factories
 from tests.tre_audit.api.support import audited, broker_down, closed_port  # noqa: F401
 from tre_audit.cli import main
 from tre_audit.reviews.enums import Role
+from tre_audit.submissions import selectors
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import Submission
 
@@ -28,7 +31,7 @@ pytestmark = [
 @pytest.fixture
 def researcher():
     user = factories.create_user("ada", Role.RESEARCHER)
-    return user, Token.objects.create(user=user).key
+    return user, AuthToken.objects.create(user=user)[1]
 
 
 @pytest.fixture
@@ -151,9 +154,27 @@ def test_a_bad_token_exits_2(live_server, example_dir, capsys):
     assert Submission.objects.count() == 0
 
 
+def test_an_expired_token_exits_2(live_server, researcher, capsys):
+    user, token = researcher
+    AuthToken.objects.filter(user=user).update(expiry=timezone.now() - timedelta(minutes=1))
+    code = main(["status", "1", "--url", live_server.url, "--token", token])
+    assert _one_line_error(capsys, code) == "tre-audit: error: Invalid token. (HTTP 401)"
+
+
+def test_an_unexpected_server_error_exits_2_with_its_sentence(
+    live_server, researcher, capsys, monkeypatch
+):
+    monkeypatch.setattr(selectors, "submission_get_visible", lambda **kwargs: 1 / 0)
+    code = main(["status", "1", "--url", live_server.url, "--token", researcher[1]])
+    assert _one_line_error(capsys, code) == (
+        "tre-audit: error: The server failed to answer this request; "
+        "the error has been logged. (HTTP 500)"
+    )
+
+
 def test_a_checker_cannot_submit(live_server, example_dir, capsys):
     checker = factories.create_user("cy", Role.CHECKER)
-    token = Token.objects.create(user=checker).key
+    token = AuthToken.objects.create(user=checker)[1]
     code = main([*_submit_args(example_dir), "--url", live_server.url, "--token", token])
     assert "Only researchers can submit requests. (HTTP 403)" in _one_line_error(capsys, code)
 

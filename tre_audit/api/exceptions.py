@@ -1,11 +1,16 @@
 """API errors: domain exceptions become 4xx with one sentence, never a traceback.
 
 Every error body has ``detail``, one sentence a script or the CLI can print.
-Invalid input also keeps DRF's per-field messages under ``errors``.
+Invalid input also keeps DRF's per-field messages under ``errors``. An unexpected
+error is a 500 with one sentence too (``server_error``, the project's handler500).
 """
 
+import math
+
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -34,7 +39,18 @@ def api_exception_handler(exc, context):
     response = exception_handler(exc, context)
     if response is not None and isinstance(exc, ValidationError):
         response.data = {"detail": first_message(exc.detail), "errors": exc.detail}
+    if response is not None and isinstance(exc, Throttled):
+        wait = f"in {math.ceil(exc.wait)} seconds" if exc.wait else "later"
+        response.data = {"detail": f"Too many requests: try again {wait}."}
     return response
+
+
+def server_error(request):
+    """handler500: JSON for the API, Django's plain page for the web; no internals either way."""
+    if request.path.startswith("/api/"):
+        detail = "The server failed to answer this request; the error has been logged."
+        return JsonResponse({"detail": detail}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return defaults.server_error(request)
 
 
 def first_message(detail, field: str = "") -> str:

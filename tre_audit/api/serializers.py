@@ -106,6 +106,7 @@ class ReviewCreateSerializer(serializers.Serializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+    expiry = serializers.DateTimeField(help_text="When the token stops working.")
 
 
 class ErrorSerializer(serializers.Serializer):

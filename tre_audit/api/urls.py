@@ -1,3 +1,5 @@
+from csp.constants import UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
@@ -7,6 +9,7 @@ R = "requests/<int:submission_id>/"  # one request
 
 v1 = [
     path("token/", views.TokenView.as_view(), name="api-token"),
+    path("token/logout/", views.TokenLogoutView.as_view(), name="api-token-logout"),
     path("requests/", views.RequestListView.as_view(), name="api-request-list"),
     path(R, views.RequestDetailView.as_view(), name="api-request-detail"),
     path(f"{R}report.json", views.ReportJsonView.as_view(), name="api-report-json"),
@@ -21,9 +24,15 @@ v1 = [
     path("queue/", views.QueueView.as_view(), name="api-queue"),
 ]
 
+#: Redoc (served locally) starts from an inline script, styles its page inline and
+#: renders in a blob worker: allowed on this one page only.
+_redoc = csp_update(
+    {"script-src": [UNSAFE_INLINE], "style-src": [UNSAFE_INLINE], "worker-src": ["blob:"]}
+)(SpectacularRedocView.as_view(url_name="api-schema"))
+
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", _redoc, name="api-docs"),
     path("v1/", include(v1)),
     path("v1/", include("tre_audit.serving.urls")),
 ]

@@ -13,17 +13,19 @@ from contextlib import contextmanager
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from knox.views import LoginView as KnoxLoginView
+from knox.views import LogoutView as KnoxLogoutView
 from rest_framework import status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tre_audit.api import serializers as s
+from tre_audit.api.throttling import TokenRateThrottle
 from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
@@ -111,19 +113,38 @@ def _report_run(submission: Submission) -> AuditRun:
     return run
 
 
-class TokenView(ObtainAuthToken):
-    """Exchange a username and password for the API token (for scripts and the CLI)."""
+class TokenView(KnoxLoginView):
+    """Exchange a username and password for a new API token that expires (scripts, the CLI).
+
+    Only the token's hash is stored. Repeated failures are throttled and lock the
+    username out for this address (429), as on the sign-in page.
+    """
 
     authentication_classes = []  # credentials are in the body; no session, so no CSRF
+    permission_classes = [AllowAny]
+    throttle_classes = [TokenRateThrottle]
 
     @extend_schema(
         tags=[TAG_AUTH],
         request=AuthTokenSerializer,
-        responses={200: s.TokenSerializer, 400: s.ErrorSerializer},
+        responses={200: s.TokenSerializer, 400: s.ErrorSerializer, 429: s.ErrorSerializer},
         auth=[],
     )
-    def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+    def post(self, request, format=None):
+        # Django's own request, so that a lockout is seen by Axes' middleware
+        context = {"request": request._request}
+        serializer = AuthTokenSerializer(data=request.data, context=context)
+        serializer.is_valid(raise_exception=True)
+        request.user = serializer.validated_data["user"]
+        return super().post(request, format=format)
+
+
+class TokenLogoutView(KnoxLogoutView):
+    """Sign out: every API token of yours stops working (as after a web sign-out)."""
+
+    @extend_schema(tags=[TAG_AUTH], request=None, responses={204: None, 401: _ERRORS[401]})
+    def post(self, request, format=None):
+        return super().post(request, format=format)
 
 
 class RequestListView(APIView):

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from attacks.audit import AuditConfig
@@ -24,7 +24,7 @@ def client_for(user) -> APIClient:
     """A client that sends ``user``'s API token, as a script would; anonymous for None."""
     client = APIClient()
     if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0]}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=user)[1]}")
     return client
 
 

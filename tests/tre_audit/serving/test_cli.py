@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -54,7 +54,7 @@ def served(settings, cancer, tmp_path, live_server):
         run.save(update_fields=["report"])
         rows = tmp_path / "rows.csv"
         X.to_csv(rows, index=False)
-        server = ["--url", live_server.url, "--token", Token.objects.create(user=author).key]
+        server = ["--url", live_server.url, "--token", AuthToken.objects.create(user=author)[1]]
         yield {"submission": submission, "server": server, "rows": rows, "short": Path(short)}
         for endpoint in Endpoint.objects.all():
             endpoint_stop(endpoint=endpoint, by=author)

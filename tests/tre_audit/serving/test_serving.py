@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import skops.io
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from sklearn.ensemble import RandomForestClassifier
 
 from secure_compute import client as he_client
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _token(user) -> str:
-    return Token.objects.create(user=user).key
+    return AuthToken.objects.create(user=user)[1]
 
 
 def test_only_an_approved_request_can_be_deployed(linear_model_bytes):
@@ -127,7 +127,7 @@ def test_enclave_predictions_over_http_after_attestation(
         with pytest.raises(AttestationError):
             enclave_predict(
                 url,
-                token=Token.objects.get(user=author).key,
+                token=_token(author),
                 rows=X,
                 trusted_roots=trusted,
                 accept_simulated=True,
@@ -135,7 +135,7 @@ def test_enclave_predictions_over_http_after_attestation(
             )
         result = enclave_predict(
             url,
-            token=Token.objects.get(user=author).key,
+            token=_token(author),
             rows=X,
             trusted_roots=trusted,
             accept_simulated=True,

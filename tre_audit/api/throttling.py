@@ -1,0 +1,18 @@
+"""Throttles: the token endpoint counts per address and username, strictly."""
+
+from __future__ import annotations
+
+import hashlib
+
+from rest_framework.throttling import SimpleRateThrottle
+
+
+class TokenRateThrottle(SimpleRateThrottle):
+    """``token`` rate (settings) per client address and username tried."""
+
+    scope = "token"
+
+    def get_cache_key(self, request, view) -> str:
+        username = str(request.data.get("username", "")) if hasattr(request.data, "get") else ""
+        tried = hashlib.sha256(f"{self.get_ident(request)} {username}".encode()).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": tried}
