@@ -23,14 +23,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.2):
+#: How long an integration test waits for a real process before it gives up. Generous:
+#: these tests share a loaded machine, and the wait ends as soon as the thing happens.
+PATIENCE = 600
+
+
+def wait_for(
+    predicate,
+    *,
+    what: str,
+    timeout: float = PATIENCE,
+    interval: float = 0.2,
+    log: Path | None = None,
+):
+    """Poll ``predicate`` until it is truthy; on timeout say what was awaited, with the
+    tail of the process's ``log``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{log_tail(log)}")
+
+
+def log_tail(log: Path | None, *, n_lines: int = 40) -> str:
+    """The last lines of a process's log, to print with a failure ("" without a log)."""
+    if log is None or not log.exists():
+        return ""
+    lines = log.read_text(errors="replace").splitlines()[-n_lines:]
+    return f"\n--- last {len(lines)} lines of {log} ---\n" + "\n".join(lines)
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +79,10 @@ def redis_url(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     client = redis.Redis(port=port)
-    wait_for(lambda: _pings(client), timeout=20, what="redis-server")
+    wait_for(lambda: _pings(client), what="redis-server to answer PING")
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
-    proc.wait(timeout=10)
+    proc.wait(timeout=60)
 
 
 def _pings(client) -> bool:
@@ -103,16 +125,19 @@ class Worker:
         )
         return self
 
+    def tail(self) -> str:
+        return log_tail(self.log)
+
     def kill(self) -> None:
         """SIGKILL the worker and everything it started, as a crash would."""
         os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=PATIENCE)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.kill()
 

@@ -58,7 +58,7 @@ def test_an_audit_submitted_over_http(live_server, broker, worker_factory, token
         stages.add(body["audit"]["stage"])
         return body if body["status"] == "awaiting_review" else None
 
-    body = wait_for(finished, timeout=90, what="the audit to finish", interval=0.2)
+    body = wait_for(finished, what="the audit to finish", interval=0.2)
     assert body["audit"]["status"] == "done" and body["audit"]["progress"] == 1.0
     assert body["verdict"]["risk"] == "high"
     assert len(stages) > 1  # progress was visible while the audit ran

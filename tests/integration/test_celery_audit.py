@@ -23,9 +23,9 @@ def _run(submission) -> AuditRun:
 
 
 def test_a_worker_audits_a_submitted_request(worker_factory, example_files):
-    worker_factory()
+    worker = worker_factory()
     submission = _submit(example_files)  # commits, so the task is on the broker now
-    run = wait_for(lambda: _done(submission), timeout=180, what="the audit to finish")
+    run = wait_for(lambda: _done(submission), what="the audit to finish", log=worker.log)
     submission.refresh_from_db()
     assert submission.status == Status.AWAITING_REVIEW
     assert run.report["verdict"]["risk"] == "high" and run.report_pdf is not None
@@ -38,14 +38,14 @@ def test_an_audit_survives_its_worker_being_killed(worker_factory, example_files
     submission = _submit(example_files)
     wait_for(
         lambda: _run(submission).status == RunStatus.RUNNING,
-        timeout=120,
         what="the audit to start",
         interval=0.05,
+        log=first.log,
     )
     first.kill()
     assert _run(submission).status == RunStatus.RUNNING  # died mid-audit
-    worker_factory()
-    run = wait_for(lambda: _done(submission), timeout=240, what="the redelivered audit")
+    second = worker_factory()
+    run = wait_for(lambda: _done(submission), what="the redelivered audit", log=second.log)
     submission.refresh_from_db()
     assert submission.status == Status.AWAITING_REVIEW
     assert run.attempts == 2

@@ -1,5 +1,4 @@
 import socket
-import time
 from datetime import timedelta
 
 import pytest
@@ -11,6 +10,7 @@ from tests.attacks.report_fixture import sample_report
 from tests.tre_audit.dashboard.helpers import (
     T0,
     audited,
+    broker_connects,
     clock,
     decided_after,
     review,
@@ -269,15 +269,15 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_broker_is_reported_within_a_second():
-    app = Celery(
-        "unreachable", broker=f"redis://127.0.0.1:{_closed_port()}/0", set_as_current=False
-    )
+def test_unreachable_broker_is_reported_after_one_short_attempt():
+    port = _closed_port()
+    app = Celery("unreachable", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
 
-    started = time.monotonic()
-    overview = selectors.broker_overview(app=app, timeout=1.0)
+    with broker_connects(port) as attempts:
+        overview = selectors.broker_overview(app=app, timeout=1.0)
 
-    assert time.monotonic() - started < 1.5
+    assert attempts and len(attempts) <= 3  # no retry loop
+    assert all(timeout is not None and timeout <= 1.0 for timeout in attempts)
     assert overview.reachable is False
     assert overview.queue_depth is None
     assert overview.workers == []
