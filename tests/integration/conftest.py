@@ -55,12 +55,11 @@ def log_tail(log: Path | None, *, n_lines: int = 40) -> str:
     return f"\n--- last {len(lines)} lines of {log} ---\n" + "\n".join(lines)
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
+def redis_server(workdir: Path) -> tuple[subprocess.Popen, str]:
+    """Start a private redis-server (no persistence); its process and URL once it answers."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run scripts/bootstrap")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [
             "redis-server",
@@ -80,7 +79,13 @@ def redis_url(tmp_path_factory):
     )
     client = redis.Redis(port=port)
     wait_for(lambda: _pings(client), what="redis-server to answer PING")
-    yield f"redis://127.0.0.1:{port}/0"
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    proc, url = redis_server(tmp_path_factory.mktemp("redis"))
+    yield url
     proc.terminate()
     proc.wait(timeout=60)
 
@@ -149,7 +154,11 @@ def celery_broker(redis_url, settings):
 
     settings.CELERY_BROKER_URL = redis_url
     app.conf.broker_url = redis_url
-    app.conf.broker_transport_options = {"visibility_timeout": 8}
+    app.conf.broker_transport_options = {
+        **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "visibility_timeout": 8,
+    }
+    app._pool = app.amqp._producer_pool = None  # pools are cached per URL
     redis.Redis.from_url(redis_url).flushdb()
     return redis_url
 
