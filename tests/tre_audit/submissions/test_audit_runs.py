@@ -298,46 +298,15 @@ def test_a_stop_needs_a_reason_and_a_live_run(example_files, revoked):
 
 # Unexpected errors: the reason and the logs name the problem, never the data ------------
 
-JANE = "PATIENT-Jane-Doe-1961-03-02"
-
-
-def unseen_category_files() -> dict:
-    """The issue's case: a one-hot pipeline whose test file holds a category it never saw
-    (past the rows intake tries, so the audit itself meets it)."""
-    import numpy as np
-    import pandas as pd
-    import skops.io
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
-    rng = np.random.default_rng(0)
-    train = pd.DataFrame(
-        {
-            "site": [f"S{i % 5}" for i in range(80)],
-            "age": rng.integers(20, 80, 80),
-            "response": rng.integers(0, 2, 80),
-        }
-    )
-    test = train.copy()
-    test.loc[50, "site"] = JANE
-    model = make_pipeline(OneHotEncoder(handle_unknown="error"), LogisticRegression())
-    model.fit(train[["site", "age"]], train["response"])
-    return {
-        "model": Upload(name="model.skops", data=skops.io.dumps(model)),
-        "train": Upload(name="train.csv", data=train.to_csv(index=False).encode()),
-        "test": Upload(name="test.csv", data=test.to_csv(index=False).encode()),
-    }
-
 
 def test_an_unseen_category_fails_the_run_without_the_value(caplog, settings):
     settings.TRE_AUDIT_SHADOW_MODELS, settings.TRE_AUDIT_SWEEP = 2, False
-    submission = _create(unseen_category_files())
+    submission = _create(factories.unseen_category_uploads())
     run = submission.runs.get()
     with caplog.at_level(logging.INFO):
         audit_run_execute_task.apply(args=[run.id])
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert "ValueError: Found unknown categories [<value>] in column 0" in run.error
-    assert JANE not in run.error and "Jane" not in caplog.text
+    assert factories.JANE not in run.error and "Jane" not in caplog.text
     assert "unknown categories" in caplog.text  # the failure was logged, without the value
