@@ -95,6 +95,20 @@ def test_retried_audits_are_those_with_more_than_one_attempt():
     assert once.id not in [row["id"] for row in retried["runs"]]
 
 
+def test_audits_in_progress_are_the_queued_and_running_ones_and_can_be_stopped():
+    submission = factories.create_submission_at_status(Status.AUDITING)
+    queued = AuditRun.objects.create(submission=submission, status=RunStatus.QUEUED)
+    running = AuditRun.objects.create(submission=submission, status=RunStatus.RUNNING, attempts=1)
+    _run_failed("boom")
+
+    active = selectors.audit_run_list_active()
+
+    assert active["count"] == 2
+    assert {row["id"] for row in active["runs"]} == {queued.id, running.id}
+    assert all(row["stoppable"] for row in active["runs"])
+    assert not any(row["stoppable"] for row in selectors.audit_run_list_failed()["runs"])
+
+
 # Time to decision -----------------------------------------------------------
 
 

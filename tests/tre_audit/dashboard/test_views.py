@@ -157,6 +157,20 @@ def test_index_shows_every_section(client, admin):
     assert "No audit has failed." in html
 
 
+def test_index_lists_audits_in_progress_with_a_stop_button(client, admin):
+    from tre_audit.submissions.enums import RunStatus
+    from tre_audit.submissions.models import AuditRun
+
+    submission = factories.create_submission_at_status(Status.AUDITING)
+    run = AuditRun.objects.create(submission=submission, status=RunStatus.RUNNING, attempts=2)
+
+    html = _page(client, "index")
+
+    assert "Audits in progress" in html
+    assert html.count(f'action="{reverse("submissions:stop", args=[run.id])}"') == 2  # and retried
+    assert 'name="next" value="/dashboard/"' in html
+
+
 def test_index_survives_an_unreachable_broker(client, admin, monkeypatch):
     from tre_audit.celery import app
 
