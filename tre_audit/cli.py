@@ -21,6 +21,7 @@ from pathlib import Path
 
 from attacks.exceptions import AuditError
 from attacks.redact import exception_summary
+from secure_compute.exceptions import SecureComputeError
 
 BAD_INPUT = 2
 INTERNAL_ERROR = 1
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (CommandError, AuditError) as exc:
+    except (CommandError, AuditError, SecureComputeError) as exc:
         print(f"tre-audit: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return BAD_INPUT
     except OSError as exc:  # a path the user gave: --out, --report-dir, a key file

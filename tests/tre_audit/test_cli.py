@@ -184,3 +184,15 @@ def test_an_internal_error_exits_1_in_one_line_without_values(monkeypatch, capsy
     ]
     with pytest.raises(RuntimeError, match="Jane"):
         cli.main(["--debug", "example", "famous-patient", "--out", str(tmp_path)])
+
+
+def test_a_refusal_by_the_secure_compute_library_exits_2_in_one_line(monkeypatch, capsys):
+    from secure_compute.exceptions import AttestationError
+    from tre_audit import cli
+
+    def refused(args):
+        raise AttestationError("The attestation document is too old.")
+
+    monkeypatch.setattr(cli, "_example", refused)
+    assert cli.main(["example", "famous-patient", "--out", "unused"]) == 2
+    assert capsys.readouterr().err == "tre-audit: error: The attestation document is too old.\n"
