@@ -455,10 +455,7 @@ def _audit_run_claim(run: AuditRun, *, task_id: str) -> bool:
     """
     run.refresh_from_db()
     redelivered = run.status == RunStatus.RUNNING and task_id and run.task_id == task_id
-    if run.status != RunStatus.QUEUED and not redelivered:
-        return False
-    if run.attempts >= MAX_ATTEMPTS:
-        audit_run_fail(run=run, error=STOPPED_TWICE)
+    if (run.status != RunStatus.QUEUED and not redelivered) or _failed_if_stopped_twice(run):
         return False
     now = timezone.now()
     claimed = AuditRun.objects.filter(id=run.id, status=run.status, attempts=run.attempts).update(
@@ -510,9 +507,16 @@ def audit_runs_reconcile(*, now: datetime | None = None) -> int:
     return sent + audit_runs_requeue()
 
 
+def _failed_if_stopped_twice(run: AuditRun) -> bool:
+    """Fail a run that was started ``MAX_ATTEMPTS`` times already; True if it was."""
+    if run.attempts < MAX_ATTEMPTS:
+        return False
+    audit_run_fail(run=run, error=STOPPED_TWICE)
+    return True
+
+
 def _audit_run_requeue_lost(run: AuditRun) -> int:
-    if run.attempts >= MAX_ATTEMPTS:
-        audit_run_fail(run=run, error=STOPPED_TWICE)
+    if _failed_if_stopped_twice(run):
         return 0
     same_attempt = {"status": RunStatus.RUNNING, "attempts": run.attempts}
     if not AuditRun.objects.filter(id=run.id, heartbeat_at=run.heartbeat_at, **same_attempt).update(
