@@ -16,7 +16,7 @@ def run(*args, env_extra=None):
 
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+        [*CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=1800
     )
 
 
