@@ -306,3 +306,38 @@ def assert_response(response, expected) -> None:
         assert response.url.startswith(reverse("login") + "?next=")
     else:
         assert response.status_code == expected
+
+
+#: A record value that must never reach a report, a reason or a log.
+JANE = "PATIENT-Jane-Doe-1961-03-02"
+
+
+def unseen_category_uploads() -> dict:
+    """Issue 9's case: a one-hot pipeline whose test file holds a category it never saw
+    (row 50, past the rows intake tries, so the audit itself meets it)."""
+    import numpy as np
+    import pandas as pd
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from attacks.audit import Upload
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(
+        {
+            "site": [f"S{i % 5}" for i in range(80)],
+            "age": rng.integers(20, 80, 80),
+            "response": rng.integers(0, 2, 80),
+        }
+    )
+    test = train.copy()
+    test.loc[50, "site"] = JANE
+    model = make_pipeline(OneHotEncoder(handle_unknown="error"), LogisticRegression())
+    model.fit(train[["site", "age"]], train["response"])
+    return {
+        "model": Upload(name="model.skops", data=skops.io.dumps(model)),
+        "train": Upload(name="train.csv", data=train.to_csv(index=False).encode()),
+        "test": Upload(name="test.csv", data=test.to_csv(index=False).encode()),
+    }

@@ -4,7 +4,9 @@
 tre-audit server's REST API (``--url``/``TRE_AUDIT_URL``, ``--token``/``TRE_AUDIT_TOKEN``).
 
 Exit status: 0 when the command did its job (an audit that ran, whatever its
-verdict), 2 on bad input or a refusal by the server, with a one-line reason on stderr.
+verdict), 2 on bad input (a file that cannot be read, a model that fails on the data)
+or a refusal by the server, 1 on an internal error; either with a one-line reason on
+stderr, its data values left out (``--debug`` shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import dataclasses
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from attacks.exceptions import AuditError
+from attacks.redact import exception_summary
+from secure_compute.exceptions import SecureComputeError
 
 BAD_INPUT = 2
+INTERNAL_ERROR = 1
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: Seconds to connect, and to wait for an answer (the server checks uploads on arrival).
 HTTP_TIMEOUT = (10, 600)
@@ -35,16 +41,48 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (CommandError, AuditError) as exc:
-        print(f"tre-audit: error: {exc}", file=sys.stderr)
+    except (CommandError, AuditError, SecureComputeError) as exc:
+        print(f"tre-audit: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return BAD_INPUT
+    except OSError as exc:  # a path the user gave: --out, --report-dir, a key file
+        print(f"tre-audit: error: {_os_error(exc)}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
         print("tre-audit: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"tre-audit: internal error: {exception_summary(exc)} (--debug shows where)",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
+
+
+def _os_error(exc: OSError) -> str:
+    """ "<path>: <reason>." for an error about a file, without the errno's number."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{exc.filename}: {reason}." if exc.filename else f"{reason}."
+
+
+@contextmanager
+def _model_errors():
+    """An error raised while the model runs on the data is bad input, not a crash:
+    one line naming the problem, its data values left out."""
+    try:
+        yield
+    except (AuditError, CommandError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        raise CommandError(f"The model failed on the data: {exception_summary(exc)}.") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tre-audit", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an internal error"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     audit = commands.add_parser("audit", help="audit a model for membership inference risk")
     _add_target_args(audit)
@@ -172,7 +210,7 @@ def _audit(args) -> int:
         sweep=not args.no_sweep,
         include_raw_values=args.include_raw_values,
     )
-    with _ProgressBar(args.quiet) as progress:
+    with _ProgressBar(args.quiet) as progress, _model_errors():
         report = audit_uploads(
             **_uploads(args),
             label=args.label,
@@ -202,11 +240,12 @@ def _scan(args) -> int:
     from attacks.scan import HyperparameterScan, check_rules
 
     policy = _policy(args.policy)
-    target = target_from_uploads(**_uploads(args), label=args.label)
-    rules = check_rules(target, thresholds=policy.sections["rules"])
-    scan = HyperparameterScan(
-        n_shadow_models=args.shadows or 8, random_state=args.seed, n_jobs=args.jobs
-    ).fit(target)
+    with _model_errors():
+        target = target_from_uploads(**_uploads(args), label=args.label)
+        rules = check_rules(target, thresholds=policy.sections["rules"])
+        scan = HyperparameterScan(
+            n_shadow_models=args.shadows or 8, random_state=args.seed, n_jobs=args.jobs
+        ).fit(target)
     result = {"rules": [dataclasses.asdict(r) for r in rules], "sweep": sweep_dict(scan)}
     _print_scan(result)
     if args.out is not None:
@@ -255,6 +294,10 @@ def _read(path: Path, upload_class):
         raise CommandError(f"{path} is a directory, not a file.") from None
     except PermissionError:
         raise CommandError(f"{path} cannot be read (permission denied).") from None
+    except OSError as exc:
+        raise CommandError(
+            f"{path} cannot be read ({exc.strerror or type(exc).__name__})."
+        ) from None
 
 
 def _policy(path: Path | None):

@@ -1,12 +1,14 @@
 """``scripts/run``: the whole service on this machine, with demo accounts and a demo audit.
 
 Starts a private redis-server (append-only, under ``var/redis``), a Celery worker
-and the web app (gunicorn) on localhost; stops them all on Ctrl-C.
+and the web app (gunicorn) on localhost; restarts a worker or the web app that stops
+(giving up after a few quick stops in a row); stops them all on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children on `kill` too
     try:
-        os.environ["CELERY_BROKER_URL"] = _redis_start(procs)
-        return _serve(args, procs)
+        redis = _redis_start(procs)
+        return _serve(args, procs, redis)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             _stop(procs)  # whatever happened above, no process outlives the command
 
 
-def _serve(args, procs) -> int:
+def _serve(args, procs, redis: _Service) -> int:
     import django
     from django.core.management import call_command
 
@@ -53,55 +56,104 @@ def _serve(args, procs) -> int:
 
     endpoints_reconcile()  # endpoints whose host died with the last run are marked failed
     passwords = {} if args.no_demo else _demo_accounts()
-    for _ in range(args.workers):
-        procs.append(
-            _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "tre_audit.celery",
-                    "worker",
-                    "--concurrency",
-                    "1",
-                    "--loglevel",
-                    "WARNING",
-                ],
-                "worker",
-            )
-        )
-    procs.append(
-        _spawn(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "tre_audit.wsgi",
-                "--bind",
-                f"127.0.0.1:{args.port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-                "--log-level",
-                "warning",
-            ],
-            "web",
-        )
-    )
+    services = [_Service("worker", WORKER_COMMAND) for _ in range(args.workers)]
+    services.append(_Service("web", [*WEB_COMMAND, "--bind", f"127.0.0.1:{args.port}"]))
+    for service in services:
+        service.start(procs)
+    services.insert(0, redis)
     url = f"http://127.0.0.1:{args.port}/"
     _wait(lambda: _port_busy(args.port), 30, "the web app")
     _banner(url, passwords)
-    if not args.no_demo:
-        _demo_request(url)
+    if not args.no_demo and not _demo_request(url, keep_up=lambda: _keep_up(services, procs)):
+        return 1
     print("Running. Press Ctrl-C to stop.", flush=True)
-    while all(p.poll() is None for p in procs):
+    while _keep_up(services, procs):
         time.sleep(1)
-    print("A service process stopped unexpectedly; see var/log/.", file=sys.stderr)
     return 1
+
+
+WORKER_COMMAND = [
+    sys.executable,
+    "-m",
+    "celery",
+    "-A",
+    "tre_audit.celery",
+    "worker",
+    "--concurrency",
+    "1",
+    "--loglevel",
+    "WARNING",
+]
+WEB_COMMAND = [
+    sys.executable,
+    "-m",
+    "gunicorn",
+    "tre_audit.wsgi",
+    "--workers",
+    "2",
+    "--threads",
+    "4",
+    "--access-logfile",
+    "-",
+    "--log-level",
+    "warning",
+]
+#: A process that stops sooner than this after it started stopped "quickly"...
+QUICK_DEATH_SECONDS = 30
+#: ...and after this many quick stops in a row it is not started again.
+MAX_QUICK_DEATHS = 5
+
+
+@dataclass
+class _Service:
+    """A worker or the web server, restarted (after a growing pause) when it stops."""
+
+    name: str
+    command: list[str]
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float | None = None
+
+    def start(self, procs: list[subprocess.Popen]) -> None:
+        self.proc = _spawn(self.command, self.name)
+        self.started_at, self.restart_at = time.monotonic(), None
+        procs.append(self.proc)
+
+    def check(self, procs: list[subprocess.Popen], now: float) -> bool:
+        """Restart the process if it stopped and its pause is over; False to give up."""
+        if self.restart_at is None and self.proc.poll() is None:
+            return True
+        if self.restart_at is None:
+            return self._stopped(procs, now)
+        if now >= self.restart_at:
+            self.start(procs)
+            print(f"The {self.name} was restarted.", file=sys.stderr, flush=True)
+        return True
+
+    def _stopped(self, procs: list[subprocess.Popen], now: float) -> bool:
+        _killpg(self.proc)  # what it started (pool children) goes with it
+        procs.remove(self.proc)
+        quick = now - self.started_at < QUICK_DEATH_SECONDS
+        self.quick_deaths = self.quick_deaths + 1 if quick else 0
+        stopped = f"The {self.name} stopped (exit {self.proc.returncode})"
+        if self.quick_deaths >= MAX_QUICK_DEATHS:
+            print(
+                f"{stopped}, {self.quick_deaths} times in a row within {QUICK_DEATH_SECONDS} s "
+                f"of starting: giving up; see var/log/{self.name}.log.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        pause = min(2**self.quick_deaths, 30)
+        print(f"{stopped}; restarting it in {pause} s.", file=sys.stderr, flush=True)
+        self.restart_at = now + pause
+        return True
+
+
+def _keep_up(services: list[_Service], procs: list[subprocess.Popen]) -> bool:
+    """Restart what stopped; False once one keeps stopping (the command then ends)."""
+    return all(service.check(procs, time.monotonic()) for service in services)
 
 
 def _enclaves_stop() -> None:
@@ -114,7 +166,7 @@ def _enclaves_stop() -> None:
         enclave_endpoints_stop_all(reason="the service was stopped")
 
 
-def _redis_start(procs) -> str:
+def _redis_start(procs) -> _Service:
     """A private Redis with append-only persistence: queued audits survive a restart."""
     if shutil.which("redis-server") is None:
         raise SystemExit(
@@ -123,26 +175,12 @@ def _redis_start(procs) -> str:
     port = 6379 if not _port_busy(6379) else _free_port()
     data = ROOT / "var" / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    procs.append(
-        _spawn(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(data),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ],
-            "redis",
-        )
-    )
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
+    redis = _Service("redis", [*command, "--appendonly", "yes", "--save", ""])
+    redis.start(procs)
     _wait(lambda: _port_busy(port), 20, "redis-server")
-    return f"redis://127.0.0.1:{port}/0"
+    os.environ["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{port}/0"
+    return redis
 
 
 def _demo_accounts() -> dict[str, str]:
@@ -151,7 +189,7 @@ def _demo_accounts() -> dict[str, str]:
     return demo_users_ensure()
 
 
-def _demo_request(url: str) -> None:
+def _demo_request(url: str, *, keep_up) -> bool:
     from tre_audit.demo import demo_request_ensure
     from tre_audit.submissions.enums import Status
 
@@ -159,6 +197,8 @@ def _demo_request(url: str) -> None:
     print(f"Demo request #{submission.pk}: {url}requests/{submission.pk}/", flush=True)
     start = time.monotonic()
     while submission.status in (Status.SUBMITTED, Status.AUDITING):
+        if not keep_up():
+            return False
         time.sleep(1)
         submission.refresh_from_db()
         run = submission.runs.first()
@@ -170,6 +210,7 @@ def _demo_request(url: str) -> None:
         f"{submission.get_status_display().lower()}.{' ' * 20}",
         flush=True,
     )
+    return True
 
 
 def _banner(url: str, passwords: dict[str, str]) -> None:
@@ -198,10 +239,19 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
     for proc in reversed(procs):
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _killpg(proc)
+
+
+def _killpg(proc: subprocess.Popen) -> None:
+    """SIGKILL what is left of the process group a service was started in.
+
+    Its leader has been waited for; Linux does not reuse a pid while a process group of
+    that id exists, so this reaches only the service's own leftovers.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _wait(predicate, timeout: float, what: str) -> None:

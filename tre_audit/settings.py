@@ -164,19 +164,28 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
-# A submission waits for the broker inside the web request: give up within about
-# two seconds (the run is then marked and resent once the broker is back).
+# A submission waits for the broker inside the web request: give up within a few
+# seconds, also on a broker that accepts connections but never answers (a socket
+# timeout on every command, not only on connecting). The run is then marked and resent
+# once the broker is back.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
-CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-# An unacknowledged audit (its worker was killed) is redelivered after this many
-# seconds. It must exceed the longest audit, or a slow audit would run twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("TRE_AUDIT_VISIBILITY_TIMEOUT", 3600)
+    "socket_timeout": 2,
+    "socket_connect_timeout": 2,
+    # An unacknowledged audit (its worker was killed) is redelivered after this many
+    # seconds. It must exceed the longest audit; the heartbeat below re-queues a lost
+    # audit long before it.
+    "visibility_timeout": env_int("TRE_AUDIT_VISIBILITY_TIMEOUT", 3600),
 }
+#: A running audit's worker writes its heartbeat this often (one small UPDATE)...
+TRE_AUDIT_HEARTBEAT_SECONDS = env_int("TRE_AUDIT_HEARTBEAT_SECONDS", 10)
+#: ...and a run whose heartbeat is older than this has lost its worker: it is re-queued.
+TRE_AUDIT_STALE_SECONDS = env_int("TRE_AUDIT_STALE_SECONDS", 60)
 
 #: Audit sizing for the service; empty shadow count means the risk policy's.
 TRE_AUDIT_SHADOW_MODELS = env_int("TRE_AUDIT_SHADOW_MODELS", 0) or None

@@ -23,22 +23,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.2):
+#: How long an integration test waits for a real process before it gives up. Generous:
+#: these tests share a loaded machine, and the wait ends as soon as the thing happens.
+PATIENCE = 600
+
+
+def wait_for(
+    predicate,
+    *,
+    what: str,
+    timeout: float = PATIENCE,
+    interval: float = 0.2,
+    log: Path | None = None,
+):
+    """Poll ``predicate`` until it is truthy; on timeout say what was awaited, with the
+    tail of the process's ``log``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{log_tail(log)}")
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
+def log_tail(log: Path | None, *, n_lines: int = 40) -> str:
+    """The last lines of a process's log, to print with a failure ("" without a log)."""
+    if log is None or not log.exists():
+        return ""
+    lines = log.read_text(errors="replace").splitlines()[-n_lines:]
+    return f"\n--- last {len(lines)} lines of {log} ---\n" + "\n".join(lines)
+
+
+def redis_server(workdir: Path) -> tuple[subprocess.Popen, str]:
+    """Start a private redis-server (no persistence); its process and URL once it answers."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run scripts/bootstrap")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [
             "redis-server",
@@ -57,10 +78,16 @@ def redis_url(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     client = redis.Redis(port=port)
-    wait_for(lambda: _pings(client), timeout=20, what="redis-server")
-    yield f"redis://127.0.0.1:{port}/0"
+    wait_for(lambda: _pings(client), what="redis-server to answer PING")
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    proc, url = redis_server(tmp_path_factory.mktemp("redis"))
+    yield url
     proc.terminate()
-    proc.wait(timeout=10)
+    proc.wait(timeout=60)
 
 
 def _pings(client) -> bool:
@@ -103,16 +130,19 @@ class Worker:
         )
         return self
 
+    def tail(self) -> str:
+        return log_tail(self.log)
+
     def kill(self) -> None:
         """SIGKILL the worker and everything it started, as a crash would."""
         os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=PATIENCE)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.kill()
 
@@ -124,7 +154,11 @@ def celery_broker(redis_url, settings):
 
     settings.CELERY_BROKER_URL = redis_url
     app.conf.broker_url = redis_url
-    app.conf.broker_transport_options = {"visibility_timeout": 8}
+    app.conf.broker_transport_options = {
+        **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "visibility_timeout": 8,
+    }
+    app._pool = app.amqp._producer_pool = None  # pools are cached per URL
     redis.Redis.from_url(redis_url).flushdb()
     return redis_url
 

@@ -14,6 +14,8 @@ from tre_audit.cli import main
 from tre_audit.reviews.enums import Role
 
 pytestmark = pytest.mark.django_db(transaction=True)
+#: Seconds for one HTTP call to the live server (generous: the machine may be loaded).
+HTTP_TIMEOUT = 120
 
 
 @pytest.fixture
@@ -33,7 +35,9 @@ def token(live_server):
     """A researcher's token, obtained as a script would: username and password."""
     factories.create_user("ada", Role.RESEARCHER)
     response = requests.post(
-        f"{live_server.url}/api/v1/token/", data={"username": "ada", "password": "pw"}, timeout=10
+        f"{live_server.url}/api/v1/token/",
+        data={"username": "ada", "password": "pw"},
+        timeout=HTTP_TIMEOUT,
     )
     assert response.status_code == 200, response.text
     return response.json()["token"]
@@ -47,25 +51,25 @@ def test_an_audit_submitted_over_http(live_server, broker, worker_factory, token
         f"{live_server.url}/api/v1/requests/",
         data={"title": "SVC", "label": "response", "files_are_exact": "true"},
         files={role: (u.name, u.data) for role, u in example_files.items()},
-        timeout=30,
+        timeout=HTTP_TIMEOUT,
     )
     assert response.status_code == 201, response.text
     stages = set()
 
     def finished():
-        body = http.get(response.json()["links"]["request"], timeout=10).json()
+        body = http.get(response.json()["links"]["request"], timeout=HTTP_TIMEOUT).json()
         assert body["status"] != "audit_failed", body["audit"]["error"]
         stages.add(body["audit"]["stage"])
         return body if body["status"] == "awaiting_review" else None
 
-    body = wait_for(finished, timeout=90, what="the audit to finish", interval=0.2)
+    body = wait_for(finished, what="the audit to finish", interval=0.2)
     assert body["audit"]["status"] == "done" and body["audit"]["progress"] == 1.0
     assert body["verdict"]["risk"] == "high"
     assert len(stages) > 1  # progress was visible while the audit ran
-    pdf = http.get(body["links"]["report_pdf"], timeout=10)
+    pdf = http.get(body["links"]["report_pdf"], timeout=HTTP_TIMEOUT)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert pdf.headers["Content-Type"] == "application/pdf"
-    report = http.get(body["links"]["report_json"], timeout=10).json()
+    report = http.get(body["links"]["report_json"], timeout=HTTP_TIMEOUT).json()
     assert report["verdict"]["risk"] == "high"
     assert report["verdict"]["summary"] == body["verdict"]["summary"]
 

@@ -17,12 +17,13 @@ from django.contrib.auth.models import Group
 from playwright.sync_api import Page, expect
 
 from tests import factories
+from tests.integration.conftest import PATIENCE
 from tre_audit.reviews.enums import Role
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 #: Worker start-up plus an audit with four shadow models and no sweep.
-AUDIT_TIMEOUT_MS = 90_000
+AUDIT_TIMEOUT_MS = PATIENCE * 1000
 TITLE = "Famous patient SVC"
 USERS = {
     "rita": Role.RESEARCHER,

@@ -41,9 +41,9 @@ def test_a_running_worker_is_listed_with_the_audit_it_runs(worker_factory, examp
 
     seen = wait_for(
         lambda: _worker_running(broker_overview(), run.id),
-        timeout=30,
         what=f"a worker to report audit run {run.id} as running",
         interval=0,
+        log=worker.log,
     )
 
     assert seen["worker"].startswith("celery@")

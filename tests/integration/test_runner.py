@@ -1,5 +1,6 @@
 """The README's run command, for real: its own Redis, a worker, gunicorn, demo accounts
-and the demo request audited end to end; every process gone after SIGTERM."""
+and the demo request audited end to end, also when its worker is killed mid-audit;
+every process gone after SIGTERM."""
 
 import os
 import signal
@@ -10,12 +11,17 @@ from pathlib import Path
 
 import requests
 
-from tests.integration.conftest import free_port
+from tests.integration.conftest import PATIENCE, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+HTTP_TIMEOUT = 60
 
 
-def _read_until(proc, marker: str, timeout: float, seen: list[str]) -> None:
+def _read_until(proc, marker: str, seen: list[str], *, timeout: float = PATIENCE) -> str:
+    """Read the command's output until a line holds ``marker``; that line.
+
+    Progress lines end in a carriage return: text mode reads each as a line.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -23,8 +29,23 @@ def _read_until(proc, marker: str, timeout: float, seen: list[str]) -> None:
             break
         seen.append(line)
         if marker in line:
-            return
-    raise AssertionError(f"no {marker!r} within {timeout:.0f} s; output:\n{''.join(seen)}")
+            return line
+    raise AssertionError(
+        f"no {marker!r} in the output within {timeout:.0f} s; output:\n{''.join(seen)}"
+    )
+
+
+def _worker_main_pid(runner_pid: int) -> int:
+    """The Celery worker's main process: the runner's child running celery."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == runner_pid and b"celery" in command:
+            return int(stat.parent.name)
+    raise AssertionError(f"the run command (pid {runner_pid}) has no celery worker child")
 
 
 def _service_pids(var_dir: Path) -> list[int]:
@@ -45,8 +66,10 @@ def test_the_run_command_serves_the_demo_end_to_end(tmp_path):
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "CELERY"))},
         "TRE_AUDIT_VAR_DIR": str(tmp_path / "var"),
-        "TRE_AUDIT_SHADOW_MODELS": "4",
+        "TRE_AUDIT_SHADOW_MODELS": "8",  # long enough to kill its worker mid-audit
         "TRE_AUDIT_SWEEP": "false",
+        "TRE_AUDIT_HEARTBEAT_SECONDS": "2",
+        "TRE_AUDIT_STALE_SECONDS": "10",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tre_audit.runner", "--port", str(port)],
@@ -60,7 +83,13 @@ def test_the_run_command_serves_the_demo_end_to_end(tmp_path):
     seen: list[str] = []
     var_dir = tmp_path / "var"
     try:
-        _read_until(proc, "audited in", 180, seen)
+        _read_until(proc, "Demo request #", seen)
+        while "queued" in _read_until(proc, "auditing: ", seen):
+            pass  # until a stage shows: a worker is running the audit
+        os.kill(_worker_main_pid(proc.pid), signal.SIGKILL)
+        assert "(exit -9); restarting it" in _read_until(proc, "The worker stopped", seen)
+        _read_until(proc, "The worker was restarted.", seen)
+        _read_until(proc, "audited in", seen)  # its heartbeat went stale: re-queued
         output = "".join(seen)
         assert f"http://127.0.0.1:{port}/" in output and "awaiting review" in output
         passwords = dict(
@@ -69,7 +98,7 @@ def test_the_run_command_serves_the_demo_end_to_end(tmp_path):
         assert set(passwords) == {"researcher", "checker1", "checker2", "admin"}
         session = requests.Session()
         login = f"http://127.0.0.1:{port}/accounts/login/"
-        session.get(login, timeout=10)
+        session.get(login, timeout=HTTP_TIMEOUT)
         answer = session.post(
             login,
             data={
@@ -78,17 +107,18 @@ def test_the_run_command_serves_the_demo_end_to_end(tmp_path):
                 "csrfmiddlewaretoken": session.cookies["csrftoken"],
             },
             headers={"Referer": login},
-            timeout=10,
+            timeout=HTTP_TIMEOUT,
         )
         assert answer.status_code == 200 and "Famous-patient SVC" in answer.text
-        assert "high risk" in session.get(f"http://127.0.0.1:{port}/requests/1/", timeout=10).text
+        page = session.get(f"http://127.0.0.1:{port}/requests/1/", timeout=HTTP_TIMEOUT)
+        assert "high risk" in page.text
         assert len(_service_pids(var_dir)) >= 4  # runner, redis, worker, gunicorn
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        proc.wait(timeout=PATIENCE)
     for line in "".join(seen).splitlines():
         assert "Traceback" not in line
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + PATIENCE
     while _service_pids(var_dir) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _service_pids(var_dir) == [], "a service process outlived the run command"

@@ -29,7 +29,15 @@ MODEL_SHA = hashlib.sha256(b"approved model file").digest()
 CODE = hashlib.sha384(b"enclave code").digest()
 NONCE = bytes(range(32))
 ENCLAVE_KEY = bytes(range(100, 132))
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+#: The clock of every check here: a fixed instant, never the wall clock, so a test
+#: reached long after collection (a loaded machine) sees the same certificates.
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def root():
+    """A root made at ``NOW`` (the session's root is made whenever it is first needed)."""
+    return simulated_root_create(now=NOW)
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +210,7 @@ def test_flipped_payload_byte_is_refused(root, identity, position):
 
 
 def test_untrusted_root_is_refused(root, identity):
-    other_root = simulated_root_create()
+    other_root = simulated_root_create(now=NOW)
     refused(build(identity), root, "trusted root", trusted_roots=[other_root.certificate_der])
 
 
@@ -302,7 +310,7 @@ def test_root_is_saved_with_a_private_key_file_and_loads_back(root, tmp_path):
 def test_saving_never_overwrites_a_root(root, tmp_path):
     simulated_root_save(root, tmp_path)
     with pytest.raises(FileExistsError):
-        simulated_root_save(simulated_root_create(), tmp_path)
+        simulated_root_save(simulated_root_create(now=NOW), tmp_path)
 
 
 def test_readable_root_key_is_refused(root, tmp_path):

@@ -16,7 +16,7 @@ def run(*args, env_extra=None):
 
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+        [*CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=1800
     )
 
 
@@ -134,3 +134,65 @@ def test_scan_prints_rules_and_a_recommendation(example, tmp_path):
     assert "[HIGH  ]" in result.stdout and "gamma=3" in result.stdout
     scan = json.loads((tmp_path / "scan.json").read_text())
     assert scan["sweep"]["recommendation"]["param"] in {"gamma", "C"}
+
+
+def _write_uploads(directory: Path, uploads: dict) -> list:
+    for upload in uploads.values():
+        (directory / upload.name).write_bytes(upload.data)
+    files = [(f"--{role}", directory / upload.name) for role, upload in uploads.items()]
+    return [part for pair in files for part in pair]
+
+
+def test_a_model_failing_on_the_data_exits_2_without_the_value(tmp_path):
+    from tests.factories import JANE, unseen_category_uploads
+
+    files = _write_uploads(tmp_path, unseen_category_uploads())
+    result = run(
+        "audit", *files, "--label", "response", "--shadows", "2", "--no-sweep", "--out", tmp_path
+    )
+    line = _one_line_error(result)
+    assert "ValueError: Found unknown categories [<value>] in column 0" in line
+    assert JANE not in result.stderr + result.stdout and "Jane" not in result.stderr
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_an_unwritable_out_directory_exits_2_in_one_line(example, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    line = _one_line_error(run(*audit_args(example, blocker / "out", "--no-sweep")))
+    assert str(blocker / "out") in line
+
+
+def test_a_record_that_is_not_json_exits_2_in_one_line(example, tmp_path):
+    record = tmp_path / "row.json"
+    record.write_text('{"age": 61,')
+    line = _one_line_error(run(*audit_args(example, tmp_path / "out", "--record", record)))
+    assert "not valid JSON" in line
+
+
+def test_an_internal_error_exits_1_in_one_line_without_values(monkeypatch, capsys, tmp_path):
+    from tre_audit import cli
+
+    def broken(args):
+        raise RuntimeError("lookup of 'PATIENT-Jane-Doe' failed")
+
+    monkeypatch.setattr(cli, "_example", broken)
+    assert cli.main(["example", "famous-patient", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "tre-audit: internal error: RuntimeError: lookup of <value> failed (--debug shows where)"
+    ]
+    with pytest.raises(RuntimeError, match="Jane"):
+        cli.main(["--debug", "example", "famous-patient", "--out", str(tmp_path)])
+
+
+def test_a_refusal_by_the_secure_compute_library_exits_2_in_one_line(monkeypatch, capsys):
+    from secure_compute.exceptions import AttestationError
+    from tre_audit import cli
+
+    def refused(args):
+        raise AttestationError("The attestation document is too old.")
+
+    monkeypatch.setattr(cli, "_example", refused)
+    assert cli.main(["example", "famous-patient", "--out", "unused"]) == 2
+    assert capsys.readouterr().err == "tre-audit: error: The attestation document is too old.\n"

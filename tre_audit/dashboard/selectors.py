@@ -50,6 +50,12 @@ def audit_run_list_failed(*, limit: int = 20) -> dict:
     return {"count": runs.count(), "runs": _run_rows(runs, limit)}
 
 
+def audit_run_list_active(*, limit: int = 20) -> dict:
+    """Audits queued or running now: the ones an admin may have to stop."""
+    runs = AuditRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING))
+    return {"count": runs.count(), "runs": _run_rows(runs, limit)}
+
+
 def audit_run_list_retried(*, limit: int = 20) -> dict:
     """Audits that needed more than one attempt (a worker died or a transient error)."""
     runs = AuditRun.objects.filter(attempts__gt=1)
@@ -62,6 +68,7 @@ def _run_rows(runs, limit: int) -> list[dict]:
         {
             "id": run.id,
             "status": run.get_status_display(),
+            "stoppable": run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
             "attempts": run.attempts,
             "error": run.error,
             "version": run.version,

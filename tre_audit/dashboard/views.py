@@ -53,6 +53,7 @@ def _index_context(request, *, sign_off_errors: dict | None = None) -> dict:
     return {
         "status_counts": selectors.submission_counts_by_status(),
         "broker": selectors.broker_overview(),
+        "active": selectors.audit_run_list_active(),
         "failed": selectors.audit_run_list_failed(),
         "retried": selectors.audit_run_list_retried(),
         "decision_times": selectors.decision_time_stats(),

@@ -114,7 +114,9 @@ class AuditRun(models.Model):
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     stage = models.CharField(max_length=64, blank=True)
     progress = models.FloatField(default=0.0)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)  # times a worker started it
+    task_id = models.CharField(max_length=64, blank=True)  # the Celery task running it
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # written while it runs
     report = models.JSONField(null=True, blank=True)
     risk = models.CharField(max_length=16, blank=True)  # the report's verdict, for lists
     report_pdf = models.ForeignKey(StoredFile, null=True, blank=True, on_delete=models.PROTECT)

@@ -8,13 +8,17 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from attacks.audit import AuditConfig, Upload, audit_uploads, target_from_uploads
@@ -404,27 +408,157 @@ def audit_runs_requeue() -> int:
     return sent
 
 
-def audit_run_execute(*, run: AuditRun, config: AuditConfig | None = None) -> AuditRun:
-    """Audit the submission's files and attach the report; a finished run is left alone."""
-    if run.status in (RunStatus.DONE, RunStatus.FAILED):
+#: A run that stopped this many times without finishing is failed, not started again.
+MAX_ATTEMPTS = 2
+STOPPED_TWICE = (
+    "The audit stopped twice without finishing; its model may crash the process that runs it."
+)
+#: The stage of a run whose worker stopped; ``audit_runs_reconcile`` sent it again.
+REQUEUED = "re-queued: its worker stopped"
+
+
+def audit_run_execute(
+    *, run: AuditRun, config: AuditConfig | None = None, task_id: str = ""
+) -> AuditRun:
+    """Audit the submission's files and attach the report; a finished run is left alone.
+
+    The run is claimed for ``task_id`` first, so a redelivered or re-queued task never
+    runs an audit another worker is running.
+    """
+    if not _audit_run_claim(run, task_id=task_id):
         return run
     submission = run.submission
     if submission.status != Status.AUDITING:
         submission_set_status(
             submission=submission, to=Status.AUDITING, by=None, reason=f"audit run {run.id}"
         )
-    _run_update(run, status=RunStatus.RUNNING, attempts=run.attempts + 1, started_at=timezone.now())
     try:
-        report = audit_uploads(
-            **_uploads_of(submission, run.version),
-            label=submission.label,
-            policy=policy_current(),
-            config=config or _audit_config(),
-            progress=_progress_saver(run),
-        )
+        with _heartbeat(run):
+            report = audit_uploads(
+                **_uploads_of(submission, run.version),
+                label=submission.label,
+                policy=policy_current(),
+                config=config or _audit_config(),
+                progress=_progress_saver(run),
+            )
     except AuditError as exc:
         return audit_run_fail(run=run, error=str(exc))
     return _audit_run_finish(run, report)
+
+
+def _audit_run_claim(run: AuditRun, *, task_id: str) -> bool:
+    """Whether this task may run the audit now; it is marked RUNNING for it if so.
+
+    A queued run is free. A running one is this task's only when the same task comes
+    back (its worker process died under it); a run that stopped twice is failed.
+    The claim is a conditional update, so two workers never both win it.
+    """
+    run.refresh_from_db()
+    redelivered = run.status == RunStatus.RUNNING and task_id and run.task_id == task_id
+    if (run.status != RunStatus.QUEUED and not redelivered) or _failed_if_stopped_twice(run):
+        return False
+    now = timezone.now()
+    claimed = AuditRun.objects.filter(id=run.id, status=run.status, attempts=run.attempts).update(
+        status=RunStatus.RUNNING,
+        attempts=run.attempts + 1,
+        task_id=task_id,
+        started_at=now,
+        heartbeat_at=now,
+    )
+    run.refresh_from_db()
+    return claimed == 1
+
+
+@contextmanager
+def _heartbeat(run: AuditRun):
+    """Write the run's heartbeat every few seconds from a thread while the block runs:
+    a run whose heartbeat stops has lost its worker (see ``audit_runs_reconcile``)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.TRE_AUDIT_HEARTBEAT_SECONDS):
+                AuditRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        except DatabaseError as exc:  # a missed beat is late, not an audit failure
+            logger.warning("Heartbeat of audit run %s stopped: %s", run.id, exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run.id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def audit_runs_reconcile(*, now: datetime | None = None) -> int:
+    """Re-queue running audits whose heartbeat is stale (their worker stopped) and resend
+    unsent ones; returns how many were sent. A run that stopped twice is failed instead.
+    """
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.TRE_AUDIT_STALE_SECONDS)
+    stale = AuditRun.objects.filter(status=RunStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
+    sent = sum(_audit_run_requeue_lost(run) for run in stale)
+    return sent + audit_runs_requeue()
+
+
+def _failed_if_stopped_twice(run: AuditRun) -> bool:
+    """Fail a run that was started ``MAX_ATTEMPTS`` times already; True if it was."""
+    if run.attempts < MAX_ATTEMPTS:
+        return False
+    audit_run_fail(run=run, error=STOPPED_TWICE)
+    return True
+
+
+def _audit_run_requeue_lost(run: AuditRun) -> int:
+    if _failed_if_stopped_twice(run):
+        return 0
+    same_attempt = {"status": RunStatus.RUNNING, "attempts": run.attempts}
+    if not AuditRun.objects.filter(id=run.id, heartbeat_at=run.heartbeat_at, **same_attempt).update(
+        status=RunStatus.QUEUED, stage=REQUEUED
+    ):
+        return 0  # it beat or finished meanwhile
+    logger.warning("Audit run %s lost its worker: re-queued.", run.id)
+    return int(_enqueue_audit(run.id, resend_unsent=False))
+
+
+def audit_run_stop(*, run: AuditRun, by: AbstractBaseUser, reason: str) -> AuditRun:
+    """A TRE admin stops a queued or running audit: it fails with the reason, its task
+    is revoked, and the request can be withdrawn or retried."""
+    if Role.TRE_ADMIN not in user_roles(by):
+        raise NotAllowed("Only a TRE admin can stop an audit.")
+    if not reason.strip():
+        raise SubmissionError("Say why you stop the audit.")
+    if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+        raise InvalidTransition("Only a queued or running audit can be stopped.")
+    with transaction.atomic():
+        if run.submission.status == Status.SUBMITTED:  # it never started
+            submission_set_status(
+                submission=run.submission, to=Status.AUDITING, by=by, reason=f"audit run {run.id}"
+            )
+        run = audit_run_fail(run=run, error=f"Stopped by an admin: {reason.strip()}", by=by)
+    _task_revoke(run.task_id)
+    return run
+
+
+def _task_revoke(task_id: str) -> None:
+    """Kill the worker process running ``task_id``, if any (best effort: the run is
+    already failed, so a worker that finishes anyway changes nothing)."""
+    from kombu.exceptions import OperationalError
+
+    from tre_audit.submissions.tasks import audit_run_execute_task
+
+    if not task_id:
+        return
+    try:
+        audit_run_execute_task.app.control.revoke(task_id, terminate=True, signal="SIGKILL")
+    except OperationalError:
+        logger.warning("Broker unreachable: task %s was not revoked.", task_id)
 
 
 def _audit_config() -> AuditConfig:
@@ -459,15 +593,15 @@ def _audit_run_finish(run: AuditRun, report: dict) -> AuditRun:
 
 
 @transaction.atomic
-def audit_run_fail(*, run: AuditRun, error: str) -> AuditRun:
+def audit_run_fail(*, run: AuditRun, error: str, by: AbstractBaseUser | None = None) -> AuditRun:
     """Mark the run failed and the request AUDIT_FAILED, with the reason for the researcher."""
     run.refresh_from_db()
-    if run.status == RunStatus.DONE:
+    if run.status in (RunStatus.DONE, RunStatus.FAILED):
         return run
     _run_update(run, status=RunStatus.FAILED, error=error, finished_at=timezone.now())
     if run.submission.status == Status.AUDITING:
         submission_set_status(
-            submission=run.submission, to=Status.AUDIT_FAILED, by=None, reason=error
+            submission=run.submission, to=Status.AUDIT_FAILED, by=by, reason=error
         )
         notify_audit_finished(run.submission, risk=None, error=error)
     return run

@@ -1,8 +1,28 @@
 """Celery tasks: an id in, one service call, idempotent."""
 
+import logging
+import threading
+import time
+
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 from redis.exceptions import RedisError
+
+from attacks.redact import exception_summary
+
+logger = logging.getLogger(__name__)
+
+#: Errors worth another try: the broker or the file store blinked.
+TRANSIENT = (RedisError, OSError)
+
+
+class AuditStopped(Exception):
+    """An unexpected error in an audit, as its type and a message stripped of data values.
+
+    The task raises it instead of the original, so neither Celery's log of the failure
+    nor the run's reason carries the record a model choked on.
+    """
 
 
 def _audit_run_execute_failure(self, exc, task_id, args, kwargs, einfo) -> None:
@@ -10,32 +30,56 @@ def _audit_run_execute_failure(self, exc, task_id, args, kwargs, einfo) -> None:
     from tre_audit.submissions.models import AuditRun
     from tre_audit.submissions.services import audit_run_fail
 
+    summary = str(exc) if isinstance(exc, AuditStopped) else exception_summary(exc)
     run = AuditRun.objects.filter(id=args[0]).first()
     if run is not None:
-        audit_run_fail(run=run, error=f"The audit stopped unexpectedly ({type(exc).__name__}).")
+        audit_run_fail(run=run, error=f"The audit stopped unexpectedly ({summary}).")
 
 
 @shared_task(
+    bind=True,
     name="submissions.audit_run_execute",
     acks_late=True,
-    autoretry_for=(RedisError, OSError),
+    autoretry_for=TRANSIENT,
     retry_backoff=True,
     max_retries=3,
     on_failure=_audit_run_execute_failure,
 )
-def audit_run_execute(run_id: int) -> None:
+def audit_run_execute(self, run_id: int) -> None:
     from tre_audit.submissions.models import AuditRun
     from tre_audit.submissions.services import audit_run_execute as run_audit
 
-    run_audit(run=AuditRun.objects.get(id=run_id))
+    run = AuditRun.objects.filter(id=run_id).first()
+    if run is None:
+        return
+    try:
+        run_audit(run=run, task_id=self.request.id or "")
+    except TRANSIENT:
+        raise
+    except Exception as exc:
+        raise AuditStopped(exception_summary(exc)) from None  # no context: no raw values
 
 
 audit_run_execute_task = audit_run_execute
 
 
 @worker_ready.connect
-def _audit_runs_requeue(**kwargs) -> None:
-    """A worker coming up resends audits submitted while the broker was down."""
-    from tre_audit.submissions.services import audit_runs_requeue
+def _audit_runs_reconcile(**kwargs) -> None:
+    """A worker coming up re-queues audits whose worker stopped and resends those
+    submitted while the broker was down; then it checks again every half stale period
+    (no Celery beat runs here)."""
+    from tre_audit.submissions.services import audit_runs_reconcile
 
-    audit_runs_requeue()
+    audit_runs_reconcile()
+    threading.Thread(target=_reconcile_forever, name="audit-reconcile", daemon=True).start()
+
+
+def _reconcile_forever() -> None:
+    from tre_audit.submissions.services import audit_runs_reconcile
+
+    while True:
+        time.sleep(settings.TRE_AUDIT_STALE_SECONDS / 2)
+        try:
+            audit_runs_reconcile()
+        except Exception as exc:  # the broker or database blinked: try again next time
+            logger.warning("Reconciling audit runs failed: %s", exception_summary(exc))

@@ -15,4 +15,5 @@ urlpatterns = [
     path("<int:submission_id>/withdraw/", views.submission_withdraw, name="withdraw"),
     path("<int:submission_id>/retry/", views.audit_run_retry, name="retry"),
     path("<int:submission_id>/release.zip", views.release_bundle, name="bundle"),
+    path("runs/<int:run_id>/stop/", views.audit_run_stop, name="stop"),
 ]

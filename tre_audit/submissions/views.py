@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from attacks.audit import Upload
@@ -111,6 +112,9 @@ def _detail_context(request, submission: Submission) -> dict:
         "user_can_withdraw": is_author
         and Status.WITHDRAWN in services.TRANSITIONS[submission.status],
         "user_can_retry": submission.status == Status.AUDIT_FAILED and acts_for,
+        "user_can_stop": latest is not None
+        and latest.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+        and Role.TRE_ADMIN in selectors.user_roles(user),
         "user_can_release": review_services.user_can_release(user, submission),
         "pending_sign_offs": review_services.pending_sign_offs(submission)
         if submission.status == Status.APPROVED
@@ -248,6 +252,31 @@ def audit_run_retry(request, submission_id: int):
         messages.error(request, str(exc))
     else:
         messages.success(request, "The audit has been queued again.")
+    return redirect(submission)
+
+
+@login_required
+@require_POST
+def audit_run_stop(request, run_id: int):
+    """A TRE admin stops a queued or running audit (from the request page or the dashboard)."""
+    run = AuditRun.objects.filter(id=run_id).first()
+    if run is None:
+        raise Http404("There is no audit run with that number.")
+    submission = _visible(request, run.submission_id)
+    form = ReasonForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise SubmissionError("Say why you stop the audit.")
+        services.audit_run_stop(run=run, by=request.user, reason=form.cleaned_data["reason"])
+    except NotAllowed as exc:
+        raise PermissionDenied(str(exc)) from None
+    except SubmissionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Audit run #{run.id} was stopped.")
+    back = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        return redirect(back)
     return redirect(submission)
 
 

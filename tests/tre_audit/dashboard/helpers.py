@@ -78,3 +78,24 @@ def review(submission: Submission, decision: Decision, evidence: list[str], **ex
         evidence=evidence,
         **extra,
     )
+
+
+@contextmanager
+def broker_connects(port: int):
+    """Record the socket timeout of every connection attempt to ``port``.
+
+    How long a page may wait on a dead broker is a property of these attempts (how
+    many, and the timeout each carries), not of a stopwatch on a loaded machine.
+    """
+    import socket
+
+    attempts: list[float | None] = []
+    connect = socket.socket.connect
+
+    def recording(sock, address):
+        if isinstance(address, tuple) and address[1] == port:
+            attempts.append(sock.gettimeout())
+        return connect(sock, address)
+
+    with mock.patch.object(socket.socket, "connect", recording):
+        yield attempts

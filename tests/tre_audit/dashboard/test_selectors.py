@@ -1,5 +1,4 @@
 import socket
-import time
 from datetime import timedelta
 
 import pytest
@@ -11,6 +10,7 @@ from tests.attacks.report_fixture import sample_report
 from tests.tre_audit.dashboard.helpers import (
     T0,
     audited,
+    broker_connects,
     clock,
     decided_after,
     review,
@@ -93,6 +93,20 @@ def test_retried_audits_are_those_with_more_than_one_attempt():
     assert retried["count"] == 1
     assert [row["id"] for row in retried["runs"]] == [twice.id]
     assert once.id not in [row["id"] for row in retried["runs"]]
+
+
+def test_audits_in_progress_are_the_queued_and_running_ones_and_can_be_stopped():
+    submission = factories.create_submission_at_status(Status.AUDITING)
+    queued = AuditRun.objects.create(submission=submission, status=RunStatus.QUEUED)
+    running = AuditRun.objects.create(submission=submission, status=RunStatus.RUNNING, attempts=1)
+    _run_failed("boom")
+
+    active = selectors.audit_run_list_active()
+
+    assert active["count"] == 2
+    assert {row["id"] for row in active["runs"]} == {queued.id, running.id}
+    assert all(row["stoppable"] for row in active["runs"])
+    assert not any(row["stoppable"] for row in selectors.audit_run_list_failed()["runs"])
 
 
 # Time to decision -----------------------------------------------------------
@@ -269,15 +283,15 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_broker_is_reported_within_a_second():
-    app = Celery(
-        "unreachable", broker=f"redis://127.0.0.1:{_closed_port()}/0", set_as_current=False
-    )
+def test_unreachable_broker_is_reported_after_one_short_attempt():
+    port = _closed_port()
+    app = Celery("unreachable", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
 
-    started = time.monotonic()
-    overview = selectors.broker_overview(app=app, timeout=1.0)
+    with broker_connects(port) as attempts:
+        overview = selectors.broker_overview(app=app, timeout=1.0)
 
-    assert time.monotonic() - started < 1.5
+    assert attempts and len(attempts) <= 3  # no retry loop
+    assert all(timeout is not None and timeout <= 1.0 for timeout in attempts)
     assert overview.reachable is False
     assert overview.queue_depth is None
     assert overview.workers == []

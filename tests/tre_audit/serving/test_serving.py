@@ -96,10 +96,10 @@ def test_he_evaluate_refuses_garbage_and_oversized_bodies(live_server, linear_mo
     endpoint = endpoint_deploy(submission=submission, kind=EndpointKind.HE, by=author)
     url = f"{live_server.url}/api/v1/endpoints/{endpoint.pk}/he/evaluate"
     headers = {"Authorization": f"Token {_token(author)}"}
-    answer = requests.post(url, data=os.urandom(5000), headers=headers, timeout=30)
+    answer = requests.post(url, data=os.urandom(5000), headers=headers, timeout=120)
     assert answer.status_code == 400 and answer.json()["detail"].endswith(".")
     headers["Content-Length"] = str(10**12)
-    answer = requests.post(url, data=b"x", headers=headers, timeout=30)
+    answer = requests.post(url, data=b"x", headers=headers, timeout=120)
     assert answer.status_code in (400, 413)
 
 
@@ -153,7 +153,7 @@ def test_enclave_predictions_over_http_after_attestation(
 def _gone(pid: int) -> bool:
     import time
 
-    for _ in range(50):
+    for _ in range(600):  # a minute: the machine may be loaded
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -422,3 +422,68 @@ def test_a_project_the_author_is_not_in_is_refused(client, researcher, example_f
     )
     assert response.status_code == 400
     assert not Submission.objects.exists()
+
+
+# Stopping an audit ---------------------------------------------------------------
+
+
+def _queued_request(people, example_files):
+    return services.submission_create(
+        author=people["author"],
+        title="SVC",
+        label="response",
+        project=Project.objects.get(),
+        declaration=factories.EXACT,
+        **example_files,
+    )
+
+
+@pytest.mark.parametrize("role, expected", list(codes(LOGIN, 403, 404, 403, 404, 302).items()))
+def test_only_an_admin_stops_an_audit_from_the_web(client, people, example_files, role, expected):
+    submission = _queued_request(people, example_files)
+    run = submission.runs.get()
+    url = reverse("submissions:stop", args=[run.pk])
+    response = call(client, people[role], "POST", url, {"reason": "it hangs"})
+    assert_response(response, expected)
+    run.refresh_from_db()
+    if expected == 302:
+        assert response.url == submission.get_absolute_url()
+        assert (run.status, run.error) == (RunStatus.FAILED, "Stopped by an admin: it hangs")
+    else:
+        assert run.status == RunStatus.QUEUED
+
+
+def test_a_stop_without_a_reason_stops_nothing_and_says_why(client, people, example_files):
+    run = _queued_request(people, example_files).runs.get()
+    client.force_login(people["admin"])
+    url = reverse("submissions:stop", args=[run.pk])
+    response = client.post(url, {"reason": ""}, follow=True)
+    assert "Say why you stop the audit." in response.content.decode()
+    assert client.get(url).status_code == 405
+    assert (
+        client.post(reverse("submissions:stop", args=[10**9]), {"reason": "x"}).status_code == 404
+    )
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED
+
+
+def test_the_stop_button_is_on_the_request_page_for_admins_only(client, people, example_files):
+    submission = _queued_request(people, example_files)
+    action = f'action="{reverse("submissions:stop", args=[submission.runs.get().pk])}"'
+    client.force_login(people["admin"])
+    page = client.get(submission.get_absolute_url()).content.decode()
+    assert action in page and "Stop the audit" in page
+    client.force_login(people["author"])
+    assert action not in client.get(submission.get_absolute_url()).content.decode()
+
+
+def test_a_stop_returns_to_the_page_it_came_from_on_this_site_only(client, people, example_files):
+    run = _queued_request(people, example_files).runs.get()
+    client.force_login(people["admin"])
+    url = reverse("submissions:stop", args=[run.pk])
+    response = client.post(url, {"reason": "stuck", "next": "/dashboard/"})
+    assert response.url == "/dashboard/"
+    other = _queued_request(people, example_files).runs.get()
+    url = reverse("submissions:stop", args=[other.pk])
+    response = client.post(url, {"reason": "stuck", "next": "https://evil.example/"})
+    assert response.url == other.submission.get_absolute_url()
