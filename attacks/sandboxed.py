@@ -11,18 +11,20 @@ the uploads' bytes go in, a report dict comes back.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
 from attacks.audit import AuditConfig, Progress, Upload, audit_uploads, target_from_uploads
-from attacks.exceptions import AuditError, IntakeError
+from attacks.exceptions import AttackError, AuditError, IntakeError, PolicyError
 from attacks.intake import DEFAULT_MAX_BYTES
 from attacks.policy import Policy
+from attacks.redact import exception_summary
 from safe_model.exceptions import ModelRefused
 from safe_model.sandbox import AUDIT_LIMITS, INTAKE_LIMITS, SandboxLimits, sandbox_call
 
 #: Exceptions of ours that a child may raise: they carry user-safe sentences.
-_RERAISED = (AuditError, ModelRefused)
+_RERAISED = (IntakeError, PolicyError, AttackError, AuditError, ModelRefused)
 
 
 def uploads_check(
@@ -108,6 +110,47 @@ def uploads_audit(
         raise AuditError(str(exc)) from None
 
 
+def uploads_scan(
+    *,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    label: str,
+    policy: Policy,
+    n_shadow_models: int = 8,
+    random_state: int = 0,
+    n_jobs: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: SandboxLimits = AUDIT_LIMITS,
+) -> dict:
+    """The structural rules and the hyperparameter sweep alone, run in a sandbox.
+
+    Returns
+    -------
+    dict
+        ``{"rules": [...], "sweep": {...}}``, as in the report.
+
+    Raises
+    ------
+    AuditError
+        As :func:`uploads_audit`.
+    """
+    kwargs = {
+        "uploads": _wire_uploads(model=model, train=train, test=test),
+        "label": label,
+        "policy": dataclasses.asdict(policy),
+        "sweep": {"n_shadow_models": n_shadow_models, "random_state": random_state},
+        "n_jobs": n_jobs,
+        "max_bytes": max_bytes,
+    }
+    try:
+        return sandbox_call(
+            "attacks.sandboxed:_scan_in_child", kwargs=kwargs, limits=limits, reraise=_RERAISED
+        )
+    except ModelRefused as exc:
+        raise AuditError(str(exc)) from None
+
+
 def _wire_uploads(**uploads: Upload | None) -> dict[str, list]:
     return {role: [u.name, u.data] for role, u in uploads.items() if u is not None}
 
@@ -128,8 +171,23 @@ def _progress_relay(progress: Progress | None):
 # ------------------------------------------------------------ inside the sandbox
 
 
+@contextlib.contextmanager
+def _data_errors():
+    """An unexpected error is the model failing on the data: one sentence, values left out.
+
+    MemoryError passes as it is: the sandbox reports it as its memory limit.
+    """
+    try:
+        yield
+    except (AuditError, ModelRefused, MemoryError):
+        raise
+    except Exception as exc:
+        raise AuditError(f"The model failed on the data: {exception_summary(exc)}.") from None
+
+
 def _check_in_child(*, uploads: dict, label: str, max_bytes: int) -> None:
-    target_from_uploads(**_uploads_from_wire(uploads), label=label, max_bytes=max_bytes)
+    with _data_errors():
+        target_from_uploads(**_uploads_from_wire(uploads), label=label, max_bytes=max_bytes)
 
 
 def _audit_in_child(
@@ -137,14 +195,31 @@ def _audit_in_child(
 ) -> dict:
     from safe_model.sandbox import sandbox_emit
 
-    return audit_uploads(
-        **_uploads_from_wire(uploads),
-        label=label,
-        policy=Policy(**policy),
-        config=_config_from_wire(config),
-        progress=lambda stage, done: sandbox_emit({"stage": stage, "done": done}),
-        max_bytes=max_bytes,
-    )
+    with _data_errors():
+        return audit_uploads(
+            **_uploads_from_wire(uploads),
+            label=label,
+            policy=Policy(**policy),
+            config=_config_from_wire(config),
+            progress=lambda stage, done: sandbox_emit({"stage": stage, "done": done}),
+            max_bytes=max_bytes,
+        )
+
+
+def _scan_in_child(
+    *, uploads: dict, label: str, policy: dict, sweep: dict, n_jobs: int | None, max_bytes: int
+) -> dict:
+    from attacks.audit import sweep_dict
+    from attacks.report import json_safe
+    from attacks.scan import HyperparameterScan, check_rules
+
+    with _data_errors():
+        target = target_from_uploads(
+            **_uploads_from_wire(uploads), label=label, max_bytes=max_bytes
+        )
+        rules = check_rules(target, thresholds=policy["sections"]["rules"])
+        scan = HyperparameterScan(**sweep, n_jobs=n_jobs).fit(target)
+    return json_safe({"rules": [dataclasses.asdict(r) for r in rules], "sweep": sweep_dict(scan)})
 
 
 def _uploads_from_wire(uploads: dict) -> dict[str, Upload]:

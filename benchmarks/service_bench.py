@@ -257,7 +257,7 @@ def _database_prepare() -> tuple[str, tuple[str, str]]:
 def _users_create() -> tuple[str, tuple[str, str]]:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from tre_audit.reviews.enums import Role
 
@@ -267,7 +267,7 @@ def _users_create() -> tuple[str, tuple[str, str]]:
     password = secrets.token_urlsafe(12)
     checker = users.create_user("bench-checker", "checker@bench.localhost", password)
     checker.groups.set([Group.objects.get(name=Role.CHECKER)])
-    return Token.objects.create(user=researcher).key, ("bench-checker", password)
+    return AuthToken.objects.create(user=researcher)[1], ("bench-checker", password)
 
 
 def _login(base: str, username: str, password: str) -> requests.Session:

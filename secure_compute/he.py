@@ -190,7 +190,7 @@ def linear_model_fold_file(data: bytes, *, filename: str = "model.skops") -> Lin
             "secure_compute.he:_fold_in_child",
             kwargs={"data": data, "filename": filename},
             limits=INTAKE_LIMITS,
-            reraise=(HEError, ModelRefused),
+            reraise=(UnsupportedModel, HEError, ModelRefused),
         )
     except ModelRefused as exc:
         raise UnsupportedModel(str(exc)) from None

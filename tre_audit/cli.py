@@ -12,7 +12,6 @@ stderr, its data values left out (``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -197,9 +196,10 @@ def _positive(text: str) -> int:
 
 
 def _audit(args) -> int:
-    from attacks.audit import AuditConfig, audit_uploads
+    from attacks.audit import AuditConfig
     from attacks.pdf import render_pdf
     from attacks.report import report_dumps
+    from attacks.sandboxed import uploads_audit
 
     _check_out_dir(args.out, force=args.force)
     config = AuditConfig(
@@ -211,7 +211,7 @@ def _audit(args) -> int:
         include_raw_values=args.include_raw_values,
     )
     with _ProgressBar(args.quiet) as progress, _model_errors():
-        report = audit_uploads(
+        report = uploads_audit(
             **_uploads(args),
             label=args.label,
             policy=_policy(args.policy),
@@ -236,23 +236,23 @@ def _example(args) -> int:
 
 
 def _scan(args) -> int:
-    from attacks.audit import sweep_dict, target_from_uploads
-    from attacks.scan import HyperparameterScan, check_rules
+    from attacks.sandboxed import uploads_scan
 
-    policy = _policy(args.policy)
     with _model_errors():
-        target = target_from_uploads(**_uploads(args), label=args.label)
-        rules = check_rules(target, thresholds=policy.sections["rules"])
-        scan = HyperparameterScan(
-            n_shadow_models=args.shadows or 8, random_state=args.seed, n_jobs=args.jobs
-        ).fit(target)
-    result = {"rules": [dataclasses.asdict(r) for r in rules], "sweep": sweep_dict(scan)}
+        result = uploads_scan(
+            **_uploads(args),
+            label=args.label,
+            policy=_policy(args.policy),
+            n_shadow_models=args.shadows or 8,
+            random_state=args.seed,
+            n_jobs=args.jobs,
+        )
     _print_scan(result)
     if args.out is not None:
-        from attacks.report import json_safe, report_dumps
+        from attacks.report import report_dumps
 
         args.out.mkdir(parents=True, exist_ok=True)
-        _write(args.out / "scan.json", report_dumps(json_safe(result)).encode())
+        _write(args.out / "scan.json", report_dumps(result).encode())
     return 0
 
 

@@ -29,7 +29,6 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from attacks.intake import load_model
 from secure_compute import he
 from secure_compute.attestation import (
     ROOT_CERT_FILE,
@@ -233,10 +232,10 @@ def endpoint_caller_revoke(
 
 @functools.lru_cache(maxsize=32)
 def he_weights(model_sha256: str) -> he.LinearWeights:
-    """The model folded for HE, loaded safely once per process (files never change)."""
+    """The model folded for HE in a sandbox process, once per process (files never change)."""
     data = file_read(stored=StoredFile.objects.get(sha256=model_sha256))
     try:
-        return he.linear_model_fold(load_model(data))
+        return he.linear_model_fold_file(data)
     except UnsupportedModel as exc:
         raise ServingError(str(exc)) from None
 

@@ -21,10 +21,11 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from attacks.audit import AuditConfig, Upload, audit_uploads, target_from_uploads
+from attacks.audit import AuditConfig, Upload
 from attacks.exceptions import AuditError, PolicyError
 from attacks.pdf import render_pdf
 from attacks.policy import Policy, load_policy
+from attacks.sandboxed import uploads_audit, uploads_check
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
 from tre_audit.submissions.exceptions import (
@@ -364,7 +365,13 @@ def _check_uploads(*, model: Upload, train: Upload, test: Upload, label: str) ->
         if refusal:
             raise UploadRefused(refusal)
     try:
-        target_from_uploads(model=model, train=train, test=test, label=label)
+        uploads_check(
+            model=model,
+            train=train,
+            test=test,
+            label=label,
+            max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES,
+        )
     except AuditError as exc:
         raise UploadRefused(str(exc)) from None
 
@@ -434,12 +441,13 @@ def audit_run_execute(
         )
     try:
         with _heartbeat(run):
-            report = audit_uploads(
+            report = uploads_audit(
                 **_uploads_of(submission, run.version),
                 label=submission.label,
                 policy=policy_current(),
                 config=config or _audit_config(),
                 progress=_progress_saver(run),
+                max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES,
             )
     except AuditError as exc:
         return audit_run_fail(run=run, error=str(exc))
