@@ -123,7 +123,7 @@ def check_model_structure(model: Any) -> None:
             raise ModelRefused(f"The model's {label} is inconsistent: {exc}.") from None
         except (AttributeError, TypeError, ValueError, IndexError, KeyError, OverflowError):
             raise ModelRefused(
-                f"The model's {label} is inconsistent: an attribute is missing or has the wrong type."
+                f"The model's {label} is inconsistent: an attribute is missing or malformed."
             ) from None
 
 
