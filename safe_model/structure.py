@@ -650,10 +650,8 @@ def _check_libsvm(model: BaseSVC) -> None:
     _count(model.degree, "polynomial degree")
     n_features, n_classes = _n_features(model), _n_classes(model)
     n_support = _array(model._n_support, "support counts", ndim=1, kind="i")
-    _require(
-        len(n_support) == n_classes and (n_support >= 0).all(),
-        "its support counts do not match its classes",
-    )
+    _require(len(n_support) == n_classes, "its support vector counts do not match its classes")
+    _require((n_support >= 0).all(), "a support vector count is negative")
     n_vectors = int(n_support.sum())
     _require(n_vectors >= 1, "it has no support vectors")
     support = _array(model.support_, "support indices", ndim=1, kind="i")
