@@ -417,6 +417,16 @@ def _check_hist_gradient_boosting(model: BaseHistGradientBoosting) -> None:
         _preprocessed_width(model._preprocessor, n_features) == n_features,
         "its preprocessor changes the number of features",
     )
+    _check_predictors(model, is_categorical=is_categorical)
+    if hasattr(model, "classes_"):
+        n_classes = _n_classes(model)
+        _require(
+            model.n_trees_per_iteration_ == (1 if n_classes == 2 else n_classes),
+            "its trees per iteration and its classes disagree",
+        )
+
+
+def _check_predictors(model: BaseHistGradientBoosting, *, is_categorical: np.ndarray) -> None:
     predictors = getattr(model, "_predictors", None)
     _require(isinstance(predictors, list) and predictors, "it holds no trees")
     for iteration in predictors:
@@ -424,15 +434,12 @@ def _check_hist_gradient_boosting(model: BaseHistGradientBoosting) -> None:
             isinstance(iteration, list) and len(iteration) == model.n_trees_per_iteration_,
             "its trees per iteration are inconsistent",
         )
-        for predictor in iteration:
-            _require(isinstance(predictor, TreePredictor), "one of its trees is not a tree")
+    for index, predictor in enumerate(p for iteration in predictors for p in iteration):
+        _require(isinstance(predictor, TreePredictor), f"its tree {index} is not a tree")
+        try:
             _check_predictor(predictor, is_categorical=is_categorical)
-    if hasattr(model, "classes_"):
-        n_classes = _n_classes(model)
-        _require(
-            model.n_trees_per_iteration_ == (1 if n_classes == 2 else n_classes),
-            "its trees per iteration and its classes disagree",
-        )
+        except _Inconsistent as exc:
+            raise _Inconsistent(f"in its tree {index}, {exc}") from None
 
 
 def _check_known_categories(mapper: Any, is_categorical: np.ndarray) -> None:
@@ -578,42 +585,43 @@ def _check_binary_tree(tree: KDTree | BallTree, *, n_samples: int, n_features: i
     """What ``BinaryTree.query`` reads: children 2i+1 and 2i+2, index ranges, bounds."""
     data, idx, node_data, bounds, leaf_size, n_levels, n_nodes = tree.__getstate__()[:7]
     metric, sample_weight = tree.__getstate__()[11:13]
+    kind = "k-d tree" if isinstance(tree, KDTree) else "ball tree"
     _require(
         isinstance(data, np.ndarray) and data.shape == (n_samples, n_features),
-        "its search tree's points do not match its training points",
+        f"its {kind}'s points do not match its training points",
     )
     _require(
         isinstance(idx, np.ndarray) and idx.shape == (n_samples,),
-        "its search tree's index has the wrong length",
+        f"its {kind}'s index has the wrong length",
     )
     _require(
         np.array_equal(np.sort(idx), np.arange(n_samples)),
-        "its search tree has an index out of range",
+        f"its {kind} has an index out of range",
     )
     _require(
         n_levels == _expected_levels(n_samples, leaf_size),
-        "its search tree's depth is inconsistent",
+        f"its {kind}'s depth is inconsistent",
     )
     _require(
-        n_nodes == 2**n_levels - 1 == len(node_data), "its search tree's node count is inconsistent"
+        n_nodes == 2**n_levels - 1 == len(node_data), f"its {kind}'s node count is inconsistent"
     )
     _require(
         bounds.shape == ((2 if isinstance(tree, KDTree) else 1), n_nodes, n_features),
-        "its search tree's bounds have the wrong shape",
+        f"its {kind}'s bounds have the wrong shape",
     )
     starts, ends = node_data["idx_start"], node_data["idx_end"]
     _require(
         ((starts >= 0) & (starts <= ends) & (ends <= n_samples)).all(),
-        "its search tree has a node range out of bounds",
+        f"its {kind} has a node range out of bounds",
     )
     _require(
         (node_data["is_leaf"][(n_nodes - 1) // 2 :] != 0).all(),
-        "its search tree has a branch below its last level",
+        f"its {kind} has a branch below its last level",
     )
     _require(
         sample_weight is None
         or (isinstance(sample_weight, np.ndarray) and sample_weight.shape == (n_samples,)),
-        "its search tree's sample weights have the wrong length",
+        f"its {kind}'s sample weights have the wrong length",
     )
     _check_metric(metric, n_features=n_features)
 
