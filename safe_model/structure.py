@@ -314,6 +314,23 @@ def _check_decision_tree(estimator: BaseDecisionTree) -> None:
 
 
 def _check_tree(tree: Tree) -> None:
+    n_nodes = _check_tree_shape(tree)
+    state = tree.__getstate__()  # safe to read now: node_count is within the node array
+    _check_tree_nodes(state["nodes"], n_nodes=n_nodes, n_features=tree.n_features)
+    _finite(state["values"], "leaf values")
+    _require(
+        state["values"].shape == (n_nodes, tree.n_outputs, tree.max_n_classes),
+        "its value array has the wrong shape",
+    )
+    _require(
+        _tree_depth(state["nodes"]["left_child"], state["nodes"]["right_child"], leaf=TREE_LEAF)
+        <= tree.max_depth,
+        "it is deeper than its recorded depth",
+    )
+
+
+def _check_tree_shape(tree: Tree) -> int:
+    """Node count, outputs and classes; returns the node count."""
     n_nodes, capacity = _count(tree.node_count, "node count"), _count(tree.capacity, "capacity")
     _require(1 <= n_nodes <= capacity, "its node count does not match its node arrays")
     _require(tree.n_outputs >= 1 and tree.n_features >= 1, "its shape is empty")
@@ -323,27 +340,19 @@ def _check_tree(tree: Tree) -> None:
         n_classes.min() >= 1 and tree.max_n_classes == n_classes.max(),
         "its class counts are inconsistent",
     )
-    state = tree.__getstate__()
-    nodes, values = state["nodes"], state["values"]
+    return n_nodes
+
+
+def _check_tree_nodes(nodes: np.ndarray, *, n_nodes: int, n_features: int) -> None:
+    """What ``Tree.apply`` reads of each node on its way down."""
     left, right = nodes["left_child"], nodes["right_child"]
     _tree_edges(left, right, leaf=TREE_LEAF, n_nodes=n_nodes)
     inner = left != TREE_LEAF
     features = nodes["feature"][inner]
-    _require(
-        ((features >= 0) & (features < tree.n_features)).all(), "a split feature is out of range"
-    )
+    _require(((features >= 0) & (features < n_features)).all(), "a split feature is out of range")
     _finite(nodes["threshold"][inner], "thresholds")
-    _finite(values, "leaf values")
     _finite(nodes["weighted_n_node_samples"], "sample weights")
     _require((nodes["n_node_samples"] >= 0).all(), "a sample count is negative")
-    _require(
-        values.shape == (n_nodes, tree.n_outputs, tree.max_n_classes),
-        "its value array has the wrong shape",
-    )
-    _require(
-        _tree_depth(left, right, leaf=TREE_LEAF) <= tree.max_depth,
-        "it is deeper than its recorded depth",
-    )
 
 
 def _check_tree_ensemble(ensemble: BaseEnsemble) -> None:
@@ -515,18 +524,26 @@ def _check_predictor(predictor: TreePredictor, *, is_categorical: np.ndarray) ->
     right = np.where(is_leaf, leaf, nodes["right"]).astype(np.int64)
     _tree_edges(left, right, leaf=leaf, n_nodes=len(nodes))
     inner = nodes[~is_leaf]
+    _check_predictor_splits(inner, is_categorical=is_categorical)
+    _finite(nodes["value"][is_leaf], "leaf values")
+    _check_predictor_bitsets(predictor, inner[inner["is_categorical"] != 0])
+
+
+def _check_predictor_splits(inner: np.ndarray, *, is_categorical: np.ndarray) -> None:
     features = inner["feature_idx"]
     _require(
         ((features >= 0) & (features < len(is_categorical))).all(),
         "a split feature is out of range",
     )
-    _finite(nodes["value"][is_leaf], "leaf values")
     _require(not np.isnan(inner["num_threshold"]).any(), "a threshold is not a number")
-    categorical = inner[inner["is_categorical"] != 0]
     _require(
-        is_categorical[categorical["feature_idx"]].all(),
+        is_categorical[features[inner["is_categorical"] != 0]].all(),
         "a categorical split is on a numeric feature",
     )
+
+
+def _check_predictor_bitsets(predictor: TreePredictor, categorical: np.ndarray) -> None:
+    """``in_bitset_2d_memoryview`` reads word v // 32 < 8 of row ``bitset_idx``."""
     for name in ("raw_left_cat_bitsets", "binned_left_cat_bitsets"):
         bitsets = getattr(predictor, name, None)
         _require(
@@ -586,6 +603,27 @@ def _check_binary_tree(tree: KDTree | BallTree, *, n_samples: int, n_features: i
     data, idx, node_data, bounds, leaf_size, n_levels, n_nodes = tree.__getstate__()[:7]
     metric, sample_weight = tree.__getstate__()[11:13]
     kind = "k-d tree" if isinstance(tree, KDTree) else "ball tree"
+    _check_binary_tree_points(
+        data, idx, sample_weight, n_samples=n_samples, n_features=n_features, kind=kind
+    )
+    _require(
+        n_levels == _expected_levels(n_samples, leaf_size),
+        f"its {kind}'s depth is inconsistent",
+    )
+    _require(
+        n_nodes == 2**n_levels - 1 == len(node_data), f"its {kind}'s node count is inconsistent"
+    )
+    _require(
+        bounds.shape == ((2 if isinstance(tree, KDTree) else 1), n_nodes, n_features),
+        f"its {kind}'s bounds have the wrong shape",
+    )
+    _check_binary_tree_nodes(node_data, n_samples=n_samples, kind=kind)
+    _check_metric(metric, n_features=n_features)
+
+
+def _check_binary_tree_points(
+    data: Any, idx: Any, sample_weight: Any, *, n_samples: int, n_features: int, kind: str
+) -> None:
     _require(
         isinstance(data, np.ndarray) and data.shape == (n_samples, n_features),
         f"its {kind}'s points do not match its training points",
@@ -599,31 +637,23 @@ def _check_binary_tree(tree: KDTree | BallTree, *, n_samples: int, n_features: i
         f"its {kind} has an index out of range",
     )
     _require(
-        n_levels == _expected_levels(n_samples, leaf_size),
-        f"its {kind}'s depth is inconsistent",
+        sample_weight is None
+        or (isinstance(sample_weight, np.ndarray) and sample_weight.shape == (n_samples,)),
+        f"its {kind}'s sample weights have the wrong length",
     )
-    _require(
-        n_nodes == 2**n_levels - 1 == len(node_data), f"its {kind}'s node count is inconsistent"
-    )
-    _require(
-        bounds.shape == ((2 if isinstance(tree, KDTree) else 1), n_nodes, n_features),
-        f"its {kind}'s bounds have the wrong shape",
-    )
+
+
+def _check_binary_tree_nodes(node_data: np.ndarray, *, n_samples: int, kind: str) -> None:
+    """Index ranges within the data; nodes of the last level (no children) are leaves."""
     starts, ends = node_data["idx_start"], node_data["idx_end"]
     _require(
         ((starts >= 0) & (starts <= ends) & (ends <= n_samples)).all(),
         f"its {kind} has a node range out of bounds",
     )
     _require(
-        (node_data["is_leaf"][(n_nodes - 1) // 2 :] != 0).all(),
+        (node_data["is_leaf"][(len(node_data) - 1) // 2 :] != 0).all(),
         f"its {kind} has a branch below its last level",
     )
-    _require(
-        sample_weight is None
-        or (isinstance(sample_weight, np.ndarray) and sample_weight.shape == (n_samples,)),
-        f"its {kind}'s sample weights have the wrong length",
-    )
-    _check_metric(metric, n_features=n_features)
 
 
 def _expected_levels(n_samples: int, leaf_size: int) -> int:
@@ -657,6 +687,17 @@ def _check_libsvm(model: BaseSVC) -> None:
     _require(model.kernel in _KERNELS, "its kernel is unknown")
     _count(model.degree, "polynomial degree")
     n_features, n_classes = _n_features(model), _n_classes(model)
+    n_vectors = _check_support(model, n_classes=n_classes)
+    _check_support_vectors(model, n_vectors=n_vectors, n_features=n_features)
+    _check_libsvm_coefficients(model, n_classes=n_classes, n_vectors=n_vectors)
+
+
+def _check_support(model: BaseSVC, *, n_classes: int) -> int:
+    """Per-class counts and indices of the support vectors; returns their number.
+
+    scikit-learn compares only the counts' sum with the vectors (CVE-2020-28975);
+    libsvm also takes each count as the length of that class's block.
+    """
     n_support = _array(model._n_support, "support counts", ndim=1, kind="i")
     _require(len(n_support) == n_classes, "its support vector counts do not match its classes")
     _require((n_support >= 0).all(), "a support vector count is negative")
@@ -666,7 +707,13 @@ def _check_libsvm(model: BaseSVC) -> None:
     _require(
         len(support) == n_vectors, "its support vector count does not match its support counts"
     )
-    _check_support_vectors(model, n_vectors=n_vectors, n_features=n_features)
+    if model.kernel == "precomputed":
+        n_train = _count(model.shape_fit_[0], "number of training rows")
+        _require(((support >= 0) & (support < n_train)).all(), "a support index is out of range")
+    return n_vectors
+
+
+def _check_libsvm_coefficients(model: BaseSVC, *, n_classes: int, n_vectors: int) -> None:
     _require(
         np.shape(model._dual_coef_) == (n_classes - 1, n_vectors),
         "its dual coefficients have the wrong shape",
@@ -682,9 +729,6 @@ def _check_libsvm(model: BaseSVC) -> None:
             np.asarray(getattr(model, name), dtype=float),
             name.strip("_").replace("_", " ") + " values",
         )
-    if model.kernel == "precomputed":
-        n_train = _count(model.shape_fit_[0], "number of training rows")
-        _require(((support >= 0) & (support < n_train)).all(), "a support index is out of range")
 
 
 def _check_support_vectors(model: BaseSVC, *, n_vectors: int, n_features: int) -> None:

@@ -394,8 +394,11 @@ def _predict(model, probe) -> str:
     return "ok"
 
 
+_MARK = b"@@ "
+
+
 def _say(message: str) -> None:
-    sys.stdout.write(message.replace("\n", " ") + "\n")
+    sys.stdout.write(_MARK.decode() + message.replace("\n", " ") + "\n")
     sys.stdout.flush()
 
 
@@ -418,24 +421,31 @@ class _Worker:
         self.process.stdin.write(line.encode() + b"\n")
         self.process.stdin.flush()
 
-    def read(self, timeout: float) -> str | None:
-        """The next line; None if the worker died or stayed silent for ``timeout``."""
-        while b"\n" not in self.buffer:
-            ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-            chunk = os.read(self.process.stdout.fileno(), 65536) if ready else b""
-            if not chunk:
-                return None
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return line.decode()
+    def read(self, timeout: float) -> str:
+        """The next line the worker says; raises _Silent if it dies or stays silent."""
+        while True:
+            while b"\n" not in self.buffer:
+                ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+                if not ready:
+                    raise _Silent("hang")
+                chunk = os.read(self.process.stdout.fileno(), 65536)
+                if not chunk:
+                    raise _Silent("crash")
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            if line.startswith(_MARK):  # anything else is a library printing
+                return line[len(_MARK) :].decode()
 
-    def stop(self) -> str:
-        """Kill the worker; 'crash' if it had died by a signal, else 'hang'."""
-        code = self.process.poll()
-        if code is None:
+    def stop(self, outcome: str) -> str:
+        """Kill the worker if it still runs; a crash is a death by signal."""
+        if outcome == "hang":
             self.process.kill()
-        self.process.wait()
-        return "crash" if code is not None else "hang"
+        code = self.process.wait()
+        return outcome if outcome == "hang" or code < 0 else f"exit{code}"
+
+
+class _Silent(Exception):
+    """The worker stopped answering: its ``args[0]`` says whether it died or hangs."""
 
 
 def run(
@@ -450,7 +460,7 @@ def run(
         worker_ = worker_ or _Worker()
         worker_.send(f"{name} {case} {seed} {int(accepted_only)}")
         outcome, label, verdict = _one_case(worker_, timeout)
-        if outcome in ("crash", "hang"):
+        if outcome in ("crash", "hang") or outcome.startswith("exit"):
             worker_ = None
         counts[f"{verdict}:{outcome}"] += 1
         if verdict in ("accepted", "checking") and outcome in ("crash", "hang"):
@@ -462,18 +472,23 @@ def run(
 
 
 def _one_case(worker_: _Worker, timeout: float) -> tuple[str, str, str]:
-    """(outcome, mutation label, verdict) of the case just sent."""
+    """(outcome, mutation label, verdict) of the case just sent.
+
+    Building the case (starting a worker, fitting the model) is not under test
+    and gets CASE_TIMEOUT; checking and predicting get ``timeout``.
+    """
     label, verdict = "?", "unbuilt"
-    for _ in range(3):
-        line = worker_.read(timeout)
-        if line is None:
-            return worker_.stop(), label, verdict
-        if line.startswith("M "):
-            label, verdict = line[2:], "checking"
-        elif line in ("A", "R"):
-            verdict = {"A": "accepted", "R": "refused"}[line]
-        elif line.startswith("D "):
-            return line[2:].split()[0], label, verdict
+    try:
+        for _ in range(3):
+            line = worker_.read(CASE_TIMEOUT if verdict == "unbuilt" else timeout)
+            if line.startswith("M "):
+                label, verdict = line[2:], "checking"
+            elif line in ("A", "R"):
+                verdict = {"A": "accepted", "R": "refused"}[line]
+            elif line.startswith("D "):
+                return line[2:].split()[0], label, verdict
+    except _Silent as silent:
+        return worker_.stop(silent.args[0]), label, verdict
     return "protocol", label, verdict
 
 
