@@ -38,10 +38,19 @@ CASE_TIMEOUT = 60.0
 #: Address-space cap of a worker, so a corrupted size cannot exhaust memory.
 WORKER_MEMORY = 3 * 2**30
 
+#: Share of cases that corrupt fitted state rather than any attribute, since
+#: hyperparameters (stored in the file too) are read only by ``fit``.
+STRUCTURAL_SHARE = 0.8
+HYPERPARAMETERS = frozenset(
+    {"verbose", "random_state", "n_estimators", "min_samples_split", "min_samples_leaf", "n_jobs"}
+    | {"max_iter", "max_leaf_nodes", "max_bins", "n_iter_no_change", "cv", "cache_size"}
+)
+
 INT_SPECIALS = (-1, -2, -(2**31), -(2**40), 2**31 - 1, 2**32 - 1, 10**9, 10**12, 0, 1)
 FLOAT_SPECIALS = (np.nan, np.inf, -np.inf, 1e300, -1e300)
 ARRAY_KINDS = ("element", "element", "element", "all", "cycle", "truncate", "extend")
 ARRAY_KINDS += ("reshape", "dtype", "empty", "swap")
+FIELD_KINDS = ("element", "element", "all", "cycle", "swap")  # a field keeps its length
 
 
 # --------------------------------------------------------------------------- models
@@ -96,8 +105,22 @@ def _models() -> dict:
         "nb": lambda: naive_bayes.GaussianNB(),
         "calibrated": lambda: calibration.CalibratedClassifierCV(svm.LinearSVC(), cv=2),
         "ovr": lambda: multiclass.OneVsRestClassifier(svm.SVC(probability=True)),
+        "pipeline": _pipeline,
     }
     return kinds
+
+
+def _pipeline():
+    """ColumnTransformer with a one-hot encoded column, then a forest."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    encode = ColumnTransformer(
+        [("site", OneHotEncoder(handle_unknown="ignore"), [0])], remainder="passthrough"
+    )
+    return make_pipeline(encode, RandomForestClassifier(n_estimators=2, random_state=0))
 
 
 def fitted_model(name: str):
@@ -105,7 +128,7 @@ def fitted_model(name: str):
     warnings.filterwarnings("ignore")
     multi = name.endswith("_multi") or name == "ovr"
     X, y = _data(3 if multi else 2)
-    if name == "hgb_cat":
+    if name in ("hgb_cat", "pipeline"):
         X = X.copy()
         X[:, 0] = np.digitize(X[:, 0], [-1.0, 0.0, 1.0])
     model = _models()[name]().fit(X, y)
@@ -121,8 +144,8 @@ def fitted_model(name: str):
 class Target:
     """One corruptible value of a model: a name, its value, and how to write it back."""
 
-    def __init__(self, name, get, put):
-        self.name, self.get, self.put = name, get, put
+    def __init__(self, name, get, put, kinds=ARRAY_KINDS):
+        self.name, self.get, self.put, self.kinds = name, get, put, kinds
 
 
 def targets(model) -> list[Target]:
@@ -139,7 +162,7 @@ def targets(model) -> list[Target]:
             found.extend(_tree_targets(path, obj))
         elif type(obj).__name__ in ("KDTree", "BallTree"):
             found.extend(_binary_tree_targets(path, obj))
-        elif isinstance(obj, list):
+        elif isinstance(obj, (list, tuple)):
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(obj))))
         elif isinstance(obj, np.ndarray) and obj.dtype == object:
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(obj.ravel()))
@@ -181,6 +204,7 @@ def _field_targets(path, get, put) -> list[Target]:
                 f"{path}[{field}]",
                 lambda f=field: get()[f].copy(),
                 lambda v, f=field: field_put(v, f),
+                FIELD_KINDS,
             )
         )
     return fields
@@ -267,7 +291,7 @@ def _binary_tree_targets(path, tree) -> list[Target]:
 # --------------------------------------------------------------------------- mutations
 
 
-def mutate(value, rng: random.Random):
+def mutate(value, rng: random.Random, kinds=ARRAY_KINDS):
     """One random corruption of an array, a count or a list, and its name."""
     if isinstance(value, list):
         if rng.random() < 0.5 or len(value) < 2:
@@ -277,7 +301,7 @@ def mutate(value, rng: random.Random):
         return "count", rng.choice(
             (0, -1, 1, int(value) + 1, int(value) - 1, 10**12, 2**31, -(2**40))
         )
-    kind = rng.choice(ARRAY_KINDS)
+    kind = rng.choice(kinds)
     return kind, _mutate_array(np.array(value, copy=True), kind, rng)
 
 
@@ -353,9 +377,11 @@ def _corrupt(model, *, rng: random.Random) -> str:
     _OWNERS.clear()
     _note_tree_owners(model)
     found = targets(model)
-    target = found[rng.randrange(len(found))]
+    structural = [t for t in found if t.name.rsplit(".", 1)[-1] not in HYPERPARAMETERS]
+    pool = structural if structural and rng.random() < STRUCTURAL_SHARE else found
+    target = pool[rng.randrange(len(pool))]
     try:
-        kind, value = mutate(target.get(), rng)
+        kind, value = mutate(target.get(), rng, target.kinds)
         target.put(value)
     except Exception as exc:  # refused at load (setstate or our own put), like a bad file
         return f"{target.name} unloadable({type(exc).__name__})"
