@@ -724,11 +724,14 @@ def _check_libsvm_coefficients(model: BaseSVC, *, n_classes: int, n_vectors: int
         np.size(model._probA) in (0, n_pairs) and np.size(model._probA) == np.size(model._probB),
         "its probability calibration has the wrong length",
     )
+    _require(
+        np.size(getattr(model, "class_weight_", [])) in (0, n_classes),
+        "its class weights do not match its classes",
+    )
     for name in ("_dual_coef_", "_intercept_", "_probA", "_probB", "_gamma", "coef0"):
-        _finite(
-            np.asarray(getattr(model, name), dtype=float),
-            name.strip("_").replace("_", " ") + " values",
-        )
+        value = getattr(model, name)
+        value = value.data if scipy.sparse.issparse(value) else value
+        _finite(np.asarray(value, dtype=float), name.strip("_").replace("_", " ") + " values")
 
 
 def _check_support_vectors(model: BaseSVC, *, n_vectors: int, n_features: int) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse
 import skops.io
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
@@ -198,17 +199,26 @@ def _honest_models():
     )
     X_cat = X.copy()
     X_cat[:, 0] = np.digitize(X[:, 0], [-1.0, 0.0, 1.0])
+    X_nan = X.copy()
+    X_nan[::7, 2] = np.nan
     train, _ = famous_patient_data()
     return {
         "tree": DecisionTreeClassifier(random_state=0).fit(X, y),
         "extra_tree": ExtraTreeClassifier(random_state=0).fit(X, y),
+        "tree_pruned": DecisionTreeClassifier(ccp_alpha=0.02, random_state=0).fit(X, y),
+        "tree_single_leaf": DecisionTreeClassifier().fit(X, np.zeros_like(y)),
+        "tree_missing_values": DecisionTreeClassifier(random_state=0).fit(X_nan, y),
+        "tree_best_first": DecisionTreeClassifier(max_leaf_nodes=5).fit(X, y),
+        "tree_multioutput": DecisionTreeClassifier(random_state=0).fit(X, np.c_[y, y3]),
         "forest": RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y),
         "extra_trees": ExtraTreesClassifier(n_estimators=5, random_state=0).fit(X, y),
         "gb": GradientBoostingClassifier(n_estimators=5, random_state=0).fit(X, y),
         "gb_multiclass": GradientBoostingClassifier(n_estimators=3, random_state=0).fit(X3, y3),
         "gb_zero_init": GradientBoostingClassifier(n_estimators=3, init="zero").fit(X, y),
+        "gb_exponential": GradientBoostingClassifier(n_estimators=3, loss="exponential").fit(X, y),
         "hgb": HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(X, y),
         "hgb_multiclass": HistGradientBoostingClassifier(max_iter=3).fit(X3, y3),
+        "hgb_missing_values": HistGradientBoostingClassifier(max_iter=3).fit(X_nan, y),
         "hgb_categorical": HistGradientBoostingClassifier(
             max_iter=5, categorical_features=[0]
         ).fit(X_cat, y),
@@ -222,11 +232,14 @@ def _honest_models():
             algorithm="ball_tree", metric="minkowski", p=3, metric_params={"w": np.ones(4)}
         ).fit(X, y),
         "knn_multioutput": KNeighborsClassifier().fit(X, np.c_[y, y3]),
+        "knn_one_point": KNeighborsClassifier(n_neighbors=1, algorithm="kd_tree").fit(X[:1], y[:1]),
         "radius": RadiusNeighborsClassifier(radius=5.0).fit(X, y),
         "svc_linear": SVC(kernel="linear").fit(X, y),
         "svc_rbf": SVC().fit(X, y),
         "svc_probability": SVC(probability=True, random_state=0).fit(X3, y3),
         "svc_precomputed": SVC(kernel="precomputed").fit(X @ X.T, y),
+        "svc_poly": SVC(kernel="poly", degree=2).fit(X, y),
+        "svc_sparse_weighted": SVC(class_weight="balanced").fit(scipy.sparse.csr_matrix(X), y),
         "nusvc": NuSVC().fit(X, y),
         "famous_patient_svc": famous_patient_model(train),
         "logistic": LogisticRegression().fit(X, y),
