@@ -62,7 +62,8 @@ MAX_DEPTH = 64
 MAX_OBJECTS = 1_000_000
 
 #: Fully qualified names of the compiled (non-heap, Cython or C) scikit-learn
-#: types, or Python subclasses of one, that a skops file may name. Each is
+#: types, or Python subclasses of one (see :func:`is_compiled_type`), that a
+#: skops file may name. Each is
 #: either validated here in the one attribute where it is read, or holds no
 #: state at all (the ``Cy*Loss`` objects: their pickled state is empty). The
 #: skops allowlist refuses every other compiled scikit-learn type.
@@ -190,7 +191,7 @@ def _label(obj: Any, *, key: Any, parent: str | None) -> str:
 
 
 def _check_object(obj: Any, *, key: Any, owner: Any) -> None:
-    if _is_compiled(type(obj)):
+    if is_compiled_type(type(obj)):
         _check_compiled_slot(obj, key=key, owner=owner)
     for cls, check in _CHECKS:
         if isinstance(obj, cls) and _is_fitted(obj):
@@ -202,7 +203,20 @@ def _is_fitted(estimator: Any) -> bool:
     return any(name.endswith("_") and not name.startswith("__") for name in vars(estimator))
 
 
-def _is_compiled(cls: type) -> bool:
+def is_compiled_type(cls: type) -> bool:
+    """Whether a class is, or derives from, a compiled (non-heap) scikit-learn type.
+
+    Such a class is admitted from a skops file only if its name is in
+    :data:`COMPILED_TYPES_ALLOWED`.
+
+    Parameters
+    ----------
+    cls : type
+
+    Returns
+    -------
+    bool
+    """
     return any(
         klass.__module__.startswith("sklearn") and not klass.__flags__ & _HEAP_TYPE_FLAG
         for klass in cls.__mro__

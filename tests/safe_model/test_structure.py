@@ -46,7 +46,7 @@ from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
 from attacks.datasets import famous_patient_data, famous_patient_model
 from safe_model.exceptions import ModelRefused
-from safe_model.structure import COMPILED_TYPES_ALLOWED, check_model_structure
+from safe_model.structure import COMPILED_TYPES_ALLOWED, check_model_structure, is_compiled_type
 from tests.safe_model import crafted_models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ CHILD_TIMEOUT = 300
 HANG_WAIT = 20
 
 #: Seeded fuzz cases the test runs (the measurement runs thousands).
-FUZZ_CASES = 150
+FUZZ_CASES = 400
 
 
 def _load(data: bytes):
@@ -469,12 +469,8 @@ def _schema_types(data: bytes) -> set[str]:
 
 def _is_compiled_sklearn_type(name: str) -> bool:
     module, _, attribute = name.rpartition(".")
-    if not module.startswith("sklearn"):
-        return False
     cls = getattr(importlib.import_module(module), attribute)
-    return isinstance(cls, type) and any(
-        k.__module__.startswith("sklearn") and not k.__flags__ & (1 << 9) for k in cls.__mro__
-    )
+    return isinstance(cls, type) and is_compiled_type(cls)
 
 
 def test_every_compiled_type_an_honest_model_names_is_allowed():
@@ -486,6 +482,13 @@ def test_every_compiled_type_an_honest_model_names_is_allowed():
         }
     assert compiled <= COMPILED_TYPES_ALLOWED, sorted(compiled - COMPILED_TYPES_ALLOWED)
     assert {"sklearn.tree._tree.Tree", "sklearn.neighbors._kd_tree.KDTree"} <= compiled
+
+
+def test_only_scikit_learn_extension_types_count_as_compiled():
+    assert is_compiled_type(type(HONEST["tree"].tree_)) and is_compiled_type(
+        type(HONEST["knn_kd_tree"]._tree)
+    )
+    assert not any(is_compiled_type(cls) for cls in (DecisionTreeClassifier, np.ndarray, dict))
 
 
 def test_every_allowed_compiled_type_exists_and_is_compiled():
