@@ -39,6 +39,8 @@ from sklearn.ensemble._gb import BaseGradientBoosting
 from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
 from sklearn.ensemble._hist_gradient_boosting.gradient_boosting import BaseHistGradientBoosting
 from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+from sklearn.linear_model._sgd_fast import Hinge, ModifiedHuber, SquaredHinge
+from sklearn.linear_model._stochastic_gradient import BaseSGD
 from sklearn.metrics._dist_metrics import (
     ChebyshevDistance64,
     EuclideanDistance64,
@@ -65,7 +67,8 @@ MAX_OBJECTS = 1_000_000
 #: types, or Python subclasses of one (see :func:`is_compiled_type`), that a
 #: skops file may name. Each is
 #: either validated here in the one attribute where it is read, or holds no
-#: state at all (the ``Cy*Loss`` objects: their pickled state is empty). The
+#: state at all (the ``Cy*Loss`` objects: their pickled state is empty), or
+#: holds one float that only ``fit`` reads (SGD's hinge-type losses). The
 #: skops allowlist refuses every other compiled scikit-learn type.
 COMPILED_TYPES_ALLOWED = frozenset(
     {
@@ -79,6 +82,9 @@ COMPILED_TYPES_ALLOWED = frozenset(
         "sklearn._loss._loss.CyHalfBinomialLoss",
         "sklearn._loss._loss.CyHalfMultinomialLoss",
         "sklearn._loss._loss.CyExponentialLoss",
+        "sklearn.linear_model._sgd_fast.Hinge",
+        "sklearn.linear_model._sgd_fast.SquaredHinge",
+        "sklearn.linear_model._sgd_fast.ModifiedHuber",
     }
 )
 
@@ -87,6 +93,9 @@ _COMPILED_SLOTS = {
     Tree: (BaseDecisionTree, "tree_"),
     KDTree: (NeighborsBase, "_tree"),
     BallTree: (NeighborsBase, "_tree"),
+    Hinge: (BaseSGD, "_loss_function_"),
+    SquaredHinge: (BaseSGD, "_loss_function_"),
+    ModifiedHuber: (BaseSGD, "_loss_function_"),
 }
 #: Compiled types that hold no state, so they may sit anywhere.
 _STATELESS = (CyHalfBinomialLoss, CyHalfMultinomialLoss, CyExponentialLoss)

@@ -34,7 +34,7 @@ from sklearn.ensemble import (
     StackingClassifier,
     VotingClassifier,
 )
-from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.linear_model import LogisticRegression, Perceptron, SGDClassifier
 from sklearn.multiclass import OneVsOneClassifier, OneVsRestClassifier
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier, RadiusNeighborsClassifier
@@ -244,6 +244,10 @@ def _honest_models():
         "famous_patient_svc": famous_patient_model(train),
         "logistic": LogisticRegression().fit(X, y),
         "sgd": SGDClassifier(loss="log_loss", random_state=0).fit(X, y),
+        "sgd_hinge": SGDClassifier(random_state=0).fit(X, y),
+        "sgd_modified_huber": SGDClassifier(loss="modified_huber", random_state=0).fit(X, y),
+        "sgd_squared_hinge": SGDClassifier(loss="squared_hinge", random_state=0).fit(X, y),
+        "perceptron": Perceptron(random_state=0).fit(X, y),
         "linear_svc": LinearSVC().fit(X, y),
         "mlp": MLPClassifier(hidden_layer_sizes=(5,), max_iter=20, random_state=0).fit(X, y),
         "naive_bayes": GaussianNB().fit(X, y),
@@ -496,13 +500,25 @@ def test_every_allowed_compiled_type_exists_and_is_compiled():
 
 
 @pytest.mark.parametrize("name", sorted(n for n in COMPILED_TYPES_ALLOWED if "._loss." in n))
-def test_allowed_loss_types_hold_no_state(name):
+def test_allowed_gradient_losses_hold_no_state(name):
     module, _, attribute = name.rpartition(".")
     loss = getattr(importlib.import_module(module), attribute)()
     reduced = loss.__reduce_ex__(2)
     args = reduced[1]
     cython_pickle = len(args) == 3 and args[0] is type(loss)  # (class, checksum, state)
     assert len(reduced) == 2 and (args[2] if cython_pickle else args) == ()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in COMPILED_TYPES_ALLOWED if "._sgd_fast." in n))
+def test_allowed_sgd_losses_hold_at_most_one_number_and_only_fit_reads_them(name):
+    module, _, attribute = name.rpartition(".")
+    reduced = getattr(importlib.import_module(module), attribute)().__reduce_ex__(2)
+    assert len(reduced) == 2 and [type(arg) for arg in reduced[1]] in ([], [float])
+    X, y = _data()
+    model = SGDClassifier(random_state=0).fit(X, y)
+    expected = model.decision_function(X)
+    model._loss_function_ = None  # predicting never reads it
+    np.testing.assert_array_equal(model.decision_function(X), expected)
 
 
 # --------------------------------------------------------------------------- fuzz
