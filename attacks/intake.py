@@ -419,31 +419,49 @@ def _difference(expected: list[str], got: list[str]) -> str:
 def _feature_frame(
     frame: pd.DataFrame, features: list[str], *, allow_text: bool, where: str
 ) -> pd.DataFrame:
-    columns = {
-        name: _checked_column(frame[name], allow_text=allow_text, where=where) for name in features
+    """The feature columns, each checked in order, counting over the whole frame at once."""
+    X = frame[features].reset_index(drop=True)
+    n_missing = X.isna().sum().to_dict()
+    n_infinite = _infinite_counts(X)
+    for name, dtype in X.dtypes.items():
+        problem = _column_problem(
+            X[name] if not _is_numeric(dtype) else None,
+            dtype,
+            n_missing=n_missing[name],
+            n_infinite=n_infinite.get(name, 0),
+            allow_text=allow_text,
+        )
+        if problem:
+            raise IntakeError(f"Column {quote(name)} of the {where} {problem}.")
+    extension = {
+        name: dtype.numpy_dtype for name, dtype in X.dtypes.items() if hasattr(dtype, "numpy_dtype")
     }
-    return pd.DataFrame(columns).reset_index(drop=True)
+    return X.astype(extension) if extension else X
 
 
-def _checked_column(series: pd.Series, *, allow_text: bool, where: str) -> pd.Series:
-    name = quote(series.name)
-    n_missing = int(series.isna().sum())
+def _infinite_counts(X: pd.DataFrame) -> dict[str, int]:
+    floats = X.select_dtypes(include="floating")
+    if floats.shape[1] == 0:
+        return {}
+    counts = np.isinf(floats.to_numpy(dtype=float, na_value=np.nan)).sum(axis=0)
+    return dict(zip(floats.columns, counts.tolist()))
+
+
+def _column_problem(
+    series: pd.Series | None, dtype: Any, *, n_missing: int, n_infinite: int, allow_text: bool
+) -> str | None:
+    """What is wrong with one feature column, or None; ``series`` is given if not numeric."""
     if n_missing:
-        raise IntakeError(f"Column {name} of the {where} has {_count(n_missing, 'missing value')}.")
-    if _is_numeric(series.dtype):
-        values = series.to_numpy(dtype=getattr(series.dtype, "numpy_dtype", None))
-        n_infinite = int(np.isinf(values).sum()) if values.dtype.kind == "f" else 0
-        if n_infinite:
-            raise IntakeError(
-                f"Column {name} of the {where} has {_count(n_infinite, 'infinite value')}."
-            )
-        return pd.Series(values, index=series.index, name=series.name)
-    if allow_text and _is_text(series):
-        return series
-    kind = "text" if _is_text(series) else f"of type {series.dtype}"
-    raise IntakeError(
-        f"Column {name} of the {where} is {kind}, not numeric; only a Pipeline model "
-        "that encodes its own inputs may take text columns."
+        return f"has {_count(n_missing, 'missing value')}"
+    if series is None:
+        return f"has {_count(n_infinite, 'infinite value')}" if n_infinite else None
+    text = _is_text(series)
+    if text and allow_text:
+        return None
+    kind = "text" if text else f"of type {dtype}"
+    return (
+        f"is {kind}, not numeric; only a Pipeline model that encodes its own inputs may take "
+        "text columns"
     )
 
 
