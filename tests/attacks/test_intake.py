@@ -331,6 +331,15 @@ def test_build_target_refuses_infinite_values(forest, train, test):
     assert "1 infinite value" in refusal(build_target, forest, train, broken, label="y")
 
 
+def test_build_target_turns_nullable_numbers_into_numpy(forest, train, test):
+    nullable = train.astype({"f0": "Float64"})
+    target = build_target(forest, nullable, test, label="y")
+    assert target.X_train["f0"].dtype == np.float64
+    broken = nullable.copy()
+    broken.loc[2, "f0"] = pd.NA
+    assert "1 missing value" in refusal(build_target, forest, broken, test, label="y")
+
+
 def test_build_target_refuses_text_for_non_pipeline(forest, train, test):
     broken = train.assign(f2=["secret-value"] * len(train))
     message = refusal(build_target, forest, broken, test, label="y")
