@@ -30,6 +30,7 @@ from attacks.shadows import shadow_pool_fit
 from attacks.target import Target
 from attacks.verdict import verdict_decide
 from attacks.worst_case import WorstCaseAttack
+from safe_model.loader import DEFAULT_MAX_BYTES
 
 #: name -> (title, factory(config, seed), uses the shared shadow pool)
 ATTACKS: dict[str, tuple[str, Callable, bool]] = {
@@ -344,15 +345,20 @@ class Upload:
         return {"role": role, "name": self.name, "sha256": self.sha256, "bytes": len(self.data)}
 
 
-def target_from_uploads(*, model: Upload, train: Upload, test: Upload, label: str) -> Target:
-    """Validate the three submitted files and build the audit target (IntakeError if not)."""
+def target_from_uploads(
+    *, model: Upload, train: Upload, test: Upload, label: str, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Target:
+    """Validate the three submitted files and build the audit target (IntakeError if not).
+
+    ``max_bytes`` is the caller's upload limit, applied to every file.
+    """
     from attacks import intake
 
-    estimator = intake.load_model(model.data, filename=model.name)
+    estimator = intake.load_model(model.data, filename=model.name, max_bytes=max_bytes)
     return intake.build_target(
         estimator,
-        intake.load_table(train.data, filename=train.name),
-        intake.load_table(test.data, filename=test.name),
+        intake.load_table(train.data, filename=train.name, max_bytes=max_bytes),
+        intake.load_table(test.data, filename=test.name, max_bytes=max_bytes),
         label=label,
         record_key=bytes.fromhex(train.sha256),
     )
@@ -369,9 +375,15 @@ def audit_uploads(
     record: Upload | None = None,
     description: Upload | None = None,
     progress: Progress | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dict:
-    """Audit submitted files end to end: the one entry point of the CLI and the service."""
-    target = target_from_uploads(model=model, train=train, test=test, label=label)
+    """Audit submitted files end to end: the one entry point of the CLI and the service.
+
+    ``max_bytes`` is the caller's upload limit, passed to every loader.
+    """
+    target = target_from_uploads(
+        model=model, train=train, test=test, label=label, max_bytes=max_bytes
+    )
     inputs = [
         u.describe(role)
         for role, u in (

@@ -2,89 +2,57 @@
 
 Everything here reads untrusted, possibly hostile bytes. Every refusal raises
 :class:`attacks.exceptions.IntakeError` carrying one sentence that can be shown
-to the researcher as it is: no traceback text and no raw record values.
-Pickle and joblib files are refused without being unpickled, and a skops file
-is loaded only when every type it names passes :func:`type_is_allowed`.
+to the researcher as it is: no traceback text and no raw record values. The
+model is loaded by :mod:`safe_model.loader`; tables are bounded by what they
+really decode to (rows, cells, bytes), never by what they declare.
 """
 
 from __future__ import annotations
 
-import importlib
+import csv
 import io
 import json
 import math
 import re
 import warnings
-import zipfile
-from collections.abc import Iterable
 from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse
-import skops.io
 from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted
 
 from attacks.exceptions import IntakeError
 from attacks.target import Target
+from safe_model import loader
+from safe_model.exceptions import ModelRefused
+from safe_model.loader import DEFAULT_MAX_BYTES, EXPANSION_LIMIT
+from safe_model.refusal import checked_bytes, quote, quote_all, reason, repeated, size
 
-#: Default size cap of one uploaded file.
-DEFAULT_MAX_BYTES = 512 * 2**20
-
-#: A zip or Parquet file may expand to at most this many times the size cap;
-#: beyond that it is treated as a decompression bomb and refused unread.
-EXPANSION_LIMIT = 4
-
-#: Cap on the members of a skops zip. Each array is one member: a random
-#: forest of 100 trees has about 500, and a HistGradientBoosting model with
-#: 1000 iterations over 10 classes about 30,000.
-MAX_ZIP_MEMBERS = 50_000
+_NOT_FOUND = object()
 
 #: A single record is a small JSON object; anything larger is refused.
 MAX_RECORD_BYTES = 2**20
 
-#: Top-level packages whose classes a skops model may name.
-ALLOWED_PACKAGES = frozenset({"sklearn", "numpy", "scipy"})
+#: Cap on a table's columns. Intake and the attacks do per-column work in
+#: Python, and an audit of more features than this is beyond what the
+#: service's shadow models train on in an audit's time.
+MAX_COLUMNS = 10_000
 
-#: File extensions of pickle-based formats, refused whatever their content.
-PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".sav"})
+#: Cap on the characters of a CSV header: MAX_COLUMNS names of up to 100
+#: characters. The header is split before anything else is parsed.
+MAX_HEADER_CHARS = 100 * MAX_COLUMNS
 
-#: Opening bytes of joblib's compressed dumps: zlib (levels 1, 2-5, 6, 7-9),
-#: gzip, bz2, xz, raw lzma, lz4 and joblib's old "ZF" container.
-COMPRESSED_PICKLE_MAGICS = (
-    b"\x78\x01",
-    b"\x78\x5e",
-    b"\x78\x9c",
-    b"\x78\xda",
-    b"\x1f\x8b",
-    b"BZh",
-    b"\xfd7zXZ\x00",
-    b"\x5d\x00\x00",
-    b"\x04\x22\x4d\x18",
-    b"ZF0x",
-)
+#: Caps on a table's rows and cells (rows x columns). Every cell becomes at
+#: least 8 bytes in memory, and the audit holds several copies of a table
+#: while its shadow models train, so 50 million cells (400 MB as float64) is
+#: the most a worker can take; beyond 10 million rows an audit does not end.
+MAX_TABLE_ROWS = 10_000_000
+MAX_TABLE_CELLS = 50_000_000
 
-PICKLE_REFUSAL = (
-    "Pickle and joblib files are refused because loading them can run arbitrary code; "
-    "convert the model inside your project with: "
-    "python -c \"import joblib, skops.io; skops.io.dump(joblib.load('model.pkl'), "
-    "'model.skops')\""
-)
-
-#: Module path segments never imported while checking a type name: tests,
-#: build tooling, vendored third-party code and dunder modules such as
-#: ``__main__``, whose import can run a program.
-BLOCKED_SEGMENTS = frozenset({"conftest", "distutils", "externals", "f2py", "_pyinstaller"})
-
-#: Most names and values quoted in one refusal sentence.
-MAX_QUOTED = 5
-
-_DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
-_HEAP_TYPE_FLAG = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on classes defined in Python
-_ARRAY_CONTAINERS = (np.ndarray, scipy.sparse.spmatrix, scipy.sparse.sparray)
-_NOT_FOUND = object()
+#: Parquet is decoded this many rows at a time, its real rows and bytes
+#: counted as they are decoded (never the file's own metadata).
+PARQUET_BATCH_ROWS = 65_536
 
 
 # --------------------------------------------------------------------------- model
@@ -95,6 +63,9 @@ def load_model(
 ) -> Any:
     """Load a fitted classifier from an untrusted skops file.
 
+    The loading is :func:`safe_model.loader.load_model`'s; this wrapper only
+    turns its refusal into the attacks library's error.
+
     Parameters
     ----------
     data : bytes
@@ -102,8 +73,7 @@ def load_model(
     filename : str, default="model.skops"
         Name the researcher gave the file; only its extension is read.
     max_bytes : int, default=512 MiB
-        Largest accepted file. Its members may expand to at most
-        ``EXPANSION_LIMIT`` times this.
+        Largest accepted file.
 
     Returns
     -------
@@ -113,172 +83,12 @@ def load_model(
     Raises
     ------
     IntakeError
-        If the file is pickle or joblib, not a sound skops zip, too large, names
-        a type that :func:`type_is_allowed` refuses, or does not hold a fitted
-        classifier.
+        With the sentence of :class:`safe_model.exceptions.ModelRefused`.
     """
-    data = _checked_bytes(data, max_bytes=max_bytes, what="model file")
-    if _looks_like_pickle(data, filename):
-        raise IntakeError(PICKLE_REFUSAL)
-    _check_skops_zip(data, max_bytes=max_bytes)
-    trusted = _allowed_untrusted_types(data)
-    model = _skops_call(skops.io.loads, data, trusted=trusted)
-    _check_fitted_classifier(model)
-    return model
-
-
-def type_is_allowed(name: str) -> bool:
-    """Whether a type named in a skops file may be loaded.
-
-    A name is allowed only if it is a dotted path under ``sklearn``, ``numpy``
-    or ``scipy`` that imports to a class defined in one of those packages, and
-    the class has no finalizer (``__del__`` runs on attacker-set attributes:
-    NumPy's ``DataSource`` deletes a directory). Functions are refused. Classes
-    of NumPy and SciPy must moreover be compiled types or array containers,
-    which excludes Python-level helpers such as ``numpy.memmap`` (writes
-    files), ``numpy.vectorize`` or SciPy's ``_FunctionWrapper`` (binds
-    arguments to any callable).
-
-    Parameters
-    ----------
-    name : str
-        Fully qualified name, as listed by ``skops.io.get_untrusted_types``.
-
-    Returns
-    -------
-    bool
-    """
-    if not _DOTTED_NAME.fullmatch(name) or not _module_path_is_allowed(name):
-        return False
-    module_name, _, attribute = name.rpartition(".")
-    cls = _import_attribute(module_name, attribute)
-    return isinstance(cls, type) and _class_is_allowed(cls)
-
-
-def _module_path_is_allowed(path: str) -> bool:
-    parts = path.split(".")
-    return parts[0] in ALLOWED_PACKAGES and not any(_segment_is_blocked(p) for p in parts)
-
-
-def _segment_is_blocked(segment: str) -> bool:
-    if segment.startswith("__") or segment in BLOCKED_SEGMENTS:
-        return True
-    return segment.lstrip("_").startswith("test")
-
-
-def _import_attribute(module_name: str, attribute: str) -> Any:
     try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attribute, _NOT_FOUND)
-    except (Exception, SystemExit):
-        return _NOT_FOUND
-
-
-def _class_is_allowed(cls: type) -> bool:
-    module = getattr(cls, "__module__", None)
-    if not isinstance(module, str) or not _module_path_is_allowed(module):
-        return False
-    if any("__del__" in vars(klass) for klass in cls.__mro__ if klass is not object):
-        return False
-    if module.partition(".")[0] == "sklearn":
-        return True
-    if issubclass(cls, np.memmap):
-        return False
-    return not cls.__flags__ & _HEAP_TYPE_FLAG or issubclass(cls, _ARRAY_CONTAINERS)
-
-
-def _checked_bytes(data: Any, *, max_bytes: int, what: str) -> bytes:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise IntakeError(f"The {what} must be given as bytes.")
-    data = bytes(data)
-    if not data:
-        raise IntakeError(f"The {what} is empty.")
-    if len(data) > max_bytes:
-        raise IntakeError(f"The {what} is larger than the limit of {_size(max_bytes)}.")
-    return data
-
-
-def _looks_like_pickle(data: bytes, filename: str) -> bool:
-    suffixes = [suffix.lower() for suffix in PurePath(str(filename)).suffixes]
-    if suffixes[-1:] != [".skops"] and set(suffixes) & PICKLE_SUFFIXES:
-        return True
-    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return True
-    if data.startswith(COMPRESSED_PICKLE_MAGICS):
-        return True
-    # protocols 0 and 1 open with MARK, GLOBAL, EMPTY_LIST/DICT/TUPLE and end with STOP
-    return data[:1] in (b"(", b"c", b"]", b"}", b")") and data.rstrip()[-1:] == b"."
-
-
-def _check_skops_zip(data: bytes, *, max_bytes: int) -> None:
-    if not data.startswith(b"PK\x03\x04"):
-        raise IntakeError("The model file is not a skops file: it is not a zip archive.")
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = archive.infolist()
-    except Exception as exc:
-        raise IntakeError(
-            "The model file is not a skops file: its zip archive is corrupt."
-        ) from exc
-    if len(members) > MAX_ZIP_MEMBERS:
-        raise IntakeError(
-            f"The model file is refused: it holds {len(members)} zip members, "
-            f"more than the limit of {MAX_ZIP_MEMBERS}."
-        )
-    if sum(member.file_size for member in members) > EXPANSION_LIMIT * max_bytes:
-        raise IntakeError(
-            "The model file is refused: it would expand to more than "
-            f"{_size(EXPANSION_LIMIT * max_bytes)}."
-        )
-    if "schema.json" not in {member.filename for member in members}:
-        raise IntakeError("The model file is not a skops file: it has no schema.json.")
-
-
-def _allowed_untrusted_types(data: bytes) -> list[str]:
-    names = _skops_call(skops.io.get_untrusted_types, data=data)
-    refused = [name for name in names if not type_is_allowed(name)]
-    if refused:
-        raise IntakeError(
-            f"The model file names types that are not allowed: {_quote_all(refused)}; "
-            "only scikit-learn, NumPy and SciPy classes are accepted."
-        )
-    return names
-
-
-def _skops_call(function: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return function(*args, **kwargs)
-    except IntakeError:
-        raise
-    except Exception as exc:
-        raise IntakeError(
-            f"The model file could not be read as a skops file: {_reason(exc)}."
-        ) from exc
-
-
-def _check_fitted_classifier(model: Any) -> None:
-    try:
-        reason = _classifier_problem(model)
-    except Exception:
-        reason = "its attributes could not be inspected"
-    if reason:
-        raise IntakeError(f"The model is not a fitted classifier: {reason}.")
-
-
-def _classifier_problem(model: Any) -> str | None:
-    if not callable(getattr(model, "predict", None)):
-        return "it has no predict method"
-    try:
-        check_is_fitted(model)
-    except Exception:
-        return "it was never fitted, so fit it before saving it with skops"
-    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
-    if not hasattr(final, "classes_"):
-        return "it has no classes_, as a regressor or transformer would"
-    classes = np.asarray(model.classes_)
-    if classes.ndim != 1 or len(classes) < 2:
-        return "its classes_ is not a list of at least two classes"
-    return None
+        return loader.load_model(data, filename=filename, max_bytes=max_bytes)
+    except ModelRefused as exc:
+        raise IntakeError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- tables
@@ -296,7 +106,8 @@ def load_table(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES
         ``.parquet`` and ``.pq``, or any file opening with the Parquet magic
         ``PAR1``, as Parquet.
     max_bytes : int, default=512 MiB
-        Largest accepted file.
+        Largest accepted file. A Parquet file may decode to at most
+        ``EXPANSION_LIMIT`` times this.
 
     Returns
     -------
@@ -307,9 +118,11 @@ def load_table(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES
     ------
     IntakeError
         If the file is empty, too large, of an unknown kind, not UTF-8, not
-        parseable, has no rows or repeats a column name.
+        parseable, has no rows, repeats a column name, or has more columns
+        (``MAX_COLUMNS``), rows (``MAX_TABLE_ROWS``), cells
+        (``MAX_TABLE_CELLS``) or decoded bytes than allowed.
     """
-    data = _checked_bytes(data, max_bytes=max_bytes, what="data file")
+    data = checked_bytes(data, max_bytes=max_bytes, what="data file", error=IntakeError)
     if _table_kind(data, filename) == "parquet":
         frame = _read_parquet(data, max_bytes=max_bytes)
     else:
@@ -326,7 +139,7 @@ def _table_kind(data: bytes, filename: str) -> str:
     if suffix in (".parquet", ".pq"):
         raise IntakeError("The data file is named as Parquet but is not a Parquet file.")
     raise IntakeError(
-        f"Data files must be CSV (.csv) or Parquet (.parquet, .pq), not {_quote(suffix or 'none')}."
+        f"Data files must be CSV (.csv) or Parquet (.parquet, .pq), not {quote(suffix or 'none')}."
     )
 
 
@@ -338,9 +151,22 @@ def _read_csv(data: bytes) -> pd.DataFrame:
             f"The CSV file is not UTF-8 text (first bad byte at offset {exc.start}); "
             "save it as UTF-8."
         ) from exc
-    header = _parse_csv(text, header=None, nrows=1, dtype=str, keep_default_na=False)
-    _check_unique_names(header.iloc[0].tolist(), where="CSV file")
-    return _parse_csv(text)
+    n_columns = _check_columns(_csv_header(text), where="CSV file")
+    frame = _parse_csv(text, nrows=_row_limit(n_columns) + 1)
+    _check_rows(len(frame), n_columns=n_columns, where="CSV file")
+    return frame
+
+
+def _csv_header(text: str) -> list[str]:
+    """The first non-blank record, split by the csv module before pandas sees the file."""
+    head = io.StringIO(text[:MAX_HEADER_CHARS])
+    try:
+        names = next((row for row in csv.reader(head) if row), [])
+    except csv.Error as exc:
+        raise IntakeError("The CSV file's header could not be parsed.") from exc
+    if head.tell() >= MAX_HEADER_CHARS and len(text) > MAX_HEADER_CHARS:
+        raise IntakeError(f"The CSV file's header is longer than {MAX_HEADER_CHARS:,} characters.")
+    return names
 
 
 def _parse_csv(text: str, **options: Any) -> pd.DataFrame:
@@ -359,25 +185,105 @@ def _parse_csv(text: str, **options: Any) -> pd.DataFrame:
 
 
 def _read_parquet(data: bytes, *, max_bytes: int) -> pd.DataFrame:
+    import pyarrow as pa
+
+    schema = _parquet_schema(data)
+    _check_columns(schema.names, where="Parquet file")
+    nested = [field.name for field in schema if pa.types.is_nested(field.type)]
+    if nested:
+        raise IntakeError(
+            f"The Parquet file has nested (list, struct or map) columns {quote_all(nested)}; "
+            "only flat columns are accepted."
+        )
+    try:
+        batches = _parquet_batches(data, schema, limit=EXPANSION_LIMIT * max_bytes)
+        return pa.Table.from_batches(batches, schema=schema).to_pandas()
+    except IntakeError:
+        raise
+    except Exception as exc:
+        raise IntakeError(f"The Parquet file could not be read: {reason(exc)}.") from exc
+
+
+def _parquet_schema(data: bytes) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(io.BytesIO(data))
-        names = parquet.schema_arrow.names
-        meta = parquet.metadata
-        expanded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        return pq.ParquetFile(io.BytesIO(data)).schema_arrow
     except Exception as exc:
         raise IntakeError("The Parquet file is corrupt or unreadable.") from exc
-    _check_unique_names(names, where="Parquet file")
-    if expanded > EXPANSION_LIMIT * max_bytes:
-        raise IntakeError(
-            f"The Parquet file is refused: it would expand to more than "
-            f"{_size(EXPANSION_LIMIT * max_bytes)}."
+
+
+def _parquet_batches(data: bytes, schema: Any, *, limit: int) -> list:
+    """Decode in batches, counting real rows and bytes, and stop at the first cap passed.
+
+    Text columns are read as dictionaries, so a value repeated a billion times
+    by run-length encoding is counted before it is ever expanded.
+    """
+    import pyarrow.parquet as pq
+
+    text = [field.name for field in schema if _is_bytes_like(field.type)]
+    parquet = pq.ParquetFile(io.BytesIO(data), read_dictionary=text)
+    n_rows = n_bytes = 0
+    batches = []
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        n_rows += batch.num_rows
+        _check_rows(n_rows, n_columns=len(schema), where="Parquet file")
+        n_bytes += sum(
+            _decoded_nbytes(column, field) for column, field in zip(batch.columns, schema)
         )
-    try:
-        return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
-    except Exception as exc:
-        raise IntakeError(f"The Parquet file could not be read: {_reason(exc)}.") from exc
+        if n_bytes > limit:
+            raise IntakeError(
+                f"The Parquet file is refused: it decodes to more than {size(limit)}."
+            )
+        batches.append(batch.cast(schema))
+    return batches
+
+
+def _is_bytes_like(data_type: Any) -> bool:
+    import pyarrow as pa
+
+    return any(
+        test(data_type)
+        for test in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+        )
+    )
+
+
+def _decoded_nbytes(column: Any, field: Any) -> int:
+    """Bytes the column takes once decoded to the type the file declares."""
+    import pyarrow.compute as pc
+
+    if not _is_bytes_like(field.type) or not hasattr(column, "dictionary"):
+        return column.nbytes
+    lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+    return (pc.sum(lengths).as_py() or 0) + 8 * len(column)
+
+
+def _row_limit(n_columns: int) -> int:
+    return min(MAX_TABLE_ROWS, MAX_TABLE_CELLS // max(n_columns, 1))
+
+
+def _check_rows(n_rows: int, *, n_columns: int, where: str) -> None:
+    limit = _row_limit(n_columns)
+    if n_rows > limit:
+        raise IntakeError(
+            f"The {where} is refused: it has more than {limit:,} rows, the most a table of "
+            f"{n_columns:,} columns may have ({MAX_TABLE_CELLS:,} cells at most)."
+        )
+
+
+def _check_columns(names: list[str], *, where: str) -> int:
+    if len(names) > MAX_COLUMNS:
+        raise IntakeError(
+            f"The {where} is refused: it has {len(names):,} columns, more than the limit of "
+            f"{MAX_COLUMNS:,}."
+        )
+    _check_unique_names(names, where=where)
+    return len(names)
 
 
 def _checked_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -391,11 +297,10 @@ def _checked_table(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _check_unique_names(names: Iterable[Any], *, where: str) -> None:
-    names = [str(name) for name in names]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise IntakeError(f"The {where} repeats the column name(s) {_quote_all(repeated)}.")
+def _check_unique_names(names: list[str], *, where: str) -> None:
+    duplicates = repeated(names)
+    if duplicates:
+        raise IntakeError(f"The {where} repeats the column name(s) {quote_all(duplicates)}.")
 
 
 # --------------------------------------------------------------------------- target
@@ -455,7 +360,7 @@ def _str_columns(frame: pd.DataFrame, *, where: str) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise IntakeError(f"The {where} must be a table.")
     frame = frame.rename(columns=str)
-    _check_unique_names(frame.columns, where=where)
+    _check_unique_names(list(frame.columns), where=where)
     return frame
 
 
@@ -474,7 +379,7 @@ def _feature_columns(
 ) -> list[str]:
     for frame, where in ((train, "training file"), (test, "test file")):
         if label not in frame.columns:
-            raise IntakeError(f"The label column {_quote(label)} is not in the {where}.")
+            raise IntakeError(f"The label column {quote(label)} is not in the {where}.")
     train_features = [c for c in train.columns if c != label]
     difference = _difference(train_features, [c for c in test.columns if c != label])
     if difference:
@@ -482,7 +387,7 @@ def _feature_columns(
             f"The test file's feature columns differ from the training file's: {difference}."
         )
     if not train_features:
-        raise IntakeError(f"The data has no feature columns besides the label {_quote(label)}.")
+        raise IntakeError(f"The data has no feature columns besides the label {quote(label)}.")
     return _model_order(model, train_features)
 
 
@@ -503,41 +408,60 @@ def _model_order(model: Any, columns: list[str]) -> list[str]:
 
 
 def _difference(expected: list[str], got: list[str]) -> str:
-    missing = [c for c in expected if c not in set(got)]
-    extra = [c for c in got if c not in set(expected)]
-    parts = [f"missing {_quote_all(missing)}"] if missing else []
-    parts += [f"extra {_quote_all(extra)}"] if extra else []
+    expected_set, got_set = set(expected), set(got)
+    missing = [c for c in expected if c not in got_set]
+    extra = [c for c in got if c not in expected_set]
+    parts = [f"missing {quote_all(missing)}"] if missing else []
+    parts += [f"extra {quote_all(extra)}"] if extra else []
     return "; ".join(parts)
 
 
 def _feature_frame(
     frame: pd.DataFrame, features: list[str], *, allow_text: bool, where: str
 ) -> pd.DataFrame:
-    columns = {
-        name: _checked_column(frame[name], allow_text=allow_text, where=where) for name in features
+    """The feature columns, each checked in order, counting over the whole frame at once."""
+    X = frame[features].reset_index(drop=True)
+    n_missing = X.isna().sum().to_dict()
+    n_infinite = _infinite_counts(X)
+    for name, dtype in X.dtypes.items():
+        problem = _column_problem(
+            X[name] if not _is_numeric(dtype) else None,
+            dtype,
+            n_missing=n_missing[name],
+            n_infinite=n_infinite.get(name, 0),
+            allow_text=allow_text,
+        )
+        if problem:
+            raise IntakeError(f"Column {quote(name)} of the {where} {problem}.")
+    extension = {
+        name: dtype.numpy_dtype for name, dtype in X.dtypes.items() if hasattr(dtype, "numpy_dtype")
     }
-    return pd.DataFrame(columns).reset_index(drop=True)
+    return X.astype(extension) if extension else X
 
 
-def _checked_column(series: pd.Series, *, allow_text: bool, where: str) -> pd.Series:
-    name = _quote(series.name)
-    n_missing = int(series.isna().sum())
+def _infinite_counts(X: pd.DataFrame) -> dict[str, int]:
+    floats = X.select_dtypes(include="floating")
+    if floats.shape[1] == 0:
+        return {}
+    counts = np.isinf(floats.to_numpy(dtype=float, na_value=np.nan)).sum(axis=0)
+    return dict(zip(floats.columns, counts.tolist()))
+
+
+def _column_problem(
+    series: pd.Series | None, dtype: Any, *, n_missing: int, n_infinite: int, allow_text: bool
+) -> str | None:
+    """What is wrong with one feature column, or None; ``series`` is given if not numeric."""
     if n_missing:
-        raise IntakeError(f"Column {name} of the {where} has {_count(n_missing, 'missing value')}.")
-    if _is_numeric(series.dtype):
-        values = series.to_numpy(dtype=getattr(series.dtype, "numpy_dtype", None))
-        n_infinite = int(np.isinf(values).sum()) if values.dtype.kind == "f" else 0
-        if n_infinite:
-            raise IntakeError(
-                f"Column {name} of the {where} has {_count(n_infinite, 'infinite value')}."
-            )
-        return pd.Series(values, index=series.index, name=series.name)
-    if allow_text and _is_text(series):
-        return series
-    kind = "text" if _is_text(series) else f"of type {series.dtype}"
-    raise IntakeError(
-        f"Column {name} of the {where} is {kind}, not numeric; only a Pipeline model "
-        "that encodes its own inputs may take text columns."
+        return f"has {_count(n_missing, 'missing value')}"
+    if series is None:
+        return f"has {_count(n_infinite, 'infinite value')}" if n_infinite else None
+    text = _is_text(series)
+    if text and allow_text:
+        return None
+    kind = "text" if text else f"of type {dtype}"
+    return (
+        f"is {kind}, not numeric; only a Pipeline model that encodes its own inputs may take "
+        "text columns"
     )
 
 
@@ -601,8 +525,8 @@ def coerce_labels(values: Any, *, classes: Any, where: str = "record") -> np.nda
     unknown = [value for value, match in zip(uniques, mapped) if match is _NOT_FOUND]
     if unknown:
         raise IntakeError(
-            f"The {where} has labels the model does not know: {_quote_all(unknown)}; "
-            f"its classes are {_quote_all(classes.tolist())}."
+            f"The {where} has labels the model does not know: {quote_all(unknown)}; "
+            f"its classes are {quote_all(classes.tolist())}."
         )
     return np.asarray(mapped, dtype=classes.dtype)[codes]
 
@@ -728,7 +652,7 @@ def _parse_record(data: Any) -> Any:
     if not isinstance(data, (bytes, bytearray, str)):
         raise IntakeError("The record must be given as JSON text or an object.")
     if len(data) > MAX_RECORD_BYTES:
-        raise IntakeError(f"The record is larger than the limit of {_size(MAX_RECORD_BYTES)}.")
+        raise IntakeError(f"The record is larger than the limit of {size(MAX_RECORD_BYTES)}.")
     try:
         text = data.decode("utf-8-sig") if isinstance(data, (bytes, bytearray)) else data
         return json.loads(text, object_pairs_hook=_unique_keys)
@@ -745,26 +669,25 @@ def _parse_record(data: Any) -> Any:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-    keys = [key for key, _ in pairs]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise IntakeError(f"The record repeats the key(s) {_quote_all(repeated)}.")
+    duplicates = repeated(key for key, _ in pairs)
+    if duplicates:
+        raise IntakeError(f"The record repeats the key(s) {quote_all(duplicates)}.")
     return dict(pairs)
 
 
 def _check_record_keys(record: dict, *, feature_names: list[str], label: str | None) -> None:
     missing = [name for name in feature_names if name not in record]
     if missing:
-        raise IntakeError(f"The record lacks the feature(s) {_quote_all(missing)}.")
+        raise IntakeError(f"The record lacks the feature(s) {quote_all(missing)}.")
     known = set(feature_names) | ({label} if label is not None else set())
     unknown = [key for key in record if key not in known]
     if unknown:
-        raise IntakeError(f"The record has unknown key(s) {_quote_all(unknown)}.")
+        raise IntakeError(f"The record has unknown key(s) {quote_all(unknown)}.")
 
 
 def _record_value(value: Any, *, name: str, allow_text: bool) -> Any:
     if value is None:
-        raise IntakeError(f"Feature {_quote(name)} of the record has no value.")
+        raise IntakeError(f"Feature {quote(name)} of the record has no value.")
     if isinstance(value, bool) or (isinstance(value, str) and allow_text):
         return value
     if isinstance(value, int) and -(2**63) <= value < 2**63:
@@ -772,7 +695,7 @@ def _record_value(value: Any, *, name: str, allow_text: bool) -> Any:
     if isinstance(value, float) and math.isfinite(value):
         return value
     expected = "a finite number or text" if allow_text else "a finite number"
-    raise IntakeError(f"Feature {_quote(name)} of the record must be {expected}.")
+    raise IntakeError(f"Feature {quote(name)} of the record must be {expected}.")
 
 
 def _record_label(value: Any) -> Any:
@@ -786,33 +709,5 @@ def _record_label(value: Any) -> Any:
 # --------------------------------------------------------------------------- wording
 
 
-def _quote(value: Any, limit: int = 60) -> str:
-    """One-line, length-capped quotation of a name for a refusal sentence."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in str(value)[: limit + 1])
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return f"'{text}'"
-
-
-def _quote_all(values: Iterable[Any]) -> str:
-    values = list(values)
-    shown = ", ".join(_quote(value) for value in values[:MAX_QUOTED])
-    hidden = len(values) - MAX_QUOTED
-    return f"{shown} and {hidden} more" if hidden > 0 else shown
-
-
-def _reason(exc: BaseException) -> str:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
-    return _quote(text, limit=160)[1:-1].rstrip(".")
-
-
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _size(n_bytes: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:g} {unit}"
-    return f"{n_bytes} bytes"

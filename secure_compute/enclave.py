@@ -94,16 +94,19 @@ from secure_compute.sealing import (
 
 #: Modules whose source makes up the enclave's code measurement (PCR0): the
 #: enclave, its attestation, sealing and CBOR parsing, its errors, and the
-#: safe skops loader it runs on the model file. A change to any of them is a
-#: new enclave version that clients pinning PCR0 will refuse.
+#: safe skops loader it runs on the model file (the allowlist, the structural
+#: validation, their wording and errors). A change to any of them is a new
+#: enclave version that clients pinning PCR0 will refuse.
 ENCLAVE_CODE_MODULES = (
     "secure_compute.enclave",
     "secure_compute.attestation",
     "secure_compute.sealing",
     "secure_compute._cbor",
     "secure_compute.exceptions",
-    "attacks.intake",
-    "attacks.exceptions",
+    "safe_model.loader",
+    "safe_model.structure",
+    "safe_model.refusal",
+    "safe_model.exceptions",
 )
 
 #: A leaf signing certificate is reissued when it has less than this left,
@@ -740,16 +743,17 @@ def enclave_child_main() -> None:
 
 
 def _enclave_from_files(*, model_bytes: bytes, root_directory: str, filename: str) -> Enclave:
-    # secure_compute may import the attacks library's intake: both are pure
-    # libraries, and this is the project's one safe, allow-listed skops
-    # loader (pickle refused, every type checked before loading).
+    # The project's one safe skops loader (pickle refused, every type checked,
+    # compiled structures validated, zip sizes counted) lives in safe_model,
+    # which imports nothing of attacks: CSV and record intake stay outside
+    # the enclave's code measurement.
     root = simulated_root_load(root_directory)  # first: fails fast, before heavy imports
-    from attacks.exceptions import IntakeError
-    from attacks.intake import load_model
+    from safe_model.exceptions import ModelRefused
+    from safe_model.loader import load_model
 
     try:
         model = load_model(model_bytes, filename=filename)
-    except IntakeError as exc:
+    except ModelRefused as exc:
         raise EnclaveError(str(exc)) from None
     return Enclave(model, model_sha256=hashlib.sha256(model_bytes).digest(), root=root)
 

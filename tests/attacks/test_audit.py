@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.audit import AuditConfig, Record, audit_run
+from attacks.audit import AuditConfig, Record, Upload, audit_run, target_from_uploads
 from attacks.datasets import FAMOUS_PATIENT
-from attacks.exceptions import AuditError
+from attacks.exceptions import AuditError, IntakeError
 from attacks.policy import load_policy
 from attacks.report import report_dumps
+from tests import hostile_files
 
 POLICY = load_policy()
 FAST = AuditConfig(n_shadow_models=8, n_jobs=2, sweep=False, label="y")
@@ -170,3 +171,22 @@ def test_an_unexpected_error_in_shadow_training_is_isolated(famous_leaky, monkey
     assert by_name["rmia"]["error"] == by_name["lira"]["error"]
     assert by_name["shadow"]["error"] is None
     assert len(calls) == 1  # the failed pool is not retrained for each attack
+
+
+def _uploads() -> dict:
+    table = "f0,f1,f2,y\n" + "".join(f"{i % 5},{i % 3},{i % 7},{i % 2}\n" for i in range(400))
+    return {
+        "model": Upload("m.skops", hostile_files.skops_model()),
+        "train": Upload("train.csv", table.encode()),
+        "test": Upload("test.csv", table.encode()),
+    }
+
+
+@pytest.mark.parametrize("which", ["model", "train", "test"])
+def test_target_from_uploads_applies_the_callers_limit_to_every_file(which):
+    uploads = _uploads()
+    limit = max(len(upload.data) for upload in uploads.values())
+    assert target_from_uploads(**uploads, label="y", max_bytes=limit).n_members == 400
+    grown = Upload(uploads[which].name, uploads[which].data + b" " * limit)
+    with pytest.raises(IntakeError, match="larger than the limit"):
+        target_from_uploads(**{**uploads, which: grown}, label="y", max_bytes=limit)

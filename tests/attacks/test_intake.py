@@ -4,37 +4,29 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import pickle
-import posix
-import zipfile
 
-import joblib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import skops.io
-from numpy.lib.npyio import DataSource
 from sklearn.compose import make_column_transformer
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
-from sklearn.svm import SVC
+from sklearn.preprocessing import OneHotEncoder
 
 from attacks import intake
 from attacks.exceptions import IntakeError
 from attacks.intake import build_target, load_model, load_record, load_table
 from attacks.target import Target
+from safe_model import loader
+from safe_model.exceptions import ModelRefused
+from safe_model.refusal import repeated
+from tests import hostile_files
 
 FEATURES = ["f0", "f1", "f2"]
-
-
-class _Custom:
-    """A class outside the allowlist."""
 
 
 def refusal(function, *args, **kwargs) -> str:
@@ -80,208 +72,19 @@ def _csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False).encode()
 
 
-def _rewrite_schema(data: bytes, old: str, new: str) -> bytes:
-    source = zipfile.ZipFile(io.BytesIO(data))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as target:
-        for member in source.infolist():
-            content = source.read(member)
-            if member.filename == "schema.json":
-                content = content.decode().replace(old, new).encode()
-            target.writestr(member, content)
-    return out.getvalue()
-
-
 # --------------------------------------------------------------------------- load_model
+# The loader itself is tested in tests/safe_model/test_loader.py.
 
 
-@pytest.mark.parametrize(
-    "make_model",
-    [
-        lambda: RandomForestClassifier(n_estimators=5, random_state=0),
-        lambda: make_pipeline(StandardScaler(), LogisticRegression()),
-        lambda: KNeighborsClassifier(n_neighbors=3),
-        lambda: SVC(probability=True, random_state=0),
-    ],
-    ids=["forest", "pipeline", "knn", "svc"],
-)
-def test_load_model_round_trips_classifiers(make_model, train, test):
-    model = make_model().fit(train[FEATURES], train["y"])
-    loaded = load_model(skops.io.dumps(model))
-    np.testing.assert_array_equal(loaded.predict(test[FEATURES]), model.predict(test[FEATURES]))
-    np.testing.assert_allclose(
-        loaded.predict_proba(test[FEATURES]), model.predict_proba(test[FEATURES])
-    )
+def test_load_model_refuses_with_the_loaders_sentence(forest_skops):
+    with pytest.raises(ModelRefused) as expected:
+        loader.load_model(forest_skops, max_bytes=1000)
+    assert refusal(load_model, forest_skops, max_bytes=1000) == str(expected.value)
 
 
-@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
-def test_load_model_refuses_pickle_without_unpickling(protocol, forest, monkeypatch):
-    def never(*args, **kwargs):
-        raise AssertionError("pickle must not be loaded")
-
-    monkeypatch.setattr(pickle, "loads", never)
-    monkeypatch.setattr(pickle, "load", never)
-    data = pickle.dumps({"model": [1, 2]} if protocol < 2 else forest, protocol=protocol)
-    message = refusal(load_model, data)
-    assert "Pickle and joblib files are refused" in message
-    assert "skops.io.dump(joblib.load('model.pkl'), 'model.skops')" in message
-
-
-@pytest.mark.parametrize("compress", [0, 3, ("gzip", 3), ("bz2", 3), ("lzma", 3)])
-def test_load_model_refuses_joblib(compress, forest, tmp_path):
-    path = tmp_path / "model.bin"
-    joblib.dump(forest, path, compress=compress)
-    message = refusal(load_model, path.read_bytes(), filename="model.bin")
-    assert "Pickle and joblib files are refused" in message
-
-
-@pytest.mark.parametrize("filename", ["model.pkl", "MODEL.JOBLIB", "m.pickle", "m.sav", "m.pkl.gz"])
-def test_load_model_refuses_pickle_extensions(filename, forest_skops):
-    assert "Pickle and joblib" in refusal(load_model, forest_skops, filename=filename)
-
-
-def test_load_model_refuses_os_system_without_calling_it(monkeypatch):
-    data = skops.io.dumps(make_pipeline(FunctionTransformer(func=os.system), LogisticRegression()))
-    calls = []
-    monkeypatch.setattr(os, "system", lambda *args: calls.append(args))
-    monkeypatch.setattr(posix, "system", lambda *args: calls.append(args))
-    monkeypatch.setattr(skops.io, "loads", lambda *args, **kwargs: calls.append("loads"))
-    message = refusal(load_model, data)
-    assert "posix.system" in message
-    assert "not allowed" in message
-    assert calls == []
-
-
-@pytest.mark.parametrize(
-    ("func", "name"),
-    [(eval, "builtins.eval"), (np.load, "numpy.load"), (_Custom, "_Custom")],
-)
-def test_load_model_refuses_types_outside_the_allowlist(func, name, monkeypatch):
-    data = skops.io.dumps(FunctionTransformer(func=func))
-    monkeypatch.setattr(skops.io, "loads", lambda *a, **k: pytest.fail("must not load"))
-    assert name in refusal(load_model, data)
-
-
-def test_load_model_refuses_custom_instance():
-    data = skops.io.dumps(FunctionTransformer(kw_args={"x": _Custom()}))
-    assert "_Custom" in refusal(load_model, data)
-
-
-def test_load_model_refuses_finalizer_gadget(tmp_path):
-    # DataSource.__del__ runs shutil.rmtree(self._destpath) when _istmpdest is set
-    victim = tmp_path / "victim"
-    victim.mkdir()
-    (victim / "precious.txt").write_text("keep me")
-    source = DataSource(None)
-    own_tempdir, source._destpath = source._destpath, str(victim)
-    data = skops.io.dumps(FunctionTransformer(kw_args={"x": source}))
-    source._destpath = own_tempdir
-    message = refusal(load_model, data)
-    assert "DataSource" in message
-    assert (victim / "precious.txt").exists()
-
-
-def test_load_model_refuses_reexported_class():
-    data = skops.io.dumps(FunctionTransformer(func=dict))
-    data = _rewrite_schema(data, '"__module__": "builtins"', '"__module__": "sklearn.base"')
-    data = _rewrite_schema(data, '"__class__": "dict"', '"__class__": "defaultdict"')
-    assert "sklearn.base.defaultdict" in refusal(load_model, data)
-
-
-@pytest.mark.parametrize(
-    ("name", "allowed"),
-    [
-        ("sklearn.tree._tree.Tree", True),
-        ("sklearn.neighbors._kd_tree.KDTree", True),
-        ("sklearn.metrics._dist_metrics.EuclideanDistance64", True),
-        ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor", True),
-        ("numpy.ndarray", True),
-        ("scipy.sparse._csr.csr_matrix", True),
-        ("builtins.eval", False),
-        ("posix.system", False),
-        ("numpy.load", False),
-        ("numpy.memmap", False),
-        ("numpy.vectorize", False),
-        ("scipy._lib._util._FunctionWrapper", False),
-        ("numpy.lib.npyio.DataSource", False),
-        ("sklearn.base.defaultdict", False),
-        ("numpy.f2py.__main__.main", False),
-        ("sklearn.utils._testing.TempMemmap", False),
-        ("sklearn.tree._tree.NoSuchClass", False),
-        ("sklearn..Tree", False),
-        ("sklearn.tree._tree.Tree\n", False),
-    ],
-)
-def test_type_is_allowed(name, allowed):
-    assert intake.type_is_allowed(name) is allowed
-
-
-@pytest.mark.parametrize(
-    ("data", "expected"),
-    [
-        (b"not a zip at all", "not a zip archive"),
-        (b"PK\x03\x04" + b"\x00" * 200, "corrupt"),
-    ],
-)
-def test_load_model_refuses_non_zip(data, expected):
-    assert expected in refusal(load_model, data)
-
-
-def test_load_model_refuses_truncated_zip(forest_skops):
-    assert "corrupt" in refusal(load_model, forest_skops[: len(forest_skops) // 2])
-
-
-def test_load_model_refuses_zip_without_schema():
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("other.json", "{}")
-    assert "no schema.json" in refusal(load_model, out.getvalue())
-
-
-def test_load_model_refuses_broken_schema(forest_skops):
-    data = _rewrite_schema(forest_skops, '"__loader__"', '"__loader__" [')
-    assert "could not be read as a skops file" in refusal(load_model, data)
-
-
-def test_load_model_refuses_oversize(forest_skops):
-    assert "larger than the limit" in refusal(load_model, forest_skops, max_bytes=1000)
-
-
-def test_load_model_refuses_zip_bomb():
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("schema.json", b"{}")
-        archive.writestr("bomb.npy", b"\x00" * 2_000_000)
-    data = out.getvalue()
-    assert len(data) < 50_000
-    assert "would expand" in refusal(load_model, data, max_bytes=50_000)
-
-
-def test_load_model_refuses_too_many_members(forest_skops, monkeypatch):
-    monkeypatch.setattr(intake, "MAX_ZIP_MEMBERS", 3)
-    assert "zip members" in refusal(load_model, forest_skops)
-
-
-def test_load_model_refuses_empty_and_non_bytes():
-    assert "empty" in refusal(load_model, b"")
-    assert "bytes" in refusal(load_model, "PK")
-
-
-def test_load_model_refuses_unfitted_model():
-    data = skops.io.dumps(RandomForestClassifier(n_estimators=5))
-    assert "never fitted" in refusal(load_model, data)
-
-
-def test_load_model_refuses_regressor(train):
-    model = LinearRegression().fit(train[FEATURES], train["y"])
-    message = refusal(load_model, skops.io.dumps(model))
-    assert "not a fitted classifier" in message
-    assert "classes_" in message
-
-
-def test_load_model_refuses_transformer(train):
-    model = StandardScaler().fit(train[FEATURES])
-    assert "no predict method" in refusal(load_model, skops.io.dumps(model))
+def test_load_model_returns_the_loaded_classifier(forest, forest_skops, test):
+    model = load_model(forest_skops, filename="forest.skops")
+    np.testing.assert_array_equal(model.predict(test[FEATURES]), forest.predict(test[FEATURES]))
 
 
 # --------------------------------------------------------------------------- load_table
@@ -336,6 +139,128 @@ def test_load_table_refuses_oversize(train):
     assert "larger than the limit" in refusal(
         load_table, _csv(train), filename="t.csv", max_bytes=100
     )
+
+
+def _parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def test_load_table_refuses_parquet_row_bomb_by_rows_decoded(monkeypatch):
+    data = hostile_files.parquet_row_bomb(200_000)
+    assert len(data) < 100_000
+    monkeypatch.setattr(intake, "MAX_TABLE_ROWS", 100_000)
+    message = refusal(load_table, data, filename="bomb.parquet")
+    assert message == (
+        "The Parquet file is refused: it has more than 100,000 rows, the most a table of "
+        "2 columns may have (50,000,000 cells at most)."
+    )
+
+
+def test_parquet_row_bomb_metadata_understates_it():
+    data = hostile_files.parquet_row_bomb(200_000)
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    assert declared < 200_000 * 16 // 10  # what the bomb decodes to, 16 bytes a row
+
+
+def test_load_table_refuses_parquet_row_bomb_at_the_default_caps():
+    data = hostile_files.parquet_row_bomb(intake.MAX_TABLE_ROWS + 1)
+    assert "more than 10,000,000 rows" in refusal(load_table, data, filename="bomb.parquet")
+
+
+def test_load_table_caps_parquet_cells(monkeypatch):
+    monkeypatch.setattr(intake, "MAX_TABLE_CELLS", 100)
+    data = _parquet(pa.table({f"c{i}": np.arange(11) for i in range(10)}))
+    assert "more than 10 rows, the most a table of 10 columns" in refusal(
+        load_table, data, filename="t.parquet"
+    )
+
+
+def test_load_table_refuses_parquet_text_bomb_before_expanding_it():
+    data = hostile_files.parquet_text_bomb(n_rows=2**12, value_bytes=2**20)  # 4 GiB decoded
+    assert len(data) < 2**20
+    message = refusal(load_table, data, filename="bomb.parquet", max_bytes=2**20)
+    assert message == "The Parquet file is refused: it decodes to more than 4 MiB."
+
+
+def test_load_table_reads_parquet_text_and_categories():
+    frame = pd.DataFrame({"s": ["a", "bb", "a"], "c": pd.Categorical(["u", "v", "u"])})
+    loaded = load_table(_parquet(pa.Table.from_pandas(frame)), filename="t.parquet")
+    assert loaded["s"].tolist() == ["a", "bb", "a"]
+    assert loaded["c"].tolist() == ["u", "v", "u"]
+
+
+def test_load_table_refuses_nested_parquet_columns():
+    data = _parquet(pa.table({"a": [[1, 2], [3]], "y": [0, 1]}))
+    assert "nested (list, struct or map) columns 'a'" in refusal(
+        load_table, data, filename="t.parquet"
+    )
+
+
+def test_load_table_refuses_wide_csv_quickly_in_one_sentence():
+    data = hostile_files.csv_wide(20_000)
+    assert len(data) < 600_000
+    message = refusal(load_table, data, filename="wide.csv")
+    assert (
+        message == "The CSV file is refused: it has 20,000 columns, more than the limit of 10,000."
+    )
+
+
+def test_load_table_refuses_wide_parquet():
+    data = _parquet(pa.table({f"c{i}": [0] for i in range(intake.MAX_COLUMNS + 1)}))
+    assert "more than the limit of 10,000" in refusal(load_table, data, filename="t.parquet")
+
+
+def test_load_table_finds_a_repeated_name_among_many_columns():
+    data = hostile_files.csv_wide(intake.MAX_COLUMNS, repeat="c7")
+    assert refusal(load_table, data, filename="t.csv") == (
+        "The CSV file repeats the column name(s) 'c7'."
+    )
+
+
+class _CountingName(str):
+    """A column name that counts how often it is hashed and compared."""
+
+    n_hashes = 0
+    n_comparisons = 0
+
+    def __hash__(self):
+        type(self).n_hashes += 1
+        return str.__hash__(self)
+
+    def __eq__(self, other):
+        type(self).n_comparisons += 1
+        return str.__eq__(self, other)
+
+
+def test_the_duplicate_check_is_linear_in_the_columns(monkeypatch):
+    names = [_CountingName(f"c{i}") for i in range(20_000)] + [_CountingName("c3")]
+    monkeypatch.setattr(_CountingName, "n_hashes", 0)
+    monkeypatch.setattr(_CountingName, "n_comparisons", 0)
+    assert repeated(names) == ["c3"]
+    # a list.count per name would compare 20,001 x 20,001 times
+    assert _CountingName.n_hashes == len(names)
+    assert _CountingName.n_comparisons < 100
+
+
+def test_load_table_caps_csv_rows(monkeypatch):
+    monkeypatch.setattr(intake, "MAX_TABLE_ROWS", 5)
+    message = refusal(load_table, b"a,b\n" + b"1,2\n" * 6, filename="t.csv")
+    assert "more than 5 rows" in message
+    assert len(load_table(b"a,b\n" + b"1,2\n" * 5, filename="t.csv")) == 5
+
+
+def test_load_table_refuses_a_csv_header_longer_than_the_cap(monkeypatch):
+    monkeypatch.setattr(intake, "MAX_HEADER_CHARS", 100)
+    data = ("x" * 200 + ",b\n1,2\n").encode()
+    assert "header is longer than 100 characters" in refusal(load_table, data, filename="t.csv")
+
+
+def test_load_table_reads_quoted_header_names():
+    data = b'"a,1","b\nc"\n1,2\n'
+    assert list(load_table(data, filename="t.csv").columns) == ["a,1", "b\nc"]
 
 
 # --------------------------------------------------------------------------- build_target
@@ -404,6 +329,15 @@ def test_build_target_refuses_infinite_values(forest, train, test):
     broken = test.copy()
     broken.loc[1, "f0"] = np.inf
     assert "1 infinite value" in refusal(build_target, forest, train, broken, label="y")
+
+
+def test_build_target_turns_nullable_numbers_into_numpy(forest, train, test):
+    nullable = train.astype({"f0": "Float64"})
+    target = build_target(forest, nullable, test, label="y")
+    assert target.X_train["f0"].dtype == np.float64
+    broken = nullable.copy()
+    broken.loc[2, "f0"] = pd.NA
+    assert "1 missing value" in refusal(build_target, forest, broken, test, label="y")
 
 
 def test_build_target_refuses_text_for_non_pipeline(forest, train, test):
@@ -507,6 +441,7 @@ def test_load_record_allows_text_only_when_asked():
         ('{"f0": 1, "f1": 2, "f2": 3, "y": [1]}', "label must be a number or text"),
         ("[" * 100_000, "not valid JSON"),
         (" " * (intake.MAX_RECORD_BYTES + 1), "larger than the limit"),
+        ("{" + ", ".join(f'"k{i % 3}": 1' for i in range(50_000)) + "}", "repeats the key(s)"),
     ],
 )
 def test_load_record_refusals(data, expected):

@@ -225,7 +225,7 @@ def test_enclave_reissues_its_leaf_before_it_expires(enclave, root, model_sha256
 
 
 def test_code_measurement_covers_the_enclave_and_its_loader():
-    assert {"secure_compute.enclave", "attacks.intake"} <= set(ENCLAVE_CODE_MODULES)
+    assert {"secure_compute.enclave", "safe_model.loader"} <= set(ENCLAVE_CODE_MODULES)
     measurement = code_measurement_compute()
     assert len(measurement) == 48 and measurement == code_measurement_compute()
     assert code_measurement_compute(ENCLAVE_CODE_MODULES[:-1]) != measurement

@@ -1,0 +1,126 @@
+"""Wording of refusals, shared by every library that reads untrusted uploads.
+
+A refusal is one sentence shown to a researcher as it is, so names and
+exception texts quoted in it are made printable and capped in length, and
+record values are never quoted at all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+#: Most names and values quoted in one refusal sentence.
+MAX_QUOTED = 5
+
+
+def checked_bytes(data: Any, *, max_bytes: int, what: str, error: type[Exception]) -> bytes:
+    """Return an upload as bytes, or raise ``error`` if it is not bytes, empty or too large.
+
+    Parameters
+    ----------
+    data : object
+        The upload as received.
+    max_bytes : int
+        Largest accepted size.
+    what : str
+        What the upload is ("model file"), for the sentence.
+    error : type of Exception
+        The caller's domain error, raised with one sentence.
+
+    Returns
+    -------
+    bytes
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise error(f"The {what} must be given as bytes.")
+    data = bytes(data)
+    if not data:
+        raise error(f"The {what} is empty.")
+    if len(data) > max_bytes:
+        raise error(f"The {what} is larger than the limit of {size(max_bytes)}.")
+    return data
+
+
+def repeated(names: Iterable[str]) -> list[str]:
+    """Names that occur more than once, sorted, in time linear in their number.
+
+    Parameters
+    ----------
+    names : iterable of str
+
+    Returns
+    -------
+    list of str
+    """
+    return sorted(name for name, n in Counter(names).items() if n > 1)
+
+
+def quote(value: Any, limit: int = 60) -> str:
+    """One-line, length-capped quotation of a name for a refusal sentence.
+
+    Parameters
+    ----------
+    value : object
+    limit : int, default=60
+        Most characters shown; longer text ends in "...".
+
+    Returns
+    -------
+    str
+    """
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(value)[: limit + 1])
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"'{text}'"
+
+
+def quote_all(values: Iterable[Any]) -> str:
+    """Quote at most :data:`MAX_QUOTED` values, then say how many more there are.
+
+    Parameters
+    ----------
+    values : iterable
+
+    Returns
+    -------
+    str
+    """
+    values = list(values)
+    shown = ", ".join(quote(value) for value in values[:MAX_QUOTED])
+    hidden = len(values) - MAX_QUOTED
+    return f"{shown} and {hidden} more" if hidden > 0 else shown
+
+
+def reason(exc: BaseException) -> str:
+    """An exception's type and first line, capped, for the end of a sentence.
+
+    Parameters
+    ----------
+    exc : BaseException
+
+    Returns
+    -------
+    str
+    """
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    return quote(text, limit=160)[1:-1].rstrip(".")
+
+
+def size(n_bytes: int) -> str:
+    """A byte count in the largest binary unit that fits ("1.5 GiB").
+
+    Parameters
+    ----------
+    n_bytes : int
+
+    Returns
+    -------
+    str
+    """
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:g} {unit}"
+    return f"{n_bytes} bytes"
