@@ -1,0 +1,131 @@
+"""The hostile-upload suite: crafted models and bombs through the web form, the API and the CLI.
+
+Every case is refused in one sentence with nothing stored, and the process that
+received it lives on: the test process itself for the web form and the API (a
+segfault there would end the test run), the CLI's own process for the CLI.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import skops.io
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from sklearn.tree import DecisionTreeClassifier
+
+from tests import factories, hostile_files
+from tests.safe_model import crafted_models
+from tests.tre_audit.api.support import client_for
+from tests.tre_audit.submissions.test_views import stored_state
+from tre_audit.reviews.enums import Role
+
+#: case: (which upload is hostile, how it is built, a phrase its refusal must hold)
+CASES = {
+    "tree left child 10**12": ("model", crafted_models.tree_left_child_huge, "child index is out of range"),
+    "tree feature out of range": ("model", crafted_models.tree_feature_out_of_range, "feature is out of range"),
+    "tree negative child": ("model", crafted_models.tree_negative_child, "child index is out of range"),
+    "tree whose root is its own child": ("model", crafted_models.tree_cyclic_root, "its own ancestor"),
+    "tree with a latent bad node": ("model", crafted_models.tree_latent_bad_node, "RandomForestClassifier is inconsistent"),
+    "HistGradientBoosting node 10**9": ("model", crafted_models.hgb_node_index_huge, "HistGradientBoostingClassifier is inconsistent"),
+    "k-d tree index out of range": ("model", crafted_models.kdtree_index_out_of_range, "k-d tree has an index out of range"),
+    "SVC support vectors miscounted": ("model", crafted_models.svc_support_mismatch, "SVC is inconsistent"),
+    "schema.json bomb": ("model", hostile_files.skops_schema_bomb, "schema.json expands"),
+    "array member bomb": ("model", hostile_files.skops_array_bomb, "would expand"),
+    "zip header lying about sizes": ("model", hostile_files.skops_lying_sizes, "corrupt"),
+    "zip-slip member ../x": ("model", lambda: hostile_files.skops_zip_slip("../x"), "climbs out of the archive"),
+    "zip-slip member /abs": ("model", lambda: hostile_files.skops_zip_slip("/abs"), "absolute path"),
+    "duplicate zip member": ("model", hostile_files.skops_duplicate_member, "repeats the member"),
+    "Parquet of 100M RLE rows": ("train", hostile_files.parquet_row_bomb, "more than 10,000,000 rows"),
+    "Parquet of huge text cells": ("train", hostile_files.parquet_text_bomb, "decodes to more than"),
+    "CSV of 20,000 columns": ("train", lambda: hostile_files.csv_wide(20_000), "20,000 columns"),
+}
+FILE_NAMES = {"model": "model.skops", "train": "train.csv", "test": "test.csv"}
+
+
+@pytest.fixture(scope="module")
+def honest_files():
+    """A valid model and its tables, into which each case puts one hostile file."""
+    train, test, label = crafted_models.matching_tables()
+    table = pd.read_csv(io.BytesIO(train))
+    model = DecisionTreeClassifier(max_depth=3, random_state=0)
+    model.fit(table.drop(columns=[label]), table[label])
+    return {"model": skops.io.dumps(model), "train": train, "test": test}, label
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request, honest_files):
+    role, build, phrase = CASES[request.param]
+    files, label = honest_files
+    data = build()
+    name = "train.parquet" if data.startswith(b"PAR1") else FILE_NAMES[role]
+    uploads = {r: (FILE_NAMES[r], d) for r, d in files.items()} | {role: (name, data)}
+    return uploads, label, phrase
+
+
+def assert_one_sentence(message: str, phrase: str) -> None:
+    assert "\n" not in message.strip() and "Traceback" not in message, message
+    assert message.strip().endswith("."), message
+    assert phrase.lower() in message.lower(), message
+
+
+def _form(uploads, label):
+    files = {role: SimpleUploadedFile(name, data) for role, (name, data) in uploads.items()}
+    return {
+        "title": "Hostile",
+        "label": label,
+        "model_type": "tree",
+        "preprocessing": "none",
+        "purpose": "testing",
+        "hosting": "public_file",
+        "files_are_exact": "true",
+        **files,
+    }
+
+
+@pytest.mark.django_db
+def test_the_web_form_refuses_it_and_stores_nothing(client, settings, case):
+    uploads, label, phrase = case
+    client.force_login(factories.create_user("researcher", Role.RESEARCHER))
+    before = stored_state(settings)
+    response = client.post(reverse("submissions:create"), _form(uploads, label))
+    assert response.status_code == 400
+    errors = html.unescape(response.content.decode())
+    assert phrase.lower() in errors.lower()
+    assert stored_state(settings) == before
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_it_and_stores_nothing(settings, case):
+    uploads, label, phrase = case
+    api = client_for(factories.create_user("researcher", Role.RESEARCHER))
+    before = stored_state(settings)
+    response = api.post("/api/v1/requests/", _form(uploads, label), format="multipart")
+    assert response.status_code == 400, response.content
+    assert_one_sentence(response.json()["detail"], phrase)
+    assert stored_state(settings) == before
+
+
+def test_the_cli_refuses_it_in_one_line_with_exit_2(tmp_path, case):
+    uploads, label, phrase = case
+    paths = {}
+    for role, (name, data) in uploads.items():
+        paths[role] = tmp_path / name
+        paths[role].write_bytes(data)
+    out = tmp_path / "audit"
+    result = subprocess.run(
+        [sys.executable, "-m", "tre_audit.cli", "audit", "--model", paths["model"]]
+        + ["--train", paths["train"], "--test", paths["test"], "--label", label]
+        + ["--out", out, "--shadows", "2", "--no-sweep", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert_one_sentence(result.stderr, phrase)
+    assert not out.exists()
