@@ -2,6 +2,58 @@ import pytest
 
 from attacks.audit import Upload
 from attacks.datasets import write_famous_patient_example
+from tests.postgres import PostgresError, PostgresServer
+
+#: Fixtures that give a test the database; with --postgres only such tests run.
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server"}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--postgres",
+        action="store_true",
+        help="run the tests that use the database on a private PostgreSQL server",
+    )
+
+
+def pytest_configure(config):
+    """With --postgres, start a throw-away server and point Django's database at it.
+
+    The settings were read before this hook, so the default database's dict is changed
+    in place (Django's connections hold that same dict) and the SQLite connection
+    object, made but never opened, is dropped.
+    """
+    if not config.getoption("postgres"):
+        return
+    import dj_database_url
+    from django.conf import settings
+    from django.db import connections
+
+    server = PostgresServer()
+    config.add_cleanup(server.stop)
+    try:
+        url = server.start()
+    except PostgresError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    database = settings.DATABASES["default"]
+    database.update(dj_database_url.parse(url), OPTIONS={})
+    database["TEST"] = {**database.get("TEST", {}), "NAME": "test_tre_audit"}
+    if hasattr(connections._connections, "default"):
+        del connections["default"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """With --postgres, keep only the tests that use the database (the rest ran on SQLite)."""
+    if not config.getoption("postgres"):
+        return
+    keep, drop = [], []
+    for item in items:
+        uses_db = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        )
+        (keep if uses_db else drop).append(item)
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep
 
 
 @pytest.fixture(autouse=True)
