@@ -7,6 +7,7 @@ from tre_audit.reviews.models import Review
 from tre_audit.reviews.selectors import review_list_visible_to
 from tre_audit.reviews.services import review_submit, user_can_review
 from tre_audit.submissions.enums import Status
+from tre_audit.submissions.selectors import current_run
 from tre_audit.submissions.services import audit_chain_verify
 
 pytestmark = pytest.mark.django_db
@@ -21,8 +22,10 @@ def awaiting(risk="low", author=None):
 
 
 def approve(submission, reviewer, **extra):
+    run = current_run(submission)  # None before an audit: the page then offers no review
     return review_submit(
         submission=submission,
+        run_id=run.id if run else 0,
         reviewer=reviewer,
         decision=Decision.APPROVE,
         reason="AUCs near 0.5, no rules",
@@ -79,6 +82,7 @@ def test_one_rejection_rejects():
     approve(submission, checker())
     review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=checker(),
         decision=Decision.REJECT,
         reason="LiRA flags 20% of members at 1% FPR",
@@ -91,6 +95,7 @@ def test_requesting_changes_needs_a_comment():
     with pytest.raises(ReviewInvalid, match="comment is required"):
         review_submit(
             submission=submission,
+            run_id=current_run(submission).id,
             reviewer=checker(),
             decision=Decision.REQUEST_CHANGES,
             reason="leaky leaves",
@@ -98,6 +103,7 @@ def test_requesting_changes_needs_a_comment():
     assert not Review.objects.exists()
     review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=checker(),
         decision=Decision.REQUEST_CHANGES,
         reason="leaky leaves",
@@ -121,8 +127,13 @@ def test_approving_against_high_risk_needs_justification_and_admin_signoff():
 
 def test_a_blank_reason_is_refused():
     with pytest.raises(ReviewInvalid, match="reason"):
+        submission = awaiting()
         review_submit(
-            submission=awaiting(), reviewer=checker(), decision=Decision.APPROVE, reason="   "
+            submission=submission,
+            run_id=current_run(submission).id,
+            reviewer=checker(),
+            decision=Decision.APPROVE,
+            reason="   ",
         )
 
 

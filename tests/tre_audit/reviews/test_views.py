@@ -47,8 +47,11 @@ def checker():
 
 
 def post(client, user, name, submission, data=None):
+    """POST as ``user``; a review carries the current run, as the page's form does."""
     if user is not None:
         client.force_login(user)
+    if name == "submit" and data is not None and current_run(submission) is not None:
+        data = {"run_id": current_run(submission).id, **data}
     return client.post(reverse(f"reviews:{name}", args=[submission.pk]), data or {})
 
 

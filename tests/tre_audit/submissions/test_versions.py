@@ -133,6 +133,7 @@ def test_a_new_version_keeps_the_old_one_and_its_reviews_start_over(example_file
     first_checker = factories.create_user(role=Role.CHECKER)
     old_review = review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=first_checker,
         decision=Decision.REQUEST_CHANGES,
         reason="Leaves are too small.",
