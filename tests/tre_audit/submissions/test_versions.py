@@ -10,7 +10,6 @@ from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.models import Review
 from tre_audit.reviews.selectors import review_list_visible_to
 from tre_audit.reviews.services import review_submit, user_can_review
-from tre_audit.submissions import services
 from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.exceptions import (
     InvalidTransition,
@@ -49,14 +48,6 @@ def snapshot():
         model.objects.count()
         for model in (Submission, SubmissionFile, StoredFile, AuditRun, AuditEntry, Review)
     ]
-
-
-@pytest.fixture
-def enqueued(monkeypatch):
-    """The run ids whose audit task would have been sent."""
-    sent = []
-    monkeypatch.setattr(services, "_enqueue_audit", sent.append)
-    return sent
 
 
 def status_of(submission):
