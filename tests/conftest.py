@@ -73,3 +73,13 @@ def example_files(tmp_path_factory):
         for role, p in paths.items()
         if role in ("model", "train", "test")
     }
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """The run ids whose audit task would have been sent (nothing reaches a broker)."""
+    from tre_audit.submissions import services
+
+    sent = []
+    monkeypatch.setattr(services, "_enqueue_audit", sent.append)
+    return sent

@@ -25,7 +25,12 @@ from tre_audit.reviews.services import finding_sources
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import AuditEntry, AuditRun, StoredFile, Submission
 from tre_audit.submissions.selectors import current_run
-from tre_audit.submissions.services import NOT_QUEUED, audit_run_fail, submission_set_status
+from tre_audit.submissions.services import (
+    NOT_QUEUED,
+    audit_run_fail,
+    submission_new_version,
+    submission_set_status,
+)
 
 ROLES = ["anonymous", "author", "other", "member", "checker", "admin"]
 API = "/api/v1"
@@ -561,3 +566,21 @@ def test_no_bundle_before_release(world):
     submission = world.at(Status.APPROVED)
     response = client_for(world.author).get(f"{API}/requests/{submission.pk}/bundle.zip")
     assert response.status_code == 404
+
+
+def test_a_review_of_a_superseded_version_is_refused(world, example_files, enqueued):
+    submission = factories.create_audited_submission(Status.AWAITING_REVIEW)
+    opened_on = current_run(submission).id
+    submission_new_version(submission=submission, by=submission.author, **example_files)
+    factories.complete_audit(submission)
+    url = f"{API}/requests/{submission.pk}/reviews/"
+    client = client_for(world.checker)
+    review = {"decision": "approve", "reason": "fine", "evidence": ["attack:lira"]}
+    stale = client.post(url, {**review, "run_id": opened_on}, format="json")
+    assert stale.status_code == 400
+    assert stale.json()["detail"] == (
+        "Version 2 has been submitted since you opened this page; read its report before deciding."
+    )
+    missing = client.post(url, review, format="json")
+    assert missing.status_code == 400 and missing.json()["detail"].startswith("run_id:")
+    assert not submission.reviews.exists()

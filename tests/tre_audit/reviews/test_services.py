@@ -8,7 +8,7 @@ from tre_audit.reviews.selectors import review_list_visible_to
 from tre_audit.reviews.services import review_submit, user_can_review
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.selectors import current_run
-from tre_audit.submissions.services import audit_chain_verify
+from tre_audit.submissions.services import audit_chain_verify, submission_new_version
 
 pytestmark = pytest.mark.django_db
 
@@ -145,3 +145,39 @@ def test_reviews_stay_independent_until_a_checker_has_submitted():
     assert len(review_list_visible_to(user=submission.author, submission=submission)) == 1
     admin = factories.create_user(role=Role.TRE_ADMIN)
     assert len(review_list_visible_to(user=admin, submission=submission)) == 1
+
+
+def test_a_review_of_a_superseded_version_is_refused(example_files, enqueued):
+    submission = factories.create_audited_submission(Status.AWAITING_REVIEW)
+    read = current_run(submission)
+    submission_new_version(submission=submission, by=submission.author, **example_files)
+    for audited in (False, True):  # while version 2 is audited, and once it awaits review
+        if audited:
+            factories.complete_audit(submission)
+        with pytest.raises(ReviewInvalid) as refused:
+            review_submit(
+                submission=submission,
+                run_id=read.id,
+                reviewer=checker(),
+                decision=Decision.APPROVE,
+                reason="fine",
+                evidence=["attack:lira"],
+            )
+        assert str(refused.value) == (
+            "Version 2 has been submitted since you opened this page; "
+            "read its report before deciding."
+        )
+    assert not submission.reviews.exists()
+
+
+def test_a_review_names_a_run_of_its_own_request():
+    submission, other = awaiting(), awaiting()
+    with pytest.raises(ReviewInvalid, match="not the one under review"):
+        review_submit(
+            submission=submission,
+            run_id=current_run(other).id,
+            reviewer=checker(),
+            decision=Decision.APPROVE,
+            reason="fine",
+        )
+    assert not submission.reviews.exists()
