@@ -19,7 +19,12 @@ from tre_audit.reviews.services import pending_sign_offs, review_sign_off, user_
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import AuditEntry, Project
 from tre_audit.submissions.selectors import current_run, user_roles
-from tre_audit.submissions.services import file_read, submission_new_version
+from tre_audit.submissions.services import (
+    AUDIT_LOG_BROKEN,
+    audit_chain_verify,
+    file_read,
+    submission_new_version,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -412,4 +417,14 @@ def test_a_review_without_the_run_is_refused(client, people):
     response = client.post(reverse("reviews:submit", args=[submission.pk]), APPROVAL)
     assert response.status_code == 400
     assert "did not say which audit you read" in html.unescape(response.content.decode())
+    assert not Review.objects.filter(submission=submission).exists()
+
+
+def test_a_review_on_a_broken_audit_log_is_refused_in_one_sentence(client, people):
+    submission = request_of(people)
+    AuditEntry.objects.filter(id=AuditEntry.objects.order_by("id")[0].id).update(reason="forged")
+    assert not audit_chain_verify().ok
+    response = post(client, people["checker"], "submit", submission, APPROVAL)
+    assert response.status_code == 400
+    assert AUDIT_LOG_BROKEN in html.unescape(response.content.decode())
     assert not Review.objects.filter(submission=submission).exists()
