@@ -69,6 +69,15 @@ TRANSITIONS: dict[str, set[str]] = {
 GENESIS_HASH = "0" * 64
 #: The primary key of the audit log's one chain-head row.
 CHAIN_HEAD = 1
+#: The one sentence every change is refused with while the log is broken.
+AUDIT_LOG_BROKEN = (
+    "The audit log failed verification, so no change can be recorded until a TRE admin "
+    "has restored it."
+)
+#: Why an anchored entry that is no longer in the database fails verification.
+ANCHORED_BUT_REMOVED = "it was anchored, and it and the entries after it were removed"
+#: Why an entry whose hash differs from its anchored one fails verification.
+ANCHOR_MISMATCH = "it no longer matches its anchored hash: it and the chain after it were rewritten"
 
 
 def submission_lock(*, submission: Submission) -> Submission:
@@ -136,13 +145,6 @@ def audit_entry_append(
     AuditChainHead.objects.filter(pk=head.pk).update(entry_id=entry.id, entry_hash=entry.entry_hash)
     transaction.on_commit(lambda: _anchor_write(entry))
     return entry
-
-
-#: The one sentence every change is refused with while the log is broken.
-AUDIT_LOG_BROKEN = (
-    "The audit log failed verification, so no change can be recorded until a TRE admin "
-    "has restored it."
-)
 
 
 def _chain_head_locked() -> AuditChainHead:
@@ -224,12 +226,6 @@ def _chain_check(head: AuditChainHead | None, *, anchored: dict[int, str]) -> Ch
             return ChainCheck(False, count, entry.id, problem)
         prev, last = entry.entry_hash, entry
     return _tail_check(count, last, newest, anchored)
-
-
-#: Why an anchored entry that is no longer in the database fails verification.
-ANCHORED_BUT_REMOVED = "it was anchored, and it and the entries after it were removed"
-#: Why an entry whose hash differs from its anchored one fails verification.
-ANCHOR_MISMATCH = "it no longer matches its anchored hash: it and the chain after it were rewritten"
 
 
 def _entry_problem(entry: AuditEntry, prev: str, anchored_hash: str | None) -> str:

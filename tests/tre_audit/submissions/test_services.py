@@ -4,15 +4,17 @@ import itertools
 import pytest
 
 from tests import factories
+from tre_audit.reviews.services import submission_release
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.exceptions import InvalidTransition
-from tre_audit.submissions.models import AuditEntry
+from tre_audit.submissions.models import AuditEntry, Submission
 from tre_audit.submissions.services import (
     TRANSITIONS,
     file_path,
     file_read,
     file_store,
     submission_set_status,
+    submission_withdraw,
 )
 
 pytestmark = pytest.mark.django_db
@@ -62,3 +64,15 @@ def test_a_stored_file_changed_on_disk_is_refused():
     file_path(stored.sha256).write_bytes(b"tampered")
     with pytest.raises(OSError, match="no longer matches"):
         file_read(stored=stored)
+
+
+def test_a_change_is_judged_on_the_stored_status_not_on_a_stale_copy():
+    """A page opened before the release posts a withdraw: terminal stays terminal."""
+    submission = factories.create_audited_submission(Status.APPROVED)
+    stale = Submission.objects.get(pk=submission.pk)
+    submission_release(submission=submission, by=submission.author)
+    with pytest.raises(InvalidTransition, match="released cannot become withdrawn"):
+        submission_withdraw(submission=stale, by=submission.author, reason="wrong data")
+    assert stale.status == Status.RELEASED  # the caller's copy now says what is stored
+    submission.refresh_from_db()
+    assert submission.status == Status.RELEASED and submission.release_bundle_id is not None
