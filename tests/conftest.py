@@ -40,6 +40,9 @@ def pytest_configure(config):
     database["TEST"] = {**database.get("TEST", {}), "NAME": "test_tre_audit"}
     if hasattr(connections._connections, "default"):
         del connections["default"]
+    # The whole server is thrown away: never drop the test database at the end (a
+    # live server's or a worker's connection may still be open; that only warned).
+    config.option.reuse_db = True
 
 
 def pytest_collection_modifyitems(config, items):
