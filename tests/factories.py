@@ -18,6 +18,7 @@ from tre_audit.reviews.services import (
 )
 from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.models import AuditRun, Project, Submission, SubmissionFile
+from tre_audit.submissions.selectors import current_run
 from tre_audit.submissions.services import Declaration, file_store, submission_set_status
 
 _names = itertools.count()
@@ -202,6 +203,7 @@ def _decide(submission: Submission, status: Status, condition: str, risk: str) -
     def review(decision, **extra):
         review_submit(
             submission=submission,
+            run_id=current_run(submission).id,
             reviewer=create_user(role=Role.CHECKER),
             decision=decision,
             reason="Judged on the attacks and the leaf rule.",

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.postgres import database_url
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -170,7 +172,7 @@ def worker_factory(celery_broker, settings, tmp_path):
     env = {
         **os.environ,
         "CELERY_BROKER_URL": celery_broker,
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": database_url(connection.settings_dict),
         "TRE_AUDIT_FILE_ROOT": str(settings.TRE_AUDIT_FILE_ROOT),
         "TRE_AUDIT_ANCHOR_FILE": str(settings.TRE_AUDIT_ANCHOR_FILE),
         "TRE_AUDIT_SHADOW_MODELS": "4",

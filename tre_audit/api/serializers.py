@@ -79,6 +79,9 @@ class ReasonSerializer(serializers.Serializer):
 
 
 class ReviewCreateSerializer(serializers.Serializer):
+    run_id = serializers.IntegerField(
+        min_value=1, help_text="The audit run whose report you read (audit.id of the request)."
+    )
     decision = serializers.ChoiceField(choices=Decision.choices)
     reason = serializers.CharField(max_length=4000, help_text="Why, in terms of the evidence.")
     evidence = serializers.ListField(

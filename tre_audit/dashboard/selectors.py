@@ -22,7 +22,7 @@ from tre_audit.reviews.models import Review
 from tre_audit.reviews.services import check_user_can_sign_off
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import AuditEntry, AuditRun, PolicyVersion, Submission
-from tre_audit.submissions.services import ChainCheck, audit_chain_verify
+from tre_audit.submissions.services import ChainCheck, audit_chain_state, audit_chain_verify
 
 #: The statuses that are a checker's decision on a request.
 DECIDED = (Status.APPROVED, Status.REJECTED, Status.CHANGES_REQUESTED)
@@ -317,8 +317,14 @@ def audit_chain_status() -> ChainStatus:
     check = audit_chain_verify()
     if check.ok or check.first_bad_id is None:
         return ChainStatus(check)
-    entry = AuditEntry.objects.select_related("actor", "submission").get(id=check.first_bad_id)
-    return ChainStatus(check, _entry_row(entry))
+    entry = AuditEntry.objects.select_related("actor", "submission").filter(id=check.first_bad_id)
+    return ChainStatus(check, _entry_row(entry[0]) if entry else None)  # None: it was removed
+
+
+def audit_chain_broken() -> str:
+    """Why the log's last verification failed, as recorded; empty if it passed or never ran."""
+    head = audit_chain_state()
+    return head.broken if head else ""
 
 
 def audit_entry_list_newest(*, limit: int = 200) -> list[dict]:

@@ -51,6 +51,7 @@ def index(request):
 
 def _index_context(request, *, sign_off_errors: dict | None = None) -> dict:
     return {
+        "chain_broken": selectors.audit_chain_broken(),
         "status_counts": selectors.submission_counts_by_status(),
         "broker": selectors.broker_overview(),
         "active": selectors.audit_run_list_active(),

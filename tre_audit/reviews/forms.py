@@ -4,6 +4,12 @@ from tre_audit.reviews.enums import Decision, ReleaseCondition
 
 
 class ReviewForm(forms.Form):
+    #: The audit run whose report the checker read (the page sends it, hidden).
+    run_id = forms.IntegerField(
+        widget=forms.HiddenInput,
+        min_value=1,
+        error_messages={"required": "Reload the page: the form did not say which audit you read."},
+    )
     decision = forms.ChoiceField(choices=Decision.choices, widget=forms.RadioSelect)
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),

@@ -16,6 +16,7 @@ from tre_audit.submissions.selectors import current_run, user_is_author_or_admin
 from tre_audit.submissions.services import (
     audit_entry_append,
     release_bundle_build,
+    submission_lock,
     submission_set_status,
 )
 
@@ -54,6 +55,7 @@ def review_submit(
     *,
     submission: Submission,
     reviewer: AbstractBaseUser,
+    run_id: int,
     decision: Decision,
     reason: str,
     evidence: list[str] = (),
@@ -61,10 +63,14 @@ def review_submit(
     justification: str = "",
     condition: str = "",
 ) -> Review:
-    """Record a checker's decision and move the request on when the rule is met."""
-    submission = Submission.objects.select_for_update().get(pk=submission.pk)
+    """Record a checker's decision on audit run ``run_id`` (the one they read) and move
+    the request on when the rule is met; decided on the request's locked row."""
+    submission_lock(submission=submission)
+    run = AuditRun.objects.filter(submission=submission, pk=run_id).first()
+    _check_not_superseded(submission, run)
     check_user_can_review(reviewer, submission)
-    run = current_run(submission)
+    if run is None or run != current_run(submission):
+        raise ReviewInvalid("That audit is not the one under review: reload the page.")
     high_risk = (run.report or {}).get("verdict", {}).get("risk") == "high"
     _check_review(decision, reason, comment, justification, high_risk)
     _check_evidence(evidence, finding_sources(run))
@@ -89,6 +95,15 @@ def review_submit(
             submission, decision=Decision(decision).label.lower(), reason=reason, comment=comment
         )
     return review
+
+
+def _check_not_superseded(submission: Submission, run: AuditRun | None) -> None:
+    """A review of an earlier version's audit is refused: the evidence has changed."""
+    if run is not None and run.version < submission.version:
+        raise ReviewInvalid(
+            f"Version {submission.version} has been submitted since you opened this page; "
+            "read its report before deciding."
+        )
 
 
 def _check_review(decision, reason, comment, justification, high_risk) -> None:
@@ -214,7 +229,7 @@ def submission_release(*, submission: Submission, by: AbstractBaseUser) -> Submi
     When an approval says the model may leave only behind a secure endpoint, the
     bundle holds the report and manifest but never the weights.
     """
-    submission = Submission.objects.select_for_update().get(pk=submission.pk)
+    submission_lock(submission=submission)
     check_user_can_release(by, submission)
     with_model = release_condition(submission) == ReleaseCondition.AS_FILE
     submission.release_bundle = release_bundle_build(

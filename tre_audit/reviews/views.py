@@ -12,6 +12,7 @@ from tre_audit.reviews import selectors, services
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
 from tre_audit.reviews.forms import CommentForm, ReviewForm
+from tre_audit.submissions.exceptions import SubmissionError
 from tre_audit.submissions.selectors import finding_titles
 from tre_audit.submissions.views import _detail_context, _visible
 
@@ -37,7 +38,7 @@ def review_submit_view(request, submission_id: int):
             )
         except ReviewNotAllowed as exc:
             raise PermissionDenied(str(exc)) from None
-        except ReviewInvalid as exc:
+        except (ReviewInvalid, SubmissionError) as exc:  # e.g. a stale page, a broken log
             form.add_error(None, str(exc))
         else:
             messages.success(request, "Your review was recorded.")
@@ -57,7 +58,7 @@ def comment_add_view(request, submission_id: int):
             services.comment_add(submission=submission, author=request.user, **form.cleaned_data)
         except ReviewNotAllowed as exc:
             raise PermissionDenied(str(exc)) from None
-        except ReviewInvalid as exc:
+        except (ReviewInvalid, SubmissionError) as exc:
             form.add_error(None, str(exc))
         else:
             return redirect(f"{submission.get_absolute_url()}#comments")
@@ -73,5 +74,8 @@ def release_view(request, submission_id: int):
         services.submission_release(submission=submission, by=request.user)
     except ReviewNotAllowed as exc:
         raise PermissionDenied(str(exc)) from None
+    except SubmissionError as exc:  # the audit log is broken: nothing was released
+        messages.error(request, str(exc))
+        return redirect(submission)
     messages.success(request, "Released: the release bundle is ready to download.")
     return redirect(submission)

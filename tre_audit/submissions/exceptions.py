@@ -15,3 +15,7 @@ class UploadRefused(SubmissionError):
 
 class NotAllowed(SubmissionError):
     """The user may not do this to this request."""
+
+
+class AuditLogBroken(SubmissionError):
+    """The audit log failed verification: nothing more is recorded until it is restored."""

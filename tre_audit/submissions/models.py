@@ -141,3 +141,17 @@ class PolicyVersion(models.Model):
 
     class Meta:
         ordering = ["-version"]
+
+
+class AuditChainHead(models.Model):
+    """The audit log's newest entry, in one row: appends lock it, so they form one chain.
+
+    An append checks the newest entry against it (an edited or removed tail shows at
+    once, without reading the log); a full verification records a broken log here,
+    and the service refuses to append to it until verification passes again.
+    """
+
+    entry_id = models.BigIntegerField(null=True)
+    entry_hash = models.CharField(max_length=64)
+    broken = models.TextField(blank=True)  # why verification failed; empty when it passed
+    checked_at = models.DateTimeField(null=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import io
@@ -29,12 +30,14 @@ from attacks.sandboxed import uploads_audit, uploads_check
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
 from tre_audit.submissions.exceptions import (
+    AuditLogBroken,
     InvalidTransition,
     NotAllowed,
     SubmissionError,
     UploadRefused,
 )
 from tre_audit.submissions.models import (
+    AuditChainHead,
     AuditEntry,
     AuditRun,
     PolicyVersion,
@@ -69,14 +72,40 @@ TRANSITIONS: dict[str, set[str]] = {
 
 #: The hash the first audit entry is chained to.
 GENESIS_HASH = "0" * 64
+#: The primary key of the audit log's one chain-head row.
+CHAIN_HEAD = 1
+#: The one sentence every change is refused with while the log is broken.
+AUDIT_LOG_BROKEN = (
+    "The audit log failed verification, so no change can be recorded until a TRE admin "
+    "has restored it."
+)
+#: Why an anchored entry that is no longer in the database fails verification.
+ANCHORED_BUT_REMOVED = "it was anchored, and it and the entries after it were removed"
+#: Why an entry whose hash differs from its anchored one fails verification.
+ANCHOR_MISMATCH = "it no longer matches its anchored hash: it and the chain after it were rewritten"
+
+
+def submission_lock(*, submission: Submission) -> Submission:
+    """Re-read ``submission`` in place, its row locked until the transaction ends.
+
+    Anything that decides on a request's status decides on this locked copy, never on
+    one read earlier, which a concurrent change (a withdraw, a release) may have made
+    stale. Call it inside ``transaction.atomic``.
+    """
+    submission.refresh_from_db(from_queryset=Submission.objects.select_for_update())
+    return submission
 
 
 @transaction.atomic
 def submission_set_status(
     *, submission: Submission, to: Status, by: AbstractBaseUser | None, reason: str = ""
 ) -> Submission:
-    """Move ``submission`` to ``to`` if the state machine allows it, logging the change."""
-    before = submission.status
+    """Move ``submission`` to ``to`` if the state machine allows it, logging the change.
+
+    The status is re-read under a lock first (the caller's object is updated), so of two
+    racing changes the second is judged on what the first made: terminal stays terminal.
+    """
+    before = submission_lock(submission=submission).status
     if to not in TRANSITIONS.get(before, set()):
         raise InvalidTransition(
             f"A request that is {Status(before).label.lower()} cannot become "
@@ -100,8 +129,12 @@ def audit_entry_append(
     after: str = "",
     reason: str = "",
 ) -> AuditEntry:
-    """Append one entry, chained to the newest by hash (the log is locked meanwhile)."""
-    last = AuditEntry.objects.select_for_update().order_by("-id").first()
+    """Append one entry, chained by hash to the newest, and move the chain head to it.
+
+    The head row is locked ``FOR UPDATE`` until the transaction ends, so appends wait
+    for each other on PostgreSQL as on SQLite: one chain, never a fork.
+    """
+    head = _chain_head_locked()
     entry = AuditEntry(
         submission=submission,
         actor=by,
@@ -110,12 +143,31 @@ def audit_entry_append(
         after=after,
         reason=reason,
         created_at=timezone.now(),
-        prev_hash=last.entry_hash if last else GENESIS_HASH,
+        prev_hash=head.entry_hash,
     )
     entry.entry_hash = audit_entry_hash(entry)
     entry.save()
+    AuditChainHead.objects.filter(pk=head.pk).update(entry_id=entry.id, entry_hash=entry.entry_hash)
     transaction.on_commit(lambda: _anchor_write(entry))
     return entry
+
+
+def _chain_head_locked() -> AuditChainHead:
+    """The locked chain head; refused if the log failed verification or its newest entry
+    is not the head (an edited or cut-off tail), checked in one indexed read."""
+    head, _ = AuditChainHead.objects.select_for_update().get_or_create(
+        pk=CHAIN_HEAD, defaults={"entry_hash": GENESIS_HASH}
+    )
+    newest = AuditEntry.objects.order_by("-id").values_list("id", "entry_hash").first()
+    if head.broken or newest != _head_pair(head):
+        raise AuditLogBroken(AUDIT_LOG_BROKEN)
+    return head
+
+
+def _head_pair(head: AuditChainHead | None) -> tuple[int, str] | None:
+    if head is None or head.entry_id is None:
+        return None
+    return head.entry_id, head.entry_hash
 
 
 def audit_entry_hash(entry: AuditEntry) -> str:
@@ -144,39 +196,94 @@ class ChainCheck:
 
 
 def audit_chain_verify() -> ChainCheck:
-    """Recompute every hash in order; name the first entry that was edited or removed."""
-    prev, count = GENESIS_HASH, 0
-    for entry in AuditEntry.objects.order_by("id").iterator():
+    """Verify the whole log and record the outcome on the chain head.
+
+    Each entry must match its hash and chain to the one before; each anchored
+    (id, hash) pair must still be in the log unchanged, so an entry rewritten and the
+    chain re-hashed after it shows however many entries follow; the newest entry must
+    be the head. Entries appended meanwhile (after the head read first) wait for the
+    next check. While the log is broken, appends are refused.
+    """
+    head = AuditChainHead.objects.filter(pk=CHAIN_HEAD).first()
+    check = _chain_check(head, anchored=_anchored_hashes())
+    AuditChainHead.objects.update_or_create(
+        pk=CHAIN_HEAD,
+        defaults={"broken": "" if check.ok else _broken_note(check), "checked_at": timezone.now()},
+        create_defaults={"entry_hash": GENESIS_HASH},
+    )
+    return check
+
+
+def _chain_check(head: AuditChainHead | None, *, anchored: dict[int, str]) -> ChainCheck:
+    newest = _head_pair(head)
+    entries = AuditEntry.objects.order_by("id")
+    if newest is not None:
+        entries = entries.filter(id__lte=newest[0])
+    anchored_ids = sorted(anchored)
+    prev, count, last = GENESIS_HASH, 0, None
+    for entry in entries.iterator():
         count += 1
-        if entry.prev_hash != prev:
-            return ChainCheck(False, count, entry.id, "an entry before it was removed or changed")
-        if audit_entry_hash(entry) != entry.entry_hash:
-            return ChainCheck(
-                False, count, entry.id, "its content was changed after it was written"
-            )
-        prev = entry.entry_hash
-    return _anchor_check(count)
+        missing = _anchored_between(anchored_ids, last.id if last else 0, entry.id)
+        if missing is not None:
+            return ChainCheck(False, count, missing, ANCHORED_BUT_REMOVED)
+        problem = _entry_problem(entry, prev, anchored.get(entry.id))
+        if problem:
+            return ChainCheck(False, count, entry.id, problem)
+        prev, last = entry.entry_hash, entry
+    return _tail_check(count, last, newest, anchored)
 
 
-def _anchor_check(count: int) -> ChainCheck:
-    """The newest anchored entry must still be there, unchanged: catches a cut-off tail."""
-    anchored = _anchor_newest()
-    if anchored is None:
-        return ChainCheck(True, count)
-    entry_id, entry_hash = anchored
-    entry = AuditEntry.objects.filter(id=entry_id).first()
-    if entry is None:
-        return ChainCheck(False, count, entry_id, "it and the entries after it were removed")
-    if entry.entry_hash != entry_hash:
-        return ChainCheck(False, count, entry_id, "it no longer matches the anchored hash")
+def _entry_problem(entry: AuditEntry, prev: str, anchored_hash: str | None) -> str:
+    if entry.prev_hash != prev:
+        return "an entry before it was removed or changed"
+    if audit_entry_hash(entry) != entry.entry_hash:
+        return "its content was changed after it was written"
+    if anchored_hash is not None and anchored_hash != entry.entry_hash:
+        return ANCHOR_MISMATCH
+    return ""
+
+
+def _anchored_between(anchored_ids: list[int], after: int, before: int) -> int | None:
+    """The first anchored id strictly between two ids of the log: an entry removed."""
+    i = bisect.bisect_right(anchored_ids, after)
+    return anchored_ids[i] if i < len(anchored_ids) and anchored_ids[i] < before else None
+
+
+def _tail_check(
+    count: int,
+    last: AuditEntry | None,
+    newest: tuple[int, str] | None,
+    anchored: dict[int, str],
+) -> ChainCheck:
+    """After the walk: anchored entries beyond it still there (an anchored id was
+    committed, so it cannot be an append in flight), and the head at the last entry."""
+    beyond = sorted(i for i in anchored if i > (last.id if last else 0))
+    stored = dict(AuditEntry.objects.filter(id__in=beyond).values_list("id", "entry_hash"))
+    for entry_id in beyond:
+        if entry_id not in stored:
+            return ChainCheck(False, count, entry_id, ANCHORED_BUT_REMOVED)
+        if stored[entry_id] != anchored[entry_id]:
+            return ChainCheck(False, count, entry_id, ANCHOR_MISMATCH)
+    if newest != ((last.id, last.entry_hash) if last else None):
+        bad = newest[0] if newest else last.id
+        return ChainCheck(False, count, bad, "it is not where the chain head says the log ends")
     return ChainCheck(True, count)
+
+
+def _broken_note(check: ChainCheck) -> str:
+    return f"Entry #{check.first_bad_id}: {check.problem}."
+
+
+def audit_chain_state() -> AuditChainHead | None:
+    """The chain head with the outcome of the last verification (None before any entry)."""
+    return AuditChainHead.objects.filter(pk=CHAIN_HEAD).first()
 
 
 def _anchor_write(entry: AuditEntry) -> None:
     """Append the entry's id and hash to the anchor file, outside the database.
 
     Each line is one small O_APPEND write, so processes writing at once do not mix.
-    In production ship this file to separate, append-only storage (syslog, WORM).
+    In production the file is shipped to write-once storage (docs/audit-log.md).
     """
     path = settings.TRE_AUDIT_ANCHOR_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,13 +291,13 @@ def _anchor_write(entry: AuditEntry) -> None:
         anchor.write(f"{entry.id} {entry.entry_hash}\n")
 
 
-def _anchor_newest() -> tuple[int, str] | None:
+def _anchored_hashes() -> dict[int, str]:
+    """Every (id, hash) pair in the anchor file; a torn last line is skipped."""
     path = settings.TRE_AUDIT_ANCHOR_FILE
     if not path.exists():
-        return None
-    lines = [line.split() for line in path.read_text(encoding="ascii").splitlines()]
-    anchored = [(int(parts[0]), parts[1]) for parts in lines if len(parts) == 2]
-    return max(anchored) if anchored else None
+        return {}
+    pairs = (line.split() for line in path.read_text(encoding="ascii").splitlines())
+    return {int(p[0]): p[1] for p in pairs if len(p) == 2 and p[0].isdigit() and len(p[1]) == 64}
 
 
 def file_store(*, data: bytes) -> StoredFile:
@@ -289,14 +396,10 @@ def submission_new_version(
     """
     if submission.author_id != by.pk:
         raise NotAllowed("Only the author can submit a new version of a request.")
-    if submission.status not in NEW_VERSION_FROM:
-        raise InvalidTransition(
-            f"A request that is {submission.get_status_display().lower()} "
-            "cannot take a new version."
-        )
+    _check_takes_new_version(submission)  # refused before the files are read
     _check_uploads(model=model, train=train, test=test, label=submission.label)
     with transaction.atomic():
-        submission = Submission.objects.select_for_update().get(pk=submission.pk)
+        _check_takes_new_version(submission_lock(submission=submission))
         submission.version += 1
         submission.save(update_fields=["version", "updated_at"])
         submission_set_status(
@@ -307,6 +410,14 @@ def submission_new_version(
         )
         _version_store(submission, model=model, train=train, test=test)
     return submission
+
+
+def _check_takes_new_version(submission: Submission) -> None:
+    if submission.status not in NEW_VERSION_FROM:
+        raise InvalidTransition(
+            f"A request that is {submission.get_status_display().lower()} "
+            "cannot take a new version."
+        )
 
 
 def _version_store(submission: Submission, *, model: Upload, train: Upload, test: Upload):
@@ -337,11 +448,11 @@ def audit_run_retry(*, submission: Submission, by: AbstractBaseUser) -> AuditRun
     """Audit a failed request's current version again (for its author or an admin)."""
     if not user_is_author_or_admin(by, submission):
         raise NotAllowed("Only the author or a TRE admin can retry an audit.")
-    if submission.status != Status.AUDIT_FAILED:
-        # AWAITING_REVIEW and CHANGES_REQUESTED may become SUBMITTED too, for a new
-        # version: a retry there would drop the reviews and audit the same files again.
-        raise InvalidTransition("Only a request whose audit failed can be retried.")
     with transaction.atomic():
+        if submission_lock(submission=submission).status != Status.AUDIT_FAILED:
+            # AWAITING_REVIEW and CHANGES_REQUESTED may become SUBMITTED too, for a new
+            # version: a retry there would drop the reviews and audit the same files again.
+            raise InvalidTransition("Only a request whose audit failed can be retried.")
         submission_set_status(
             submission=submission, to=Status.SUBMITTED, by=by, reason="audit retried"
         )

@@ -14,6 +14,7 @@ from tests import factories
 from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.services import finding_sources, review_sign_off, review_submit
 from tre_audit.submissions.models import Project, Submission
+from tre_audit.submissions.selectors import current_run
 from tre_audit.submissions.services import audit_run_execute, submission_create
 
 #: A real but small audit: one attack, four shadow models, no sweep (about a second).
@@ -71,6 +72,7 @@ def approved(example_files, author, checkers, admin) -> Submission:
     for checker in checkers:
         review = review_submit(
             submission=submission,
+            run_id=current_run(submission).id,
             reviewer=checker,
             decision=Decision.APPROVE,
             reason="fine",

@@ -24,7 +24,13 @@ from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.services import finding_sources
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import AuditEntry, AuditRun, StoredFile, Submission
-from tre_audit.submissions.services import NOT_QUEUED, audit_run_fail, submission_set_status
+from tre_audit.submissions.selectors import current_run
+from tre_audit.submissions.services import (
+    NOT_QUEUED,
+    audit_run_fail,
+    submission_new_version,
+    submission_set_status,
+)
 
 ROLES = ["anonymous", "author", "other", "member", "checker", "admin"]
 API = "/api/v1"
@@ -171,7 +177,11 @@ MATRIX = {
             "admin": 403,
         },
         lambda w, f: w.at(Status.AWAITING_REVIEW),
-        data=lambda world, files: {"decision": "approve", "reason": "low risk, no findings"},
+        data=lambda world, files: {  # the run of the request just made (fresh=True)
+            "run_id": AuditRun.objects.latest("id").id,
+            "decision": "approve",
+            "reason": "low risk, no findings",
+        },
         fresh=True,
     ),
     "bundle": Row(
@@ -451,7 +461,7 @@ def test_a_checker_cannot_review_their_own_request(world):
     submission = factories.create_submission_at_status(Status.AWAITING_REVIEW, author=world.checker)
     response = client_for(world.checker).post(
         f"{API}/requests/{submission.pk}/reviews/",
-        {"decision": "approve", "reason": "mine is fine"},
+        {"run_id": current_run(submission).id, "decision": "approve", "reason": "mine is fine"},
         format="json",
     )
     assert response.status_code == 403
@@ -462,9 +472,14 @@ def test_review_input_is_checked(world):
     submission = world.at(Status.AWAITING_REVIEW)
     client = client_for(world.checker)
     url = f"{API}/requests/{submission.pk}/reviews/"
-    changes = client.post(url, {"decision": "request_changes", "reason": "x"}, format="json")
+    run_id = current_run(submission).id
+    changes = client.post(
+        url, {"run_id": run_id, "decision": "request_changes", "reason": "x"}, format="json"
+    )
     assert changes.status_code == 400 and "comment" in changes.json()["detail"]
-    unknown = client.post(url, {"decision": "maybe", "reason": "x"}, format="json")
+    unknown = client.post(
+        url, {"run_id": run_id, "decision": "maybe", "reason": "x"}, format="json"
+    )
     assert unknown.status_code == 400 and unknown.json()["detail"].startswith("decision:")
 
 
@@ -477,7 +492,7 @@ def test_the_queue_lists_what_a_checker_may_review_oldest_first(world):
     assert [r["id"] for r in client.get(f"{API}/queue/").json()] == [older.pk, newer.pk]
     client.post(
         f"{API}/requests/{older.pk}/reviews/",
-        {"decision": "approve", "reason": "fine"},
+        {"run_id": current_run(older).id, "decision": "approve", "reason": "fine"},
         format="json",
     )
     rows = client.get(f"{API}/queue/").json()
@@ -492,6 +507,7 @@ def test_two_checkers_approve_then_the_author_releases_and_downloads(world, exam
     first, second, author = (client_for(u) for u in (world.checker, world.checker2, world.author))
     url = f"{API}/requests/{submission.pk}"
     approve = {
+        "run_id": current_run(submission).id,
         "decision": Decision.APPROVE,
         "reason": "the attack's AUC is acceptable for a query-only service",
         "evidence": evidence[:2],
@@ -550,3 +566,21 @@ def test_no_bundle_before_release(world):
     submission = world.at(Status.APPROVED)
     response = client_for(world.author).get(f"{API}/requests/{submission.pk}/bundle.zip")
     assert response.status_code == 404
+
+
+def test_a_review_of_a_superseded_version_is_refused(world, example_files, enqueued):
+    submission = factories.create_audited_submission(Status.AWAITING_REVIEW)
+    opened_on = current_run(submission).id
+    submission_new_version(submission=submission, by=submission.author, **example_files)
+    factories.complete_audit(submission)
+    url = f"{API}/requests/{submission.pk}/reviews/"
+    client = client_for(world.checker)
+    review = {"decision": "approve", "reason": "fine", "evidence": ["attack:lira"]}
+    stale = client.post(url, {**review, "run_id": opened_on}, format="json")
+    assert stale.status_code == 400
+    assert stale.json()["detail"] == (
+        "Version 2 has been submitted since you opened this page; read its report before deciding."
+    )
+    missing = client.post(url, review, format="json")
+    assert missing.status_code == 400 and missing.json()["detail"].startswith("run_id:")
+    assert not submission.reviews.exists()

@@ -12,6 +12,7 @@ from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.services import review_submit
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import AuditRun, Submission
+from tre_audit.submissions.selectors import current_run
 from tre_audit.submissions.services import audit_entry_append, submission_set_status
 
 #: A fixed start for requests whose timing a test checks.
@@ -72,6 +73,7 @@ def review(submission: Submission, decision: Decision, evidence: list[str], **ex
         extra.setdefault("justification", "Released behind a query-only endpoint.")
     return review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=checker,
         decision=decision,
         reason="Members are exposed.",

@@ -249,6 +249,32 @@ def test_audit_log_shows_the_entry_edited_in_the_database(client, admin):
     assert "its content was changed after it was written" in html
     assert 'role="alert"' in html
     assert '<tr class="bad">' in html
+    assert "No change to any request can be recorded" in html
+
+
+def test_the_overview_says_when_the_audit_log_failed_verification(client, admin):
+    decided_after(2)
+    assert "The audit log failed verification" not in _page(client, "index")
+    edited = AuditEntry.objects.order_by("id").first()
+    AuditEntry.objects.filter(id=edited.id).update(reason="approved by nobody")
+    _page(client, "audit_log")  # the full check, which records the outcome
+
+    html = _page(client, "index")
+
+    assert "The audit log failed verification" in html
+    assert f"Entry #{edited.id}: its content was changed after it was written." in html
+
+
+def test_audit_log_names_an_anchored_entry_that_was_removed(client, admin, settings):
+    decided_after(2)
+    newest = AuditEntry.objects.order_by("-id").first()
+    settings.TRE_AUDIT_ANCHOR_FILE.write_text(f"{newest.id} {newest.entry_hash}\n")
+    AuditEntry.objects.filter(id=newest.id)._raw_delete(AuditEntry.objects.db)
+
+    html = _page(client, "audit_log")
+
+    assert f"Hash chain broken at entry #{newest.id}" in html
+    assert "it was anchored, and it and the entries after it were removed" in html
 
 
 def test_audit_log_lists_at_most_200_entries(client, admin):

@@ -48,6 +48,7 @@ def admin():
 def approve(submission, reviewer=None, **extra):
     return review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=reviewer or checker(),
         decision=Decision.APPROVE,
         reason="Within the policy once served behind the endpoint.",
@@ -313,6 +314,7 @@ def test_any_finding_of_the_report_may_be_cited(evidence):
     submission = factories.create_audited_submission()
     review = review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=checker(),
         decision=Decision.REJECT,
         reason="Too exposed.",
@@ -334,6 +336,7 @@ def test_a_review_citing_nothing_or_something_else_is_refused(evidence, message)
     with pytest.raises(ReviewInvalid, match=message):
         review_submit(
             submission=submission,
+            run_id=current_run(submission).id,
             reviewer=checker(),
             decision=Decision.REJECT,
             reason="Too exposed.",
@@ -352,6 +355,7 @@ def test_a_report_with_a_sweep_may_be_cited_for_it():
     assert "sweep" in finding_sources(run)
     review = review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=checker(),
         decision=Decision.REJECT,
         reason="The sweep shows a safer setting.",

@@ -7,7 +7,8 @@ from tre_audit.reviews.models import Review
 from tre_audit.reviews.selectors import review_list_visible_to
 from tre_audit.reviews.services import review_submit, user_can_review
 from tre_audit.submissions.enums import Status
-from tre_audit.submissions.services import audit_chain_verify
+from tre_audit.submissions.selectors import current_run
+from tre_audit.submissions.services import audit_chain_verify, submission_new_version
 
 pytestmark = pytest.mark.django_db
 
@@ -21,8 +22,10 @@ def awaiting(risk="low", author=None):
 
 
 def approve(submission, reviewer, **extra):
+    run = current_run(submission)  # None before an audit: the page then offers no review
     return review_submit(
         submission=submission,
+        run_id=run.id if run else 0,
         reviewer=reviewer,
         decision=Decision.APPROVE,
         reason="AUCs near 0.5, no rules",
@@ -79,6 +82,7 @@ def test_one_rejection_rejects():
     approve(submission, checker())
     review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=checker(),
         decision=Decision.REJECT,
         reason="LiRA flags 20% of members at 1% FPR",
@@ -91,6 +95,7 @@ def test_requesting_changes_needs_a_comment():
     with pytest.raises(ReviewInvalid, match="comment is required"):
         review_submit(
             submission=submission,
+            run_id=current_run(submission).id,
             reviewer=checker(),
             decision=Decision.REQUEST_CHANGES,
             reason="leaky leaves",
@@ -98,6 +103,7 @@ def test_requesting_changes_needs_a_comment():
     assert not Review.objects.exists()
     review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=checker(),
         decision=Decision.REQUEST_CHANGES,
         reason="leaky leaves",
@@ -121,8 +127,13 @@ def test_approving_against_high_risk_needs_justification_and_admin_signoff():
 
 def test_a_blank_reason_is_refused():
     with pytest.raises(ReviewInvalid, match="reason"):
+        submission = awaiting()
         review_submit(
-            submission=awaiting(), reviewer=checker(), decision=Decision.APPROVE, reason="   "
+            submission=submission,
+            run_id=current_run(submission).id,
+            reviewer=checker(),
+            decision=Decision.APPROVE,
+            reason="   ",
         )
 
 
@@ -134,3 +145,39 @@ def test_reviews_stay_independent_until_a_checker_has_submitted():
     assert len(review_list_visible_to(user=submission.author, submission=submission)) == 1
     admin = factories.create_user(role=Role.TRE_ADMIN)
     assert len(review_list_visible_to(user=admin, submission=submission)) == 1
+
+
+def test_a_review_of_a_superseded_version_is_refused(example_files, enqueued):
+    submission = factories.create_audited_submission(Status.AWAITING_REVIEW)
+    read = current_run(submission)
+    submission_new_version(submission=submission, by=submission.author, **example_files)
+    for audited in (False, True):  # while version 2 is audited, and once it awaits review
+        if audited:
+            factories.complete_audit(submission)
+        with pytest.raises(ReviewInvalid) as refused:
+            review_submit(
+                submission=submission,
+                run_id=read.id,
+                reviewer=checker(),
+                decision=Decision.APPROVE,
+                reason="fine",
+                evidence=["attack:lira"],
+            )
+        assert str(refused.value) == (
+            "Version 2 has been submitted since you opened this page; "
+            "read its report before deciding."
+        )
+    assert not submission.reviews.exists()
+
+
+def test_a_review_names_a_run_of_its_own_request():
+    submission, other = awaiting(), awaiting()
+    with pytest.raises(ReviewInvalid, match="not the one under review"):
+        review_submit(
+            submission=submission,
+            run_id=current_run(other).id,
+            reviewer=checker(),
+            decision=Decision.APPROVE,
+            reason="fine",
+        )
+    assert not submission.reviews.exists()

@@ -19,7 +19,12 @@ from tre_audit.reviews.services import pending_sign_offs, review_sign_off, user_
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import AuditEntry, Project
 from tre_audit.submissions.selectors import current_run, user_roles
-from tre_audit.submissions.services import file_read, submission_new_version
+from tre_audit.submissions.services import (
+    AUDIT_LOG_BROKEN,
+    audit_chain_verify,
+    file_read,
+    submission_new_version,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -47,8 +52,11 @@ def checker():
 
 
 def post(client, user, name, submission, data=None):
+    """POST as ``user``; a review carries the current run, as the page's form does."""
     if user is not None:
         client.force_login(user)
+    if name == "submit" and data is not None and current_run(submission) is not None:
+        data = {"run_id": current_run(submission).id, **data}
     return client.post(reverse(f"reviews:{name}", args=[submission.pk]), data or {})
 
 
@@ -376,3 +384,47 @@ def test_refused_role_changes_change_nothing(people, who, target, roles, error, 
         user_roles_set(user=people[target], roles=roles, by=people[who])
     assert user_roles(people[target]) == before
     assert not AuditEntry.objects.filter(action="roles").exists()
+
+
+def test_the_review_form_carries_the_run_on_the_page(client, people):
+    submission = request_of(people)
+    body = page(client, people["checker"], submission)
+    assert f'<input type="hidden" name="run_id" value="{current_run(submission).id}">' in body
+
+
+def test_a_review_from_a_page_opened_on_version_1_is_refused_once_version_2_is_out(
+    client, people, example_files, enqueued
+):
+    submission = request_of(people)
+    opened_on = current_run(submission).id  # the checker opens the page on version 1
+    submission_new_version(submission=submission, by=people["author"], **example_files)
+    factories.complete_audit(submission)
+    response = post(
+        client, people["checker"], "submit", submission, APPROVAL | {"run_id": opened_on}
+    )
+    assert response.status_code == 400
+    assert (
+        "Version 2 has been submitted since you opened this page; read its report before deciding."
+        in html.unescape(response.content.decode())
+    )
+    assert not Review.objects.filter(submission=submission).exists()
+    assert f'value="{opened_on}"' in response.content.decode()  # until the page is reloaded
+
+
+def test_a_review_without_the_run_is_refused(client, people):
+    submission = request_of(people)
+    client.force_login(people["checker"])
+    response = client.post(reverse("reviews:submit", args=[submission.pk]), APPROVAL)
+    assert response.status_code == 400
+    assert "did not say which audit you read" in html.unescape(response.content.decode())
+    assert not Review.objects.filter(submission=submission).exists()
+
+
+def test_a_review_on_a_broken_audit_log_is_refused_in_one_sentence(client, people):
+    submission = request_of(people)
+    AuditEntry.objects.filter(id=AuditEntry.objects.order_by("id")[0].id).update(reason="forged")
+    assert not audit_chain_verify().ok
+    response = post(client, people["checker"], "submit", submission, APPROVAL)
+    assert response.status_code == 400
+    assert AUDIT_LOG_BROKEN in html.unescape(response.content.decode())
+    assert not Review.objects.filter(submission=submission).exists()

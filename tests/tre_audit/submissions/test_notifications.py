@@ -6,6 +6,7 @@ from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.exceptions import ReviewInvalid
 from tre_audit.reviews.services import review_submit
 from tre_audit.submissions.enums import Status
+from tre_audit.submissions.selectors import current_run
 from tre_audit.submissions.services import audit_run_execute, submission_create
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +36,7 @@ def test_the_author_hears_of_requested_changes_with_the_comment(
     with django_capture_on_commit_callbacks(execute=True):
         review_submit(
             submission=submission,
+            run_id=current_run(submission).id,
             reviewer=factories.create_user(role=Role.CHECKER),
             decision=Decision.REQUEST_CHANGES,
             reason="small leaves",
@@ -53,6 +55,7 @@ def test_a_first_approval_sends_nothing_the_second_announces_approval(
         with django_capture_on_commit_callbacks(execute=True):
             review_submit(
                 submission=submission,
+                run_id=current_run(submission).id,
                 decision=Decision.APPROVE,
                 reason="fine",
                 reviewer=factories.create_user(role=Role.CHECKER),
@@ -66,6 +69,7 @@ def test_a_refused_review_sends_nothing(mailoutbox, django_capture_on_commit_cal
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(ReviewInvalid):
         review_submit(
             submission=submission,
+            run_id=current_run(submission).id,
             decision=Decision.REJECT,
             reason=" ",
             reviewer=factories.create_user(role=Role.CHECKER),

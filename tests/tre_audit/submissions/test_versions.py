@@ -10,7 +10,6 @@ from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.models import Review
 from tre_audit.reviews.selectors import review_list_visible_to
 from tre_audit.reviews.services import review_submit, user_can_review
-from tre_audit.submissions import services
 from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.exceptions import (
     InvalidTransition,
@@ -49,14 +48,6 @@ def snapshot():
         model.objects.count()
         for model in (Submission, SubmissionFile, StoredFile, AuditRun, AuditEntry, Review)
     ]
-
-
-@pytest.fixture
-def enqueued(monkeypatch):
-    """The run ids whose audit task would have been sent."""
-    sent = []
-    monkeypatch.setattr(services, "_enqueue_audit", sent.append)
-    return sent
 
 
 def status_of(submission):
@@ -133,6 +124,7 @@ def test_a_new_version_keeps_the_old_one_and_its_reviews_start_over(example_file
     first_checker = factories.create_user(role=Role.CHECKER)
     old_review = review_submit(
         submission=submission,
+        run_id=current_run(submission).id,
         reviewer=first_checker,
         decision=Decision.REQUEST_CHANGES,
         reason="Leaves are too small.",

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("submissions", "0003_auditrun_risk"),
+        ("submissions", "0004_audit_chain_head"),
     ]
 
     operations = [
