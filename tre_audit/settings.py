@@ -74,6 +74,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    "tre_audit.submissions.middleware.AuditLogBrokenMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as axes requires
 ]
 

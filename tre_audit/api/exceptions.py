@@ -16,6 +16,7 @@ from rest_framework.views import exception_handler
 
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
 from tre_audit.submissions.exceptions import (
+    AuditLogBroken,
     InvalidTransition,
     NotAllowed,
     SubmissionError,
@@ -23,6 +24,7 @@ from tre_audit.submissions.exceptions import (
 )
 
 _STATUS = [
+    (AuditLogBroken, status.HTTP_503_SERVICE_UNAVAILABLE),
     (NotAllowed, status.HTTP_404_NOT_FOUND),
     (ReviewNotAllowed, status.HTTP_403_FORBIDDEN),
     (InvalidTransition, status.HTTP_409_CONFLICT),

@@ -718,11 +718,16 @@ def audit_run_fail(*, run: AuditRun, error: str, by: AbstractBaseUser | None = N
     if run.status in (RunStatus.DONE, RunStatus.FAILED):
         return run
     _run_update(run, status=RunStatus.FAILED, error=error, finished_at=timezone.now())
-    if run.submission.status == Status.AUDITING:
+    logger.warning("Audit run %s failed: %s", run.id, error)  # a user-safe sentence
+    if run.submission.status != Status.AUDITING:
+        return run
+    try:
         submission_set_status(
             submission=run.submission, to=Status.AUDIT_FAILED, by=by, reason=error
         )
-        notify_audit_finished(run.submission, risk=None, error=error)
+    except InvalidTransition:  # withdrawn meanwhile: the run is failed, the request left as is
+        return run
+    notify_audit_finished(run.submission, risk=None, error=error)
     return run
 
 
