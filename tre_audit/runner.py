@@ -53,8 +53,16 @@ def _serve(args, procs, redis: _Service) -> int:
     django.setup()
     call_command("migrate", verbosity=0)
     from tre_audit.serving.services import endpoints_reconcile
+    from tre_audit.submissions.services import audit_chain_verify
 
     endpoints_reconcile()  # endpoints whose host died with the last run are marked failed
+    chain = audit_chain_verify()  # a broken log pauses every change: say so at once
+    if not chain.ok:
+        print(
+            f"The audit log failed verification at entry #{chain.first_bad_id}: "
+            f"{chain.problem}. Changes are refused until a TRE admin restores it.",
+            flush=True,
+        )
     passwords = {} if args.no_demo else _demo_accounts()
     services = [_Service("worker", WORKER_COMMAND) for _ in range(args.workers)]
     services.append(_Service("web", [*WEB_COMMAND, "--bind", f"127.0.0.1:{args.port}"]))
