@@ -310,3 +310,37 @@ def test_an_unseen_category_fails_the_run_without_the_value(caplog, settings):
     assert "ValueError: Found unknown categories [<value>] in column 0" in run.error
     assert factories.JANE not in run.error and "Jane" not in caplog.text
     assert "unknown categories" in caplog.text  # the failure was logged, without the value
+
+
+# The audit loads and runs the model in a sandbox ---------------------------------------
+
+
+def test_a_stored_model_that_would_crash_fails_one_audit_with_its_reason():
+    """A model stored before it could be validated (an older intake): the audit's sandbox
+    refuses it with the reason, once; the worker process running the test lives on."""
+    import io
+
+    import pandas as pd
+    import skops.io
+    from sklearn.tree import DecisionTreeClassifier
+
+    from tests.safe_model import crafted_models
+
+    train, test, label = crafted_models.matching_tables()
+    table = pd.read_csv(io.BytesIO(train))
+    honest = DecisionTreeClassifier(max_depth=2).fit(table.drop(columns=[label]), table[label])
+    files = {
+        "model": Upload("model.skops", skops.io.dumps(honest)),
+        "train": Upload("train.csv", train),
+        "test": Upload("test.csv", test),
+    }
+    submission = _create(files, label=label)
+    stored = submission.files.get(role=FileRole.MODEL)
+    stored.stored = services.file_store(data=crafted_models.tree_latent_bad_node())
+    stored.save(update_fields=["stored"])
+    run = audit_run_execute(run=submission.runs.get(), config=FAST)
+    assert run.status == RunStatus.FAILED and run.attempts == 1
+    assert "RandomForestClassifier is inconsistent" in run.error
+    submission.refresh_from_db()
+    assert submission.status == Status.AUDIT_FAILED
+    assert audit_run_execute(run=run, config=FAST).attempts == 1  # never runs again
