@@ -2,6 +2,7 @@
 and the demo request audited end to end, also when its worker is killed mid-audit;
 every process gone after SIGTERM."""
 
+import html
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import requests
 
 from tests.integration.conftest import PATIENCE, free_port
+from tests.tre_audit.test_hostile_uploads import form_fields, hostile_uploads
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_TIMEOUT = 60
@@ -35,17 +37,24 @@ def _read_until(proc, marker: str, seen: list[str], *, timeout: float = PATIENCE
     )
 
 
-def _worker_main_pid(runner_pid: int) -> int:
-    """The Celery worker's main process: the runner's child running celery."""
+def _children(parents: set[int], marker: bytes) -> set[int]:
+    found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             command = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if parent == runner_pid and b"celery" in command:
-            return int(stat.parent.name)
-    raise AssertionError(f"the run command (pid {runner_pid}) has no celery worker child")
+        if parent in parents and marker in command:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _worker_main_pid(runner_pid: int) -> int:
+    """The Celery worker's main process: the runner's child running celery."""
+    pids = _children({runner_pid}, b"celery")
+    assert pids, f"the run command (pid {runner_pid}) has no celery worker child"
+    return min(pids)
 
 
 def _service_pids(var_dir: Path) -> list[int]:
@@ -59,6 +68,43 @@ def _service_pids(var_dir: Path) -> list[int]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return pids
+
+
+#: Hostile uploads sent through the real web form: each crashed or hung a gunicorn
+#: worker, or took gigabytes of its memory, before the sandbox and the bounded intake.
+HOSTILE = (
+    "tree whose root is its own child",
+    "tree left child 10**12",
+    "HistGradientBoosting node 10**9",
+    "schema.json bomb",
+    "Parquet of 100M RLE rows",
+)
+
+
+def _gunicorn_workers(runner_pid: int) -> set[int]:
+    return _children(_children({runner_pid}, b"gunicorn"), b"gunicorn")
+
+
+def _hostile_uploads_refused_while_serving(session, base: str, runner_pid: int) -> None:
+    """Each is refused on the form in one sentence, the next page still answers, and no
+    gunicorn worker died (gunicorn would have replaced it under a new pid)."""
+    workers = _gunicorn_workers(runner_pid)
+    assert workers, "gunicorn has no workers"
+    form = f"{base}requests/new/"
+    for name in HOSTILE:
+        uploads, label, phrase = hostile_uploads(name)
+        session.get(form, timeout=HTTP_TIMEOUT)
+        answer = session.post(
+            form,
+            data=form_fields(label) | {"csrfmiddlewaretoken": session.cookies["csrftoken"]},
+            files={role: (file_name, data) for role, (file_name, data) in uploads.items()},
+            headers={"Referer": form},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert answer.status_code == 400, (name, answer.status_code)
+        assert phrase in html.unescape(answer.text), name
+        assert session.get(f"{base}requests/", timeout=HTTP_TIMEOUT).status_code == 200
+    assert _gunicorn_workers(runner_pid) == workers, "a gunicorn worker died"
 
 
 def test_the_run_command_serves_the_demo_end_to_end(tmp_path):
@@ -113,6 +159,7 @@ def test_the_run_command_serves_the_demo_end_to_end(tmp_path):
         page = session.get(f"http://127.0.0.1:{port}/requests/1/", timeout=HTTP_TIMEOUT)
         assert "high risk" in page.text
         assert len(_service_pids(var_dir)) >= 4  # runner, redis, worker, gunicorn
+        _hostile_uploads_refused_while_serving(session, f"http://127.0.0.1:{port}/", proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=PATIENCE)

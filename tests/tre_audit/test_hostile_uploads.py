@@ -7,6 +7,7 @@ segfault there would end the test run), the CLI's own process for the CLI.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import subprocess
@@ -27,29 +28,77 @@ from tre_audit.reviews.enums import Role
 
 #: case: (which upload is hostile, how it is built, a phrase its refusal must hold)
 CASES = {
-    "tree left child 10**12": ("model", crafted_models.tree_left_child_huge, "child index is out of range"),
-    "tree feature out of range": ("model", crafted_models.tree_feature_out_of_range, "feature is out of range"),
-    "tree negative child": ("model", crafted_models.tree_negative_child, "child index is out of range"),
-    "tree whose root is its own child": ("model", crafted_models.tree_cyclic_root, "its own ancestor"),
-    "tree with a latent bad node": ("model", crafted_models.tree_latent_bad_node, "RandomForestClassifier is inconsistent"),
-    "HistGradientBoosting node 10**9": ("model", crafted_models.hgb_node_index_huge, "HistGradientBoostingClassifier is inconsistent"),
-    "k-d tree index out of range": ("model", crafted_models.kdtree_index_out_of_range, "k-d tree has an index out of range"),
-    "SVC support vectors miscounted": ("model", crafted_models.svc_support_mismatch, "SVC is inconsistent"),
+    "tree left child 10**12": (
+        "model",
+        crafted_models.tree_left_child_huge,
+        "child index is out of range",
+    ),
+    "tree feature out of range": (
+        "model",
+        crafted_models.tree_feature_out_of_range,
+        "feature is out of range",
+    ),
+    "tree negative child": (
+        "model",
+        crafted_models.tree_negative_child,
+        "child index is out of range",
+    ),
+    "tree whose root is its own child": (
+        "model",
+        crafted_models.tree_cyclic_root,
+        "its own ancestor",
+    ),
+    "tree with a latent bad node": (
+        "model",
+        crafted_models.tree_latent_bad_node,
+        "RandomForestClassifier is inconsistent",
+    ),
+    "HistGradientBoosting node 10**9": (
+        "model",
+        crafted_models.hgb_node_index_huge,
+        "HistGradientBoostingClassifier is inconsistent",
+    ),
+    "k-d tree index out of range": (
+        "model",
+        crafted_models.kdtree_index_out_of_range,
+        "k-d tree has an index out of range",
+    ),
+    "SVC support vectors miscounted": (
+        "model",
+        crafted_models.svc_support_mismatch,
+        "SVC is inconsistent",
+    ),
     "schema.json bomb": ("model", hostile_files.skops_schema_bomb, "schema.json expands"),
     "array member bomb": ("model", hostile_files.skops_array_bomb, "would expand"),
     "zip header lying about sizes": ("model", hostile_files.skops_lying_sizes, "corrupt"),
-    "zip-slip member ../x": ("model", lambda: hostile_files.skops_zip_slip("../x"), "climbs out of the archive"),
-    "zip-slip member /abs": ("model", lambda: hostile_files.skops_zip_slip("/abs"), "absolute path"),
+    "zip-slip member ../x": (
+        "model",
+        lambda: hostile_files.skops_zip_slip("../x"),
+        "climbs out of the archive",
+    ),
+    "zip-slip member /abs": (
+        "model",
+        lambda: hostile_files.skops_zip_slip("/abs"),
+        "absolute path",
+    ),
     "duplicate zip member": ("model", hostile_files.skops_duplicate_member, "repeats the member"),
-    "Parquet of 100M RLE rows": ("train", hostile_files.parquet_row_bomb, "more than 10,000,000 rows"),
-    "Parquet of huge text cells": ("train", hostile_files.parquet_text_bomb, "decodes to more than"),
+    "Parquet of 100M RLE rows": (
+        "train",
+        hostile_files.parquet_row_bomb,
+        "more than 10,000,000 rows",
+    ),
+    "Parquet of huge text cells": (
+        "train",
+        hostile_files.parquet_text_bomb,
+        "decodes to more than",
+    ),
     "CSV of 20,000 columns": ("train", lambda: hostile_files.csv_wide(20_000), "20,000 columns"),
 }
 FILE_NAMES = {"model": "model.skops", "train": "train.csv", "test": "test.csv"}
 
 
-@pytest.fixture(scope="module")
-def honest_files():
+@functools.cache
+def honest_files() -> tuple[dict[str, bytes], str]:
     """A valid model and its tables, into which each case puts one hostile file."""
     train, test, label = crafted_models.matching_tables()
     table = pd.read_csv(io.BytesIO(train))
@@ -58,14 +107,32 @@ def honest_files():
     return {"model": skops.io.dumps(model), "train": train, "test": test}, label
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def case(request, honest_files):
-    role, build, phrase = CASES[request.param]
-    files, label = honest_files
+def hostile_uploads(name: str) -> tuple[dict[str, tuple[str, bytes]], str, str]:
+    """The uploads (file name and bytes by role) of case ``name``, its label and phrase."""
+    role, build, phrase = CASES[name]
+    files, label = honest_files()
     data = build()
-    name = "train.parquet" if data.startswith(b"PAR1") else FILE_NAMES[role]
-    uploads = {r: (FILE_NAMES[r], d) for r, d in files.items()} | {role: (name, data)}
+    file_name = "train.parquet" if data.startswith(b"PAR1") else FILE_NAMES[role]
+    uploads = {r: (FILE_NAMES[r], d) for r, d in files.items()} | {role: (file_name, data)}
     return uploads, label, phrase
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    return hostile_uploads(request.param)
+
+
+def form_fields(label: str) -> dict[str, str]:
+    """The declaration of a complete submission form, without its files."""
+    return {
+        "title": "Hostile",
+        "label": label,
+        "model_type": "tree",
+        "preprocessing": "none",
+        "purpose": "testing",
+        "hosting": "public_file",
+        "files_are_exact": "true",
+    }
 
 
 def assert_one_sentence(message: str, phrase: str) -> None:
@@ -76,16 +143,7 @@ def assert_one_sentence(message: str, phrase: str) -> None:
 
 def _form(uploads, label):
     files = {role: SimpleUploadedFile(name, data) for role, (name, data) in uploads.items()}
-    return {
-        "title": "Hostile",
-        "label": label,
-        "model_type": "tree",
-        "preprocessing": "none",
-        "purpose": "testing",
-        "hosting": "public_file",
-        "files_are_exact": "true",
-        **files,
-    }
+    return form_fields(label) | files
 
 
 @pytest.mark.django_db
