@@ -72,7 +72,7 @@ def load_model(
         Content of the uploaded file.
     filename : str, default="model.skops"
         Name the researcher gave the file; only its extension is read.
-    max_bytes : int, default=512 MiB
+    max_bytes : int, default=200 MiB
         Largest accepted file.
 
     Returns
@@ -105,7 +105,7 @@ def load_table(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES
         Name the researcher gave the file. ``.csv`` is read as UTF-8 CSV;
         ``.parquet`` and ``.pq``, or any file opening with the Parquet magic
         ``PAR1``, as Parquet.
-    max_bytes : int, default=512 MiB
+    max_bytes : int, default=200 MiB
         Largest accepted file. A Parquet file may decode to at most
         ``EXPANSION_LIMIT`` times this.
 

@@ -44,7 +44,7 @@ def uploads_check(
         The submitted skops model and its members and non-members.
     label : str
         Name of the label column.
-    max_bytes : int, default=512 MiB
+    max_bytes : int, default=200 MiB
         Largest accepted file, applied by every loader.
     limits : SandboxLimits, default=INTAKE_LIMITS
         What the sandbox process may use.

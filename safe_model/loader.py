@@ -30,8 +30,9 @@ from safe_model.exceptions import ModelRefused
 from safe_model.refusal import checked_bytes, quote, quote_all, reason, repeated, size
 from safe_model.structure import COMPILED_TYPES_ALLOWED, check_model_structure
 
-#: Default size cap of one uploaded file.
-DEFAULT_MAX_BYTES = 512 * 2**20
+#: Default size cap of one uploaded file: the service's default too
+#: (``TRE_AUDIT_MAX_UPLOAD_BYTES``), so the CLI refuses what the service refuses.
+DEFAULT_MAX_BYTES = 200 * 2**20
 
 #: A zip or Parquet file may expand to at most this many times the size cap;
 #: beyond that it is treated as a decompression bomb and refused.
@@ -108,7 +109,7 @@ def load_model(
         Content of the uploaded file.
     filename : str, default="model.skops"
         Name the researcher gave the file; only its extension is read.
-    max_bytes : int, default=512 MiB
+    max_bytes : int, default=200 MiB
         Largest accepted file. Its members may expand to at most
         ``EXPANSION_LIMIT`` times this, and schema.json to ``MAX_SCHEMA_BYTES``.
 

@@ -220,6 +220,7 @@ def _audit(args) -> int:
             description=_optional_upload(args.description),
             progress=progress,
         )
+    args.out.mkdir(parents=True, exist_ok=True)
     _write(args.out / "report.json", report_dumps(report).encode())
     _write(args.out / "report.pdf", render_pdf(report))
     print(f"{report['verdict']['risk'].upper()} risk. {report['verdict']['summary']}")
@@ -331,7 +332,9 @@ def _check_out_dir(out: Path, *, force: bool) -> None:
         raise CommandError(f"{out} exists and is not a directory.")
     if (out / "report.json").exists() and not force:
         raise CommandError(f"{out} already holds a report; choose another --out or pass --force.")
-    out.mkdir(parents=True, exist_ok=True)
+    existing = next(p for p in (out, *out.parents) if p.exists())  # made once the audit ran
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise CommandError(f"{out} cannot be made: {existing} is not a writable folder.")
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -157,7 +157,7 @@ TRE_AUDIT_ANCHOR_FILE = Path(env("TRE_AUDIT_ANCHOR_FILE", str(VAR_DIR / "audit-a
 #: and the enclave hosts' sockets (short path: Unix sockets allow about 100 bytes).
 TRE_AUDIT_ENCLAVE_ROOT = Path(env("TRE_AUDIT_ENCLAVE_ROOT", str(VAR_DIR / "enclave-root")))
 TRE_AUDIT_ENCLAVE_SOCKETS = Path(env("TRE_AUDIT_ENCLAVE_SOCKETS", str(VAR_DIR / "enclaves")))
-#: Largest file a researcher may upload, in bytes.
+#: Largest file a researcher may upload, in bytes (safe_model.loader.DEFAULT_MAX_BYTES too).
 TRE_AUDIT_MAX_UPLOAD_BYTES = env_int("TRE_AUDIT_MAX_UPLOAD_BYTES", 200 * 2**20)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20

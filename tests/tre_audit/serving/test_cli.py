@@ -131,6 +131,6 @@ def test_only_an_admin_names_callers_at_deploy(served, capsys):
     assert "Only a TRE admin" in capsys.readouterr().err
     assert not Endpoint.objects.exists()
     admin = factories.create_user(role=Role.TRE_ADMIN)
-    as_admin = ["--url", served["server"][1], "--token", Token.objects.create(user=admin).key]
+    as_admin = ["--url", served["server"][1], "--token", AuthToken.objects.create(user=admin)[1]]
     assert main([*deploy, "--reason", "Study 4 partner.", *as_admin]) == 0
     assert list(Endpoint.objects.get().callers.all()) == [partner]
