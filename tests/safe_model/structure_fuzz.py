@@ -491,6 +491,8 @@ def run(
         counts[f"{verdict}:{outcome}"] += 1
         if verdict in ("accepted", "checking") and outcome in ("crash", "hang"):
             unchecked.append(f"{name} #{case}: {label} -> {outcome} ({verdict})")
+        if case % 100 == 99:
+            print(f"{case + 1} cases: {dict(counts)}", file=sys.stderr, flush=True)
     if worker_:
         worker_.process.stdin.close()
         worker_.process.wait()
