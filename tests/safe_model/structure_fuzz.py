@@ -22,6 +22,7 @@ import copy
 import json
 import os
 import random
+import re
 import resource
 import select
 import subprocess
@@ -481,6 +482,7 @@ def run(
     names = sorted(_models())
     rng = random.Random(seed)
     counts, unchecked, worker_ = Counter(), [], None
+    fatal = Counter()  # what was corrupted, for every crash or hang
     for case in range(n_cases):
         name = names[rng.randrange(len(names))]
         worker_ = worker_ or _Worker()
@@ -489,6 +491,8 @@ def run(
         if outcome in ("crash", "hang") or outcome.startswith("exit"):
             worker_ = None
         counts[f"{verdict}:{outcome}"] += 1
+        if outcome in ("crash", "hang"):
+            fatal[f"{name}: {_where(label)}"] += 1
         if verdict in ("accepted", "checking") and outcome in ("crash", "hang"):
             unchecked.append(f"{name} #{case}: {label} -> {outcome} ({verdict})")
         if case % 100 == 99:
@@ -496,7 +500,12 @@ def run(
     if worker_:
         worker_.process.stdin.close()
         worker_.process.wait()
-    return _summary(n_cases, seed, counts, unchecked)
+    return {**_summary(n_cases, seed, counts, unchecked), "fatal_corruptions": dict(fatal)}
+
+
+def _where(label: str) -> str:
+    """A mutation label without list positions: what kind of value was corrupted."""
+    return re.sub(r"\[\d+\]", "[i]", label.split(" ")[0].removeprefix("model."))
 
 
 def _one_case(worker_: _Worker, timeout: float) -> tuple[str, str, str]:
