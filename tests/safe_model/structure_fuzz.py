@@ -12,8 +12,10 @@ or an endless loop shows up as a dead or silent worker, not a dead fuzzer.
 
 Counted: cases tried, crashes and hangs of unchecked predicts ("before"), and
 crashes and hangs of predicts that ``check_model_structure`` accepted
-("after", which must be zero). With ``--accepted-only`` only accepted models
-are run, which is what the test does: it is quick and asserts "after" is zero.
+("after", which must be zero), as well as any check that itself died or
+raised something other than ``ModelRefused`` (also a failure). With
+``--accepted-only`` only accepted models are run, which is what the test
+does: it is quick and asserts "after" is zero.
 """
 
 from __future__ import annotations
@@ -493,7 +495,7 @@ def run(
         counts[f"{verdict}:{outcome}"] += 1
         if outcome in ("crash", "hang"):
             fatal[f"{name}: {_where(label)}"] += 1
-        if verdict in ("accepted", "checking") and outcome in ("crash", "hang"):
+        if verdict == "checking" or (verdict == "accepted" and outcome in ("crash", "hang")):
             unchecked.append(f"{name} #{case}: {label} -> {outcome} ({verdict})")
         if case % 100 == 99:
             print(f"{case + 1} cases: {dict(counts)}", file=sys.stderr, flush=True)
