@@ -15,7 +15,7 @@ other 60 as the test (non-member) CSV, so any file here can be submitted with
 them.
 
 * :func:`tree_left_child_huge`: DecisionTreeClassifier, root's left child 10**12
-  (SIGSEGV on the first row that goes left; training row 0 goes right).
+  (SIGSEGV on the first row that goes left; the first 5 training rows go right).
 * :func:`tree_feature_out_of_range`: DecisionTreeClassifier, root splits on
   feature 10**12 (SIGSEGV).
 * :func:`tree_negative_child`: DecisionTreeClassifier, root's children -2**40

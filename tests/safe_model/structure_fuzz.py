@@ -12,8 +12,10 @@ or an endless loop shows up as a dead or silent worker, not a dead fuzzer.
 
 Counted: cases tried, crashes and hangs of unchecked predicts ("before"), and
 crashes and hangs of predicts that ``check_model_structure`` accepted
-("after", which must be zero). With ``--accepted-only`` only accepted models
-are run, which is what the test does: it is quick and asserts "after" is zero.
+("after", which must be zero), as well as any check that itself died or
+raised something other than ``ModelRefused`` (also a failure). With
+``--accepted-only`` only accepted models are run, which is what the test
+does: it is quick and asserts "after" is zero.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import copy
 import json
 import os
 import random
+import re
 import resource
 import select
 import subprocess
@@ -481,6 +484,7 @@ def run(
     names = sorted(_models())
     rng = random.Random(seed)
     counts, unchecked, worker_ = Counter(), [], None
+    fatal = Counter()  # what was corrupted, for every crash or hang
     for case in range(n_cases):
         name = names[rng.randrange(len(names))]
         worker_ = worker_ or _Worker()
@@ -489,12 +493,21 @@ def run(
         if outcome in ("crash", "hang") or outcome.startswith("exit"):
             worker_ = None
         counts[f"{verdict}:{outcome}"] += 1
-        if verdict in ("accepted", "checking") and outcome in ("crash", "hang"):
+        if outcome in ("crash", "hang"):
+            fatal[f"{name}: {_where(label)}"] += 1
+        if verdict == "checking" or (verdict == "accepted" and outcome in ("crash", "hang")):
             unchecked.append(f"{name} #{case}: {label} -> {outcome} ({verdict})")
+        if case % 100 == 99:
+            print(f"{case + 1} cases: {dict(counts)}", file=sys.stderr, flush=True)
     if worker_:
         worker_.process.stdin.close()
         worker_.process.wait()
-    return _summary(n_cases, seed, counts, unchecked)
+    return {**_summary(n_cases, seed, counts, unchecked), "fatal_corruptions": dict(fatal)}
+
+
+def _where(label: str) -> str:
+    """A mutation label without list positions: what kind of value was corrupted."""
+    return re.sub(r"\[\d+\]", "[i]", label.split(" ")[0].removeprefix("model."))
 
 
 def _one_case(worker_: _Worker, timeout: float) -> tuple[str, str, str]:
