@@ -19,8 +19,8 @@ from attacks.audit import AuditConfig, Progress, Upload, audit_uploads, target_f
 from attacks.exceptions import AttackError, AuditError, IntakeError, PolicyError
 from attacks.intake import DEFAULT_MAX_BYTES
 from attacks.policy import Policy
-from attacks.redact import exception_summary
 from safe_model.exceptions import ModelRefused
+from safe_model.redact import exception_summary
 from safe_model.sandbox import AUDIT_LIMITS, INTAKE_LIMITS, SandboxLimits, sandbox_call
 
 #: Exceptions of ours that a child may raise: they carry user-safe sentences.

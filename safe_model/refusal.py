@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from safe_model.redact import exception_summary
+
 #: Most names and values quoted in one refusal sentence.
 MAX_QUOTED = 5
 
@@ -94,7 +96,7 @@ def quote_all(values: Iterable[Any]) -> str:
 
 
 def reason(exc: BaseException) -> str:
-    """An exception's type and first line, capped, for the end of a sentence.
+    """An exception's type and message, its data values taken out, for a sentence's end.
 
     Parameters
     ----------
@@ -104,9 +106,7 @@ def reason(exc: BaseException) -> str:
     -------
     str
     """
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
-    return quote(text, limit=160)[1:-1].rstrip(".")
+    return quote(exception_summary(exc), limit=160)[1:-1].rstrip(".")
 
 
 def size(n_bytes: int) -> str:

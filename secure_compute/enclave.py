@@ -106,6 +106,7 @@ ENCLAVE_CODE_MODULES = (
     "safe_model.loader",
     "safe_model.structure",
     "safe_model.refusal",
+    "safe_model.redact",
     "safe_model.exceptions",
 )
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from attacks.exceptions import AuditError
-from attacks.redact import exception_summary
+from safe_model.redact import exception_summary
 from secure_compute.exceptions import SecureComputeError
 
 BAD_INPUT = 2

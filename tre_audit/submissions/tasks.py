@@ -9,7 +9,7 @@ from celery.signals import worker_ready
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from attacks.redact import exception_summary
+from safe_model.redact import exception_summary
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from attacks.redact import MAX_CHARS, exception_summary, redact
+from safe_model.redact import MAX_CHARS, exception_summary, redact
 
 UNSEEN = "Found unknown categories ['PATIENT-Jane-Doe-1961-03-02'] in column 0 during transform"
 
