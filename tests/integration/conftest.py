@@ -173,6 +173,9 @@ def worker_factory(celery_broker, settings, tmp_path):
         **os.environ,
         "CELERY_BROKER_URL": celery_broker,
         "DATABASE_URL": database_url(connection.settings_dict),
+        # on PostgreSQL the settings require a key of their own (the embedded SQLite
+        # default makes one): the worker shares the test process's
+        "TRE_AUDIT_SECRET_KEY": settings.SECRET_KEY,
         "TRE_AUDIT_FILE_ROOT": str(settings.TRE_AUDIT_FILE_ROOT),
         "TRE_AUDIT_ANCHOR_FILE": str(settings.TRE_AUDIT_ANCHOR_FILE),
         "TRE_AUDIT_SHADOW_MODELS": "4",
