@@ -82,9 +82,8 @@ COMPRESSED_PICKLE_MAGICS = (
 
 PICKLE_REFUSAL = (
     "Pickle and joblib files are refused because loading them can run arbitrary code; "
-    "convert the model inside your project with: "
-    "python -c \"import joblib, skops.io; skops.io.dump(joblib.load('model.pkl'), "
-    "'model.skops')\""
+    "convert it inside your project, where it was made: load it there as you saved it, "
+    "then write it with skops.io.dump(model, 'model.skops')."
 )
 
 #: Module path segments never imported while checking a type name: tests,

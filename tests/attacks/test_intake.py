@@ -25,47 +25,12 @@ from safe_model import loader
 from safe_model.exceptions import ModelRefused
 from safe_model.refusal import repeated
 from tests import hostile_files
-
-FEATURES = ["f0", "f1", "f2"]
+from tests.intake_support import FEATURES, one_sentence
 
 
 def refusal(function, *args, **kwargs) -> str:
     """Call ``function``, expect IntakeError, and return its one-line message."""
-    with pytest.raises(IntakeError) as info:
-        function(*args, **kwargs)
-    message = str(info.value)
-    assert message
-    assert "\n" not in message
-    assert "Traceback" not in message
-    return message
-
-
-def _frame(n_rows: int = 40, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n_rows, len(FEATURES)))
-    frame = pd.DataFrame(X, columns=FEATURES)
-    frame["y"] = (X[:, 0] + X[:, 1] > 0).astype(int)
-    return frame
-
-
-@pytest.fixture(scope="module")
-def train() -> pd.DataFrame:
-    return _frame(40, seed=0)
-
-
-@pytest.fixture(scope="module")
-def test() -> pd.DataFrame:
-    return _frame(20, seed=1)
-
-
-@pytest.fixture(scope="module")
-def forest(train) -> RandomForestClassifier:
-    return RandomForestClassifier(n_estimators=5, random_state=0).fit(train[FEATURES], train["y"])
-
-
-@pytest.fixture(scope="module")
-def forest_skops(forest) -> bytes:
-    return skops.io.dumps(forest)
+    return one_sentence(IntakeError, function, *args, **kwargs)
 
 
 def _csv(frame: pd.DataFrame) -> bytes:
