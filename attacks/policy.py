@@ -89,3 +89,7 @@ def _check(sections, section, name, low, high):
         raise PolicyError(f"The policy needs a number for {name} in [{section}].")
     if not low <= value <= high:
         raise PolicyError(f"{name} in [{section}] must lie between {low} and {high}.")
+    if isinstance(low, int) and isinstance(high, int):  # a count: 1e6 is read as 1000000
+        if not float(value).is_integer():
+            raise PolicyError(f"{name} in [{section}] must be a whole number.")
+        sections[section][name] = int(value)

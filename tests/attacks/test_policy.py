@@ -43,3 +43,12 @@ def test_the_serving_budget_is_in_the_policy_and_older_policies_get_the_default(
     assert load_policy(text)["serving", "max_rows_per_day"] == 50
     before_serving = default_policy_text().split("[serving]")[0]
     assert load_policy(before_serving)["serving", "max_rows_per_day"] == 1_000_000
+
+
+def test_counts_are_whole_numbers_even_when_written_as_floats():
+    text = default_policy_text().replace("max_rows_per_day = 1000000", "max_rows_per_day = 1e6")
+    assert "max_rows_per_day = 1e6" in text
+    rows = load_policy(text)["serving", "max_rows_per_day"]
+    assert rows == 1_000_000 and isinstance(rows, int)
+    with pytest.raises(PolicyError, match="whole number"):
+        load_policy(default_policy_text().replace("top_k = 10", "top_k = 2.5"))

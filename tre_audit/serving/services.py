@@ -156,6 +156,8 @@ def endpoint_deploy(
     check_user_can_deploy(by, submission)
     if callers:
         check_user_can_grant(by, reason)
+    for caller in callers:  # before anything starts: a refused caller must leave no endpoint
+        _check_has_role(caller)
     if kind not in EndpointKind.values:
         raise ServingError(f"There is no endpoint kind called {kind}.")
     model = _approved_model(submission)
@@ -174,6 +176,13 @@ def endpoint_deploy(
     for caller in callers:
         endpoint_caller_grant(endpoint=endpoint, caller=caller, by=by, reason=reason)
     return endpoint
+
+
+def _check_has_role(caller: AbstractBaseUser) -> None:
+    if not user_roles(caller):
+        raise ServingError(
+            f"{caller.get_username()} has no role here: give them one before they call endpoints."
+        )
 
 
 def _approved_model(submission: Submission) -> StoredFile:
@@ -199,10 +208,7 @@ def endpoint_caller_grant(
 ) -> Endpoint:
     """A TRE admin lets ``caller`` (who has a role) call ``endpoint``; logged with the reason."""
     check_user_can_grant(by, reason)
-    if not user_roles(caller):
-        raise ServingError(
-            f"{caller.get_username()} has no role here: give them one before they call endpoints."
-        )
+    _check_has_role(caller)
     endpoint.callers.add(caller)
     audit_entry_append(
         submission=endpoint.submission,
@@ -405,8 +411,8 @@ def _reap(pid: int) -> None:
 
 
 def enclave_endpoints_stop_all(*, reason: str) -> int:
-    """Stop every running enclave (their host processes end with the service)."""
-    running = Endpoint.objects.filter(kind=EndpointKind.ENCLAVE, status=EndpointStatus.RUNNING)
+    """Stop every live enclave, starting ones too (their hosts end with the service)."""
+    running = Endpoint.objects.filter(kind=EndpointKind.ENCLAVE, status__in=LIVE)
     for endpoint in running:
         endpoint_stop(endpoint=endpoint, by=None, reason=reason)
     return len(running)
@@ -432,10 +438,11 @@ def he_evaluate(
     check_user_can_call(user, endpoint)
     public_context, request = he.split_request_body(body)
     n_rows = he_rows_charged(request)
+    weights = he_weights(endpoint.model_sha256)  # a refused fold charges nothing
     usage, reserved = budget_reserve(endpoint=endpoint, user=user, n_rows=n_rows, now=now)
     try:
-        response = he.evaluate(public_context, request, he_weights(endpoint.model_sha256))
-    except HEError:
+        response = he.evaluate(public_context, request, weights)
+    except Exception:  # nothing was computed: the rows are not spent
         budget_refund(usage=usage, n_rows=reserved)
         raise
     _call_record(endpoint, user, len(body), n_rows, "he:evaluate")

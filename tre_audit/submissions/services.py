@@ -594,14 +594,15 @@ def _heartbeat(run: AuditRun):
     a run whose heartbeat stops has lost its worker (see ``audit_runs_reconcile``)."""
     stop = threading.Event()
 
+    this_attempt = {"id": run.id, "status": RunStatus.RUNNING, "attempts": run.attempts}
+
     def beat() -> None:
         try:
             while not stop.wait(settings.TRE_AUDIT_HEARTBEAT_SECONDS):
-                AuditRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-        except DatabaseError as exc:  # a missed beat is late, not an audit failure
-            logger.warning("Heartbeat of audit run %s stopped: %s", run.id, exc)
+                try:  # only this claim's: an old worker's thread must not keep a new one alive
+                    AuditRun.objects.filter(**this_attempt).update(heartbeat_at=timezone.now())
+                except DatabaseError as exc:  # a missed beat is late, not the end of beating
+                    logger.warning("A heartbeat of audit run %s was missed: %s", run.id, exc)
         finally:
             connection.close()
 

@@ -134,6 +134,25 @@ def test_a_user_with_no_role_is_refused_like_a_stranger(linear_model_bytes):
             check_user_can_call(user, endpoint)
 
 
+@pytest.mark.django_db
+def test_a_deploy_naming_a_caller_with_no_role_is_refused_before_anything_starts(
+    linear_model_bytes,
+):
+    submission, _ = approved(linear_model_bytes[0])
+    admin = factories.create_user(role=Role.TRE_ADMIN)
+    partner, nobody = factories.create_user(role=Role.RESEARCHER), factories.create_user()
+    with pytest.raises(ServingError, match="has no role here"):
+        endpoint_deploy(
+            submission=submission,
+            kind=EndpointKind.HE,
+            by=admin,
+            callers=[partner, nobody],
+            reason="Study 3.",
+        )
+    assert not Endpoint.objects.exists()
+    assert not AuditEntry.objects.filter(action__startswith="endpoint:").exists()
+
+
 # --------------------------------------------------------------------------- query budget
 
 

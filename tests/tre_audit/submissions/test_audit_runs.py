@@ -231,7 +231,8 @@ def test_the_heartbeat_is_written_while_the_audit_runs(example_files, monkeypatc
 
     def counting_filter(*args, **kwargs):
         queryset = real_update(*args, **kwargs)
-        if kwargs.get("status") == RunStatus.RUNNING and set(kwargs) == {"id", "status"}:
+        beat = {"id", "status", "attempts"}
+        if kwargs.get("status") == RunStatus.RUNNING and set(kwargs) == beat:
             beats.append(kwargs["id"])
         return queryset
 
