@@ -225,7 +225,9 @@ def _parquet_batches(data: bytes, schema: Any, *, limit: int) -> list:
     parquet = pq.ParquetFile(io.BytesIO(data), read_dictionary=text)
     n_rows = n_bytes = 0
     batches = []
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+    # a batch never decodes more rows than the limit allows, however wide the table
+    batch_rows = max(1, min(PARQUET_BATCH_ROWS, _row_limit(len(schema)) + 1))
+    for batch in parquet.iter_batches(batch_size=batch_rows):
         n_rows += batch.num_rows
         _check_rows(n_rows, n_columns=len(schema), where="Parquet file")
         n_bytes += sum(

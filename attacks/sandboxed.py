@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from typing import Any
 
 from attacks.audit import AuditConfig, Progress, Upload, audit_uploads, target_from_uploads
@@ -162,8 +163,11 @@ def _progress_relay(progress: Progress | None):
 
     def relay(event: dict) -> None:
         stage, done = event.get("stage"), event.get("done")
-        if isinstance(stage, str) and isinstance(done, int | float):
-            progress(stage[:100], min(max(float(done), 0.0), 1.0))
+        if not isinstance(stage, str) or not isinstance(done, int | float):
+            return
+        if isinstance(done, bool) or not math.isfinite(done) or not stage.isprintable():
+            return
+        progress(stage[:100], min(max(float(done), 0.0), 1.0))
 
     return relay
 

@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from safe_model.exceptions import ModelRefused
 from safe_model.refusal import checked_bytes, quote, quote_all, reason, repeated, size
-from safe_model.structure import COMPILED_TYPES_ALLOWED, check_model_structure
+from safe_model.structure import COMPILED_TYPES_ALLOWED, check_model_structure, is_compiled_type
 
 #: Default size cap of one uploaded file: the service's default too
 #: (``TRE_AUDIT_MAX_UPLOAD_BYTES``), so the CLI refuses what the service refuses.
@@ -192,12 +192,12 @@ def _class_is_allowed(cls: type) -> bool:
         return False
     if any("__del__" in vars(klass) for klass in cls.__mro__ if klass is not object):
         return False
-    compiled = not cls.__flags__ & _HEAP_TYPE_FLAG
-    if module.partition(".")[0] == "sklearn":
-        return not compiled or f"{module}.{cls.__qualname__}" in COMPILED_TYPES_ALLOWED
+    if module.partition(".")[0] == "sklearn":  # a Python subclass of a compiled type counts
+        name = f"{module}.{cls.__qualname__}"
+        return not is_compiled_type(cls) or name in COMPILED_TYPES_ALLOWED
     if issubclass(cls, np.memmap):
         return False
-    return compiled or issubclass(cls, _ARRAY_CONTAINERS)
+    return not cls.__flags__ & _HEAP_TYPE_FLAG or issubclass(cls, _ARRAY_CONTAINERS)
 
 
 def _looks_like_pickle(data: bytes, filename: str) -> bool:
@@ -284,10 +284,33 @@ def _count_expanded(archive: zipfile.ZipFile, members: list, *, limit: int) -> N
                 f"{size(MAX_SCHEMA_BYTES)}."
             )
         remaining -= n_bytes
+        if remaining >= 0 and member.filename.endswith(".npz"):  # scipy unzips it again
+            remaining -= _npz_expanded(archive.read(member), cap=remaining)
         if remaining < 0:
             raise ModelRefused(
                 f"The model file is refused: it would expand to more than {size(limit)}."
             )
+
+
+def _npz_expanded(data: bytes, *, cap: int) -> int:
+    """Bytes an ``.npz`` member's own zip really expands to, or the first count over cap."""
+    try:
+        inner = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError):
+        refusal = "The model file is refused: an array archive in it is corrupt."
+        raise ModelRefused(refusal) from None
+    total = 0
+    with inner:
+        for member in inner.infolist():
+            if member.compress_type not in ZIP_METHODS:
+                raise ModelRefused(
+                    "The model file is refused: an array archive in it uses a compression "
+                    "numpy does not write."
+                )
+            total += _expanded_size(inner, member, cap=cap - total)
+            if total > cap:
+                break
+    return total
 
 
 def _expanded_size(archive: zipfile.ZipFile, member: zipfile.ZipInfo, *, cap: int) -> int:

@@ -368,7 +368,8 @@ def _run_child(channel, status_fd, request, scratch, limits, on_event) -> _Frame
     try:
         frame = talk.until(deadline)
     finally:
-        _kill_group(pid)
+        if talk.status is None:  # once reaped (the zygote killed its group) the pid is free
+            _kill_group(pid)
     if talk.status is None:  # wait until it is gone, so its scratch dir can go too
         talk.status = _STATUS.unpack(_from_zygote(status_fd, _STATUS.size))
     if frame.kind == "exited":
@@ -553,11 +554,16 @@ def _raised(body: dict, *, limits, subject, reraise) -> Exception:
     for name in types:
         if name in allowed and isinstance(message, str):
             try:
-                return allowed[name](message.strip()[:MAX_MESSAGE_CHARS])
+                return allowed[name](_one_line(message))
             except Exception:
                 break
     type_name = re.sub(r"[^\w]", "", types[0].rpartition(".")[2])[:80] or "an unknown error"
     return SandboxFailed(f"{subject} failed in the sandbox ({type_name}).")
+
+
+def _one_line(message: str) -> str:
+    """The child's sentence on one line: no control characters, no line breaks, capped."""
+    return " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", message).split())[:MAX_MESSAGE_CHARS]
 
 
 def _ended(frame: _Frame, *, limits, subject) -> Exception:

@@ -131,7 +131,9 @@ def check_model_structure(model: Any) -> None:
             _check_object(obj, key=key, owner=owner)
         except _Inconsistent as exc:
             raise ModelRefused(f"The model's {label} is inconsistent: {exc}.") from None
-        except (AttributeError, TypeError, ValueError, IndexError, KeyError, OverflowError):
+        except MemoryError:
+            raise
+        except Exception:  # whatever a malformed attribute makes numpy raise
             raise ModelRefused(
                 f"The model's {label} is inconsistent: an attribute is missing or malformed."
             ) from None

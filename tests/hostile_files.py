@@ -140,3 +140,17 @@ def _with_member(data: bytes, info: zipfile.ZipInfo, content: bytes) -> bytes:
         with zipfile.ZipFile(out, "a") as archive:
             archive.writestr(info, content)
     return out.getvalue()
+
+
+def skops_npz_bomb(expanded_bytes: int = 64 * 2**20) -> bytes:
+    """A skops file with an ``.npz`` member whose own zip expands to ``expanded_bytes``:
+    skops hands such a member to scipy, which unzips it again."""
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo("data.npy")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w", force_zip64=True) as stream:
+            for chunk in _padded(b"", b"\0", expanded_bytes):
+                stream.write(chunk)
+    info = zipfile.ZipInfo("bomb.npz")  # stored: only the inner zip is compressed
+    return _with_member(skops_model(), info, inner.getvalue())

@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from attacks.exceptions import AuditError
@@ -63,18 +62,6 @@ def _os_error(exc: OSError) -> str:
     """ "<path>: <reason>." for an error about a file, without the errno's number."""
     reason = exc.strerror or type(exc).__name__
     return f"{exc.filename}: {reason}." if exc.filename else f"{reason}."
-
-
-@contextmanager
-def _model_errors():
-    """An error raised while the model runs on the data is bad input, not a crash:
-    one line naming the problem, its data values left out."""
-    try:
-        yield
-    except (AuditError, CommandError, KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as exc:
-        raise CommandError(f"The model failed on the data: {exception_summary(exc)}.") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,7 +197,7 @@ def _audit(args) -> int:
         sweep=not args.no_sweep,
         include_raw_values=args.include_raw_values,
     )
-    with _ProgressBar(args.quiet) as progress, _model_errors():
+    with _ProgressBar(args.quiet) as progress:
         report = uploads_audit(
             **_uploads(args),
             label=args.label,
@@ -239,15 +226,14 @@ def _example(args) -> int:
 def _scan(args) -> int:
     from attacks.sandboxed import uploads_scan
 
-    with _model_errors():
-        result = uploads_scan(
-            **_uploads(args),
-            label=args.label,
-            policy=_policy(args.policy),
-            n_shadow_models=args.shadows or 8,
-            random_state=args.seed,
-            n_jobs=args.jobs,
-        )
+    result = uploads_scan(
+        **_uploads(args),
+        label=args.label,
+        policy=_policy(args.policy),
+        n_shadow_models=args.shadows or 8,
+        random_state=args.seed,
+        n_jobs=args.jobs,
+    )
     _print_scan(result)
     if args.out is not None:
         from attacks.report import report_dumps

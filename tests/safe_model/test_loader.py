@@ -415,3 +415,9 @@ def _imported(node: ast.AST) -> list[str]:
     if isinstance(node, ast.ImportFrom) and node.level == 0:
         return [node.module or ""]
     return []
+
+
+def test_an_npz_member_is_counted_as_its_own_zip_expands():
+    data = hostile_files.skops_npz_bomb(expanded_bytes=64 * 2**20)
+    assert len(data) < 2**20  # small on the wire
+    assert "would expand to more than" in refusal(load_model, data, max_bytes=4 * 2**20)

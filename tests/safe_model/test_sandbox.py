@@ -232,6 +232,18 @@ def test_an_allowed_exception_is_raised_again_with_its_sentence(target, error):
     assert str(caught.value) == "The tree's arrays are inconsistent."
 
 
+def test_an_allowed_exception_comes_back_on_one_line():
+    with pytest.raises(ModelRefused) as caught:
+        sandbox_call(
+            f"{TARGETS}:raise_refused",
+            kwargs={"message": "The tree is\ninconsistent:\r\x1b[2J\ttruly."},
+            limits=LIMITS,
+            reraise=(ModelRefused,),
+        )
+
+    assert str(caught.value) == "The tree is inconsistent: [2J truly."
+
+
 def test_an_exception_not_allowed_names_only_its_type():
     with pytest.raises(SandboxFailed) as caught:
         sandbox_call(f"{TARGETS}:raise_other", kwargs={}, limits=LIMITS, reraise=(ModelRefused,))
