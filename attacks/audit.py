@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 
 from attacks import report
-from attacks.exceptions import AuditError, IntakeError
+from attacks.exceptions import AttackError, AuditError, IntakeError
 from attacks.lira import LiRAAttack
-from attacks.policy import Policy
+from attacks.policy import Policy, round_rule
 from attacks.rmia import RMIAAttack
+from attacks.rounds import PoolRounds, RoundResult, RoundRule, pool_grow
 from attacks.scan import HyperparameterScan, check_rules
 from attacks.shadow import ShadowModelAttack
-from attacks.shadows import shadow_pool_fit
+from attacks.shadows import ShadowPool, shadow_pool_fit
 from attacks.target import Target
 from attacks.verdict import verdict_decide
 from attacks.worst_case import WorstCaseAttack
@@ -97,21 +98,28 @@ def audit_run(
     policy: Policy,
     record: Record | None = None,
     progress: Progress | None = None,
+    rounds: PoolRounds | None = None,
 ) -> dict:
-    """Run the whole audit and return the report as a dict (docs/report-schema.md)."""
+    """Run the whole audit and return the report as a dict (docs/report-schema.md).
+
+    ``rounds`` is a shadow pool grown elsewhere (the service trains shadows as
+    Celery tasks); without it the pool is grown here, in rounds, until the
+    policy's rule stops it.
+    """
     started = time.perf_counter()
     progress = progress or (lambda stage, done: None)
     unknown = set(config.attacks) - set(ATTACKS)
     if unknown:
         raise AuditError(f"Unknown attack(s): {', '.join(sorted(unknown))}.")
-    n_shadows = config.n_shadow_models or policy["audit", "n_shadow_models"]
     rec_X, rec_y = _record_rows(target, record)
     progress("rules", 0.0)
     rules = [
         dataclasses.asdict(f) for f in check_rules(target, thresholds=policy.sections["rules"])
     ]
     top_k = min(policy["audit", "top_k"], target.n_members)
-    fitted, attacks = _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress)
+    if rounds is None and any(ATTACKS[name][2] for name in config.attacks):
+        rounds = _pool_rounds(target, config, policy, rec_X, rec_y, progress)
+    fitted, attacks = _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress)
     sweep = _run_sweep(target, config, progress) if config.sweep else None
     record_part = _record_part(target, record, rec_y, fitted) if record is not None else None
     verdict = verdict_decide(attacks=attacks, rules=rules, record=record_part, policy=policy)
@@ -126,23 +134,83 @@ def audit_run(
         record_part,
         verdict,
         fitted,
-        n_shadows,
+        rounds,
         time.perf_counter() - started,
     )
 
 
-def _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress):
+def shadow_rule(config: AuditConfig, policy: Policy) -> RoundRule:
+    """Shadows to train: a fixed count if the caller asked for one, else the policy's rounds."""
+    if config.n_shadow_models is not None:
+        return RoundRule.fixed(config.n_shadow_models)
+    return round_rule(policy)
+
+
+def shadow_base_seed(config: AuditConfig) -> int:
+    """The seed every shadow of this audit derives its own from (see attacks.shadows)."""
+    return _seed(config.random_state, "pool")
+
+
+def round_measure(target: Target, config: AuditConfig, pool: ShadowPool) -> list[RoundResult]:
+    """Each of the audit's pool attacks scored on ``pool``."""
+    results = []
+    for name in config.attacks:
+        _, factory, uses_pool = ATTACKS[name]
+        if not uses_pool:
+            continue
+        try:
+            attack = factory(config, _seed(config.random_state, name)).fit(target, pool=pool)
+        except AttackError:  # too few shadows for it yet: the others decide this round
+            continue
+        results.append(RoundResult.of(pool.n_shadow_models, name, attack))
+    return results
+
+
+def _pool_rounds(target, config, policy, rec_X, rec_y, progress) -> PoolRounds:
+    """Grow the shared pool in rounds here; a failure is kept for every attack that needs it."""
+    rule = shadow_rule(config, policy)
+
+    def train(start, n):
+        return shadow_pool_fit(
+            target,
+            n_shadow_models=n,
+            start=start,
+            n_jobs=config.n_jobs,
+            X_extra=rec_X,
+            y_extra=rec_y,
+            random_state=shadow_base_seed(config),
+        )
+
+    def done(n_done, n_max):
+        progress(f"shadow models: {n_done} trained", 0.05 + 0.45 * n_done / n_max)
+
+    progress(f"shadow models: training up to {rule.max_models}", 0.05)
+    try:
+        return pool_grow(
+            train=train,
+            measure=lambda pool: round_measure(target, config, pool),
+            rule=rule,
+            n_non_members=target.n_non_members,
+            progress=done,
+        )
+    except Exception as exc:  # noqa: BLE001 - re-raised to every attack that needs the pool
+        return PoolRounds(pool=None, history=[], reason="", error=exc)
+
+
+def _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress):
     """Run each attack in isolation: a failure is reported and the others go on."""
     fitted, results = {}, []
-    pool = _LazyPool(target, config, n_shadows, rec_X, rec_y)
+    n_shadows = rounds.n_models if rounds is not None else 0
     for i, name in enumerate(config.attacks):
         title, factory, uses_pool = ATTACKS[name]
         title = title.format(n=n_shadows)
-        progress(name, 0.05 + 0.65 * i / len(config.attacks))
+        progress(name, 0.5 + 0.2 * i / len(config.attacks))
         started = time.perf_counter()
         try:
             attack = factory(config, _seed(config.random_state, name))
-            attack.fit(target, pool=pool.get() if uses_pool else None, X_extra=rec_X, y_extra=rec_y)
+            attack.fit(
+                target, pool=rounds.get() if uses_pool else None, X_extra=rec_X, y_extra=rec_y
+            )
         except Exception as exc:  # noqa: BLE001 - isolation boundary: reported, never swallowed
             seconds = time.perf_counter() - started
             results.append(report.failed_attack_dict(name, title, _sentence(exc), seconds))
@@ -164,39 +232,13 @@ def _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress):
     return fitted, results
 
 
-class _LazyPool:
-    """The shared shadow pool, trained on first use; a failure is kept, not retried."""
-
-    def __init__(self, target, config, n_shadows, rec_X, rec_y):
-        self.args = (target, config, n_shadows, rec_X, rec_y)
-        self.pool, self.error = None, None
-
-    def get(self):
-        if self.error is not None:
-            raise self.error
-        if self.pool is None:
-            target, config, n_shadows, rec_X, rec_y = self.args
-            try:
-                self.pool = shadow_pool_fit(
-                    target,
-                    n_shadow_models=n_shadows,
-                    n_jobs=config.n_jobs,
-                    X_extra=rec_X,
-                    y_extra=rec_y,
-                    random_state=_seed(config.random_state, "pool"),
-                )
-            except Exception as exc:  # noqa: BLE001 - re-raised to every attack that needs it
-                self.error = exc
-                raise
-        return self.pool
-
-
 def _details(attack) -> dict:
     names = (
         "shadow_member_confidence_",
         "shadow_non_member_confidence_",
         "n_shadow_models_",
         "n_reference_models_",
+        "variance_",
         "baseline_aucs_",
         "p_value_",
     )
@@ -281,7 +323,7 @@ def _record_attack(name, attack, row) -> dict:
 
 
 def _assemble(
-    target, config, policy, attacks, rules, sweep, record_part, verdict, fitted, n_shadows, seconds
+    target, config, policy, attacks, rules, sweep, record_part, verdict, fitted, rounds, seconds
 ) -> dict:
     ran = [a for a in attacks if not a["error"]]
     strongest = max(ran, key=lambda a: (a["auc"], a["name"]), default=None)
@@ -302,12 +344,13 @@ def _assemble(
         "policy": policy.to_dict(),
         "reproducibility": report.reproducibility(
             seed=config.random_state,
-            n_shadow_models=n_shadows,
+            n_shadow_models=rounds.n_models if rounds is not None else 0,
             n_jobs=config.n_jobs,
             attacks=config.attacks,
             seconds=seconds,
         ),
         "raw_values_included": config.include_raw_values,
+        "shadow_rounds": None if rounds is None else rounds.summary(shadow_rule(config, policy)),
     }
     if record_part is not None:
         out["record"] = record_part

@@ -9,10 +9,14 @@ from importlib import resources
 from typing import Any
 
 from attacks.exceptions import PolicyError
+from attacks.rounds import RoundRule
 
 #: Every threshold a policy must hold, with the range it must lie in.
 BOUNDS = {
-    ("audit", "n_shadow_models"): (2, 1024),
+    ("audit", "min_shadow_models"): (2, 1024),
+    ("audit", "max_shadow_models"): (2, 1024),
+    ("audit", "convergence_tolerance"): (0.0, 100.0),
+    ("audit", "max_auc_change"): (0.0, 1.0),
     ("audit", "top_k"): (0, 1000),
     ("attacks", "auc_medium"): (0.5, 1.0),
     ("attacks", "auc_high"): (0.5, 1.0),
@@ -70,8 +74,11 @@ def load_policy(text: str | None = None) -> Policy:
     if "serving" not in data:
         sections["serving"] = tomllib.loads(default_policy_text())["serving"]
     sections["attacks"].setdefault("require_significant_auc", True)
+    _fixed_count_of_old_policies(sections["audit"])
     for (section, name), (low, high) in BOUNDS.items():
         _check(sections, section, name, low, high)
+    if sections["audit"]["min_shadow_models"] > sections["audit"]["max_shadow_models"]:
+        raise PolicyError("In [audit], min_shadow_models must not exceed max_shadow_models.")
     for section, pair in (("attacks", "auc"), ("attacks", "tpr_ratio"), ("record", "probability")):
         if sections[section][f"{pair}_medium"] > sections[section][f"{pair}_high"]:
             raise PolicyError(f"In [{section}], {pair}_medium must not exceed {pair}_high.")
@@ -80,6 +87,28 @@ def load_policy(text: str | None = None) -> Policy:
         version=str(data.get("version", "")),
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         sections=sections,
+    )
+
+
+def _fixed_count_of_old_policies(audit: dict) -> None:
+    """A policy written before adaptive rounds named one ``n_shadow_models``: a fixed count."""
+    if "n_shadow_models" not in audit or "min_shadow_models" in audit:
+        return
+    count = audit.pop("n_shadow_models")
+    defaults = tomllib.loads(default_policy_text())["audit"]
+    audit.update({k: v for k, v in defaults.items() if k not in audit})
+    audit["min_shadow_models"] = audit["max_shadow_models"] = count
+
+
+def round_rule(policy: Policy) -> RoundRule:
+    """The policy's rule for how many shadow models an audit trains."""
+    audit = policy.sections["audit"]
+    return RoundRule(
+        min_models=audit["min_shadow_models"],
+        max_models=audit["max_shadow_models"],
+        tolerance=float(audit["convergence_tolerance"]),
+        max_auc_change=float(audit["max_auc_change"]),
+        min_false_positives=policy["attacks", "min_false_positives"],
     )
 
 

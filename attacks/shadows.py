@@ -9,6 +9,7 @@ so nothing is written to disk and nothing can be reused for another model.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -43,19 +44,93 @@ class ShadowPool:
     def n_shadow_models(self) -> int:
         return self.in_mask.shape[0]
 
+    def joined(self, more: ShadowPool) -> ShadowPool:
+        """This pool followed by ``more`` (the next shadows of the same seed)."""
+        return ShadowPool(
+            in_mask=np.vstack([self.in_mask, more.in_mask]),
+            confidences=np.vstack([self.confidences, more.confidences]),
+            extra_confidences=np.vstack([self.extra_confidences, more.extra_confidences]),
+        )
 
-def paired_halves(n_models: int, n_records: int, rng: np.random.RandomState) -> np.ndarray:
-    """Training masks in complementary pairs: each record is IN for half the models.
+    def first(self, n: int) -> ShadowPool:
+        """The pool of its first ``n`` shadows."""
+        return ShadowPool(self.in_mask[:n], self.confidences[:n], self.extra_confidences[:n])
 
-    With an odd count the last model takes a random half on its own.
+
+def shadow_mask(index: int, n_records: int, base_seed: int) -> np.ndarray:
+    """Which records shadow ``index`` trains on: a random half, in complementary pairs.
+
+    Shadows ``2j`` and ``2j + 1`` split the pool between them, so each record is IN
+    for half of any even number of shadows. The mask depends only on
+    ``(base_seed, index)``: the first ``n`` shadows of a larger pool are the
+    ``n`` shadows of a smaller one, so a pool grown in rounds, or trained shadow
+    by shadow on other machines, is the pool trained at once.
     """
-    masks = []
-    for _ in range(n_models // 2):
-        half = rng.rand(n_records) < 0.5
-        masks += [half, ~half]
-    if n_models % 2:
-        masks.append(rng.rand(n_records) < 0.5)
-    return np.array(masks, dtype=bool).reshape(n_models, n_records)
+    pair = np.random.RandomState(_derived(base_seed, index // 2, 0))
+    half = pair.rand(n_records) < 0.5
+    return half if index % 2 == 0 else ~half
+
+
+def shadow_seed(index: int, base_seed: int) -> int:
+    """The ``random_state`` the model of shadow ``index`` is fitted with."""
+    return _derived(base_seed, index, 1)
+
+
+def _derived(base_seed: int, index: int, stream: int) -> int:
+    state = np.random.SeedSequence([int(base_seed), int(index), stream]).generate_state(1)[0]
+    return int(state % (2**31 - 1))
+
+
+def base_seed_of(random_state) -> int:
+    """One integer from ``random_state``: an int is used as it is."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(2**31 - 1))
+
+
+@dataclass(frozen=True)
+class ShadowOutput:
+    """What one trained shadow leaves behind: its mask and its confidences, never itself."""
+
+    index: int
+    in_mask: np.ndarray
+    confidences: np.ndarray
+    extra_confidences: np.ndarray
+
+
+def shadow_train(
+    target: Target,
+    *,
+    index: int,
+    base_seed: int,
+    X_extra: pd.DataFrame | None = None,
+    y_extra: np.ndarray | None = None,
+) -> ShadowOutput:
+    """Train shadow ``index`` of the pool seeded by ``base_seed`` and keep its outputs.
+
+    Whatever process or machine runs it, the same arguments give the same output.
+    """
+    X, y, _ = target.pool()
+    X_extra, y_extra = _extra_or_empty(X, y, X_extra, y_extra)
+    mask = shadow_mask(index, len(y), base_seed)
+    conf, extra = _fit_one(
+        clone(target.model), X, y, mask, shadow_seed(index, base_seed), X_extra, y_extra
+    )
+    return ShadowOutput(index=index, in_mask=mask, confidences=conf, extra_confidences=extra)
+
+
+def shadow_pool_from_outputs(outputs) -> ShadowPool:
+    """A pool of shadow outputs, in index order; the indices must run 0..n-1."""
+    outputs = sorted(outputs, key=lambda o: o.index)
+    if [o.index for o in outputs] != list(range(len(outputs))):
+        raise ValueError("shadow outputs must be numbered 0 to n-1 without gaps")
+    return ShadowPool(
+        in_mask=np.array([o.in_mask for o in outputs], dtype=bool),
+        confidences=np.array([o.confidences for o in outputs], dtype=float),
+        extra_confidences=np.array([o.extra_confidences for o in outputs], dtype=float).reshape(
+            len(outputs), -1
+        ),
+    )
 
 
 def shadow_pool_fit(
@@ -66,29 +141,40 @@ def shadow_pool_fit(
     n_jobs: int | None = None,
     X_extra: pd.DataFrame | None = None,
     y_extra: np.ndarray | None = None,
+    start: int = 0,
 ) -> ShadowPool:
-    """Train ``n_shadow_models`` clones of the target model on paired halves of the pool.
+    """Train shadows ``start .. start + n_shadow_models - 1`` in processes on this machine.
 
-    Shadows run in separate processes (``n_jobs``, default all cores); each gets
-    a seed drawn from ``random_state``, so the same seed gives the same pool.
+    Shadows run in separate processes (``n_jobs``, default all cores). Each is
+    :func:`shadow_train`, so the pool is the same whichever way it is trained.
+    With ``start`` > 0 the result holds only the new shadows (see
+    :meth:`ShadowPool.joined`).
     """
     if n_shadow_models < 1:
         raise ValueError("n_shadow_models must be at least 1")
-    rng = check_random_state(random_state)
+    base = base_seed_of(random_state)
     X, y, _ = target.pool()
-    in_mask = paired_halves(n_shadow_models, len(y), rng)
-    seeds = rng.randint(2**31 - 1, size=n_shadow_models)
-    if X_extra is None:
-        X_extra, y_extra = X.iloc[:0], y[:0]
+    X_extra, y_extra = _extra_or_empty(X, y, X_extra, y_extra)
     template = clone(target.model)  # unfitted: a fitted forest is megabytes to ship per job
+    indices = range(start, start + n_shadow_models)
     jobs = (
-        delayed(_fit_one)(template, X, y, mask, int(seed), X_extra, y_extra)
-        for mask, seed in zip(in_mask, seeds)
+        delayed(_fit_one)(
+            template, X, y, shadow_mask(k, len(y), base), shadow_seed(k, base), X_extra, y_extra
+        )
+        for k in indices
     )
     results = Parallel(n_jobs=n_jobs or -1, prefer="processes")(jobs)
-    conf = np.array([r[0] for r in results]).reshape(n_shadow_models, len(y))
-    extra = np.array([r[1] for r in results]).reshape(n_shadow_models, len(y_extra))
-    return ShadowPool(in_mask=in_mask, confidences=conf, extra_confidences=extra)
+    return ShadowPool(
+        in_mask=np.array([shadow_mask(k, len(y), base) for k in indices], dtype=bool),
+        confidences=np.array([r[0] for r in results]).reshape(n_shadow_models, len(y)),
+        extra_confidences=np.array([r[1] for r in results]).reshape(n_shadow_models, len(y_extra)),
+    )
+
+
+def _extra_or_empty(X, y, X_extra, y_extra):
+    if X_extra is None:
+        return X.iloc[:0], y[:0]
+    return X_extra, y_extra
 
 
 def _fit_one(model, X, y, mask, seed, X_extra, y_extra):

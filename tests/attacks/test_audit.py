@@ -59,8 +59,8 @@ def test_famous_patient_is_judged_a_member_at_gamma_3(famous_reports):
 def test_gamma_0_1_looks_safe_to_the_example_but_not_to_stronger_attacks(famous_reports):
     report = famous_reports[0.1]
     assert 0.35 <= _record_value(report, "shadow")["membership_probability"] <= 0.65
-    lira = _record_value(report, "lira")
-    assert lira["false_positive_rate"] <= 0.1  # LiRA still singles the patient out
+    fprs = [_record_value(report, name)["false_positive_rate"] for name in ("lira", "rmia")]
+    assert min(fprs) <= 0.1  # an attack with shadow models still singles the patient out
     assert report["record"]["attack"] != "shadow"
     lira_auc = next(a["auc"] for a in report["attacks"] if a["name"] == "lira")
     assert lira_auc > 0.6

@@ -84,7 +84,10 @@ def test_saturated_forest_votes_do_not_swamp_online_lira():
     """Forest probabilities of exactly 1.0 once made online LiRA weaker than offline."""
     X, y = make_classification(n_samples=1200, n_features=10, flip_y=0.05, random_state=2)
     forest = make_target(RandomForestClassifier(50, random_state=0), X, y, 600)
-    pool = shadow_pool_fit(forest, n_shadow_models=8, random_state=0, n_jobs=2)
-    online = LiRAAttack(online=True).fit(forest, pool=pool).metrics_.auc
-    assert online > 0.6
-    assert online >= LiRAAttack(online=False).fit(forest, pool=pool).metrics_.auc - 0.02
+    online, offline = [], []
+    for seed in range(3):  # one pool's luck moves either AUC by about 0.01
+        pool = shadow_pool_fit(forest, n_shadow_models=8, random_state=seed, n_jobs=2)
+        online.append(LiRAAttack(online=True).fit(forest, pool=pool).metrics_.auc)
+        offline.append(LiRAAttack(online=False).fit(forest, pool=pool).metrics_.auc)
+    assert min(online) > 0.6
+    assert np.mean(online) >= np.mean(offline) - 0.02

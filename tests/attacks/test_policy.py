@@ -25,7 +25,9 @@ def test_a_changed_threshold_changes_the_identity():
         ("auc_high = 0.8", "auc_high = 1.8", "between"),
         ("auc_high = 0.8", 'auc_high = "high"', "needs a number"),
         ("auc_medium = 0.6", "auc_medium = 0.9", "must not exceed"),
-        ("n_shadow_models = 16", "n_shadow_models = 1", "between"),
+        ("min_shadow_models = 4", "min_shadow_models = 1", "between"),
+        ("max_shadow_models = 64", "max_shadow_models = 3", "must not exceed"),
+        ("convergence_tolerance = 2.0", "convergence_tolerance = -1", "between"),
         ("[attacks]", "[attacks", "not valid TOML"),
         ("max_calls_per_day = 200", "max_calls_per_day = 0", "between"),
         ("max_rows_per_day = 1000000", "max_rows_per_day = -1", "between"),
@@ -43,6 +45,18 @@ def test_the_serving_budget_is_in_the_policy_and_older_policies_get_the_default(
     assert load_policy(text)["serving", "max_rows_per_day"] == 50
     before_serving = default_policy_text().split("[serving]")[0]
     assert load_policy(before_serving)["serving", "max_rows_per_day"] == 1_000_000
+
+
+def test_a_policy_from_before_adaptive_rounds_asks_for_its_fixed_count():
+    from attacks.policy import round_rule
+
+    text = default_policy_text().replace(
+        "min_shadow_models = 4\nmax_shadow_models = 64\n", "n_shadow_models = 16\n"
+    )
+    assert "n_shadow_models = 16" in text
+    rule = round_rule(load_policy(text))
+    assert (rule.min_models, rule.max_models) == (16, 16)
+    assert round_rule(load_policy()).max_models == 64
 
 
 def test_counts_are_whole_numbers_even_when_written_as_floats():
