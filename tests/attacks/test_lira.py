@@ -91,3 +91,16 @@ def test_saturated_forest_votes_do_not_swamp_online_lira():
         offline.append(LiRAAttack(online=False).fit(forest, pool=pool).metrics_.auc)
     assert min(online) > 0.6
     assert np.mean(online) >= np.mean(offline) - 0.02
+
+
+def test_sixteen_shadows_find_the_teaching_example_as_sixty_four_do(famous_leaky):
+    """18 non-members repeat a training row: a pooled variance scored one of them top
+    and gave TPR 0% at 1% FPR at 16 shadows; the shadows now choose per-record."""
+    pool = shadow_pool_fit(famous_leaky, n_shadow_models=64, random_state=0, n_jobs=2)
+    small = LiRAAttack(online=True).fit(famous_leaky, pool=pool.first(16))
+    large = LiRAAttack(online=True).fit(famous_leaky, pool=pool)
+    assert small.variance_ == "per-record"
+    assert small.metrics_.tpr_at_fpr["0.01"] >= 0.80
+    assert abs(small.metrics_.auc - large.metrics_.auc) <= 0.02
+    pooled = LiRAAttack(online=True, fix_variance=True).fit(famous_leaky, pool=pool.first(16))
+    assert pooled.metrics_.tpr_at_fpr["0.01"] < 0.2  # what "auto" chose against, measured
