@@ -56,7 +56,7 @@ ATTACKS: dict[str, tuple[str, Callable, bool]] = {
         True,
     ),
     "worst_case": (
-        "Worst-case attack",
+        "Supervised output attack",
         lambda c, s: WorstCaseAttack(random_state=s, n_jobs=c.n_jobs),
         False,
     ),

@@ -131,6 +131,10 @@ DETAIL_LABELS = {
     "p_value": "p-value (AUC vs baselines)",
 }
 NOT_RESOLVABLE = "n/a<super>†</super>"
+TIE_NOTE = (
+    "<super>‡</super> n/a (tie): members and non-members share one score where this FPR "
+    "is reached, so the TPR depends on how the tie is ordered; it lies in the range shown."
+)
 RECORD_FPR_NOTE = (
     "False-positive rate: the share of non-members that attack scores at least as high as "
     "this record."
@@ -688,6 +692,8 @@ def _attacks_section(report: dict) -> tuple[str, list]:
     ]
     if any(_unresolvable(a) for a in attacks):
         flow.append(_unresolvable_note(report))
+    if any(_unresolvable(a, tie=True) for a in attacks):
+        flow.append(_p(TIE_NOTE, "note"))
     for attack in attacks:
         flow.append(_attack_block(attack, report))
     return "Attacks", flow
@@ -709,12 +715,10 @@ def _attack_summary_table(attacks: list[dict]) -> Table:
 
 
 def _attack_row(attack: dict) -> list:
-    tpr = _dict(attack.get("tpr_at_fpr"))
-    failed = bool(attack.get("error"))
     return [
         _attack_title(attack),
         _auc_text(attack.get("auc"), attack.get("auc_ci")),
-        *[_tpr_cell(tpr.get(k), failed) for k in FPR_KEYS],
+        *[_tpr_cell(attack, k) for k in FPR_KEYS],
         _f3(attack.get("advantage")),
         _seconds(attack.get("seconds")),
         _text(attack.get("error"), ""),
@@ -725,10 +729,25 @@ def _attack_title(attack: dict) -> str:
     return _text(attack.get("title") or attack.get("name"), "unnamed attack")
 
 
-def _tpr_cell(value, failed: bool) -> Paragraph | str:
+def _tpr_cell(attack: dict, key: str) -> Paragraph | str:
+    value = _dict(attack.get("tpr_at_fpr")).get(key)
     if _num(value) is not None:
         return _pct(value)
-    return MISSING if failed else _p(NOT_RESOLVABLE, "cell")
+    if attack.get("error"):
+        return MISSING
+    tie = _tie_range(attack, key)
+    if tie is not None:
+        return _p(f"n/a (tie: {_pct(tie[0])}–{_pct(tie[1])})<super>‡</super>", "cell")
+    return _p(NOT_RESOLVABLE, "cell")
+
+
+def _tie_range(attack: dict, key: str) -> tuple[float, float] | None:
+    """The TPR range a tie leaves at this level, if the report says a tie is why."""
+    why = _dict(_dict(attack.get("tpr_unresolved")).get(key))
+    bounds = [_num(v) for v in _list(why.get("tpr_range"))]
+    if why.get("reason") != "tie" or len(bounds) != 2 or None in bounds:
+        return None
+    return bounds[0], bounds[1]
 
 
 def _seconds(value) -> str:
@@ -736,9 +755,11 @@ def _seconds(value) -> str:
     return MISSING if number is None else f"{number:,.1f}"
 
 
-def _unresolvable(attack: dict) -> bool:
+def _unresolvable(attack: dict, *, tie: bool = False) -> bool:
     tpr = _dict(attack.get("tpr_at_fpr"))
-    return not attack.get("error") and any(_num(tpr.get(k)) is None for k in FPR_KEYS)
+    return not attack.get("error") and any(
+        _num(tpr.get(k)) is None and (_tie_range(attack, k) is not None) == tie for k in FPR_KEYS
+    )
 
 
 def _unresolvable_note(report: dict) -> Paragraph:
@@ -776,7 +797,7 @@ def _tpr_table(attack: dict) -> Table:
     for key in FPR_KEYS:
         value, level = _num(tpr.get(key)), float(key)
         ratio = MISSING if value is None else f"{value / level:,.1f}×"
-        rows.append([FPR_LABELS[key], _tpr_cell(tpr.get(key), False), ratio])
+        rows.append([FPR_LABELS[key], _tpr_cell(attack, key), ratio])
     return _table(rows, _widths(1, 1, 1, total=_right_column_width()))
 
 

@@ -102,24 +102,43 @@ def _auc_reason(attack, source, policy) -> Reason | None:
 def _tpr_reason(attack, source, policy) -> Reason | None:
     worst = None
     n_non_members = 1 / attack["min_resolvable_fpr"]
-    for key, tpr in attack["tpr_at_fpr"].items():
-        if tpr is None or float(key) * n_non_members < policy["attacks", "min_false_positives"]:
+    for key, tpr in _tpr_lower_bounds(attack).items():
+        if float(key) * n_non_members < policy["attacks", "min_false_positives"]:
             continue
         ratio = tpr / float(key)
         risk = _level(
             ratio, policy["attacks", "tpr_ratio_medium"], policy["attacks", "tpr_ratio_high"]
         )
         if risk != "low" and (worst is None or RISKS.index(risk) > RISKS.index(worst[0])):
-            worst = (risk, float(key), tpr, ratio)
+            worst = (risk, key, tpr, ratio)
     if worst is None:
         return None
-    risk, fpr, tpr, ratio = worst
+    risk, key, tpr, ratio = worst
+    fpr = float(key)
+    at_least = "at least " if key in attack.get("tpr_unresolved", {}) else ""
     text = (
-        f"{attack['title']} identifies {tpr:.1%} of members while wrongly accusing "
+        f"{attack['title']} identifies {at_least}{tpr:.1%} of members while wrongly accusing "
         f"only {fpr:.1%} of non-members ({ratio:.1f} times chance)."
     )
     evidence = {"fpr": fpr, "tpr": tpr, "times_chance": ratio}
     return Reason(risk, source, text, evidence, f"{attack['title']} at low FPR")
+
+
+def _tpr_lower_bounds(attack) -> dict[str, float]:
+    """Each level's TPR; where a tie leaves it unresolved, the TPR just above the tie.
+
+    A threshold above the tie reaches that rate within the level, so it is a
+    rate the attack shows, not a guess inside the tie.
+    """
+    unresolved = attack.get("tpr_unresolved", {})
+    bounds = {}
+    for key, tpr in attack["tpr_at_fpr"].items():
+        tie = unresolved.get(key, {})
+        if tpr is None and tie.get("reason") == "tie":
+            tpr = tie["tpr_range"][0]
+        if tpr is not None:
+            bounds[key] = tpr
+    return bounds
 
 
 def record_reasons(record: dict, policy: Policy) -> list[Reason]:

@@ -119,6 +119,17 @@ def test_sweep_without_points_shows_its_note():
     assert "No sweep applies to KNeighborsClassifier." in _pdf_text(render_pdf(report))
 
 
+def test_a_tpr_left_unresolved_by_a_tie_shows_the_tie_range():
+    report = _without_charts(sample_report())
+    attack = report["attacks"][0]
+    attack["tpr_at_fpr"]["0.01"] = None
+    tie = {"reason": "tie", "tpr_range": [0.05, 0.255], "tied_members": 51, "tied_non_members": 7}
+    attack["tpr_unresolved"] = {"0.01": tie}
+    text = _pdf_text(render_pdf(report))
+    assert "n/a (tie: 5.0%–25.5%)" in text
+    assert "depends on how the tie is ordered" in text
+
+
 def test_raw_values_appear_only_when_included():
     report = _without_charts(sample_report())
     for record in report["most_exposed"]:

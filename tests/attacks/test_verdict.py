@@ -69,6 +69,16 @@ def test_unresolvable_tpr_is_never_evidence():
     assert verdict.risk == "low"
 
 
+def test_a_tpr_a_tie_leaves_unresolved_counts_at_the_rate_above_the_tie():
+    attack = _attack("worst_case", 0.55, [0.53, 0.57], {"0.001": None, "0.01": None, "0.1": 0.2})
+    tie = {"reason": "tie", "tpr_range": [0.3, 0.5], "tied_members": 40, "tied_non_members": 8}
+    attack["tpr_unresolved"] = {"0.01": tie}
+    verdict = verdict_decide(attacks=[attack], rules=[], record=None, policy=POLICY)
+    assert verdict.risk == "high"
+    reason = next(r for r in verdict.reasons if r.evidence.get("fpr") == 0.01)
+    assert reason.evidence["tpr"] == 0.3 and "at least 30.0%" in reason.text
+
+
 def test_structural_findings_count_even_when_attacks_are_quiet():
     rule = {"rule": "embeds_training_rows", "risk": "high", "title": "t", "reason": "rows inside"}
     verdict = verdict_decide(

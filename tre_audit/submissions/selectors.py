@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
+from attacks.metrics import tpr_unresolved_text
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import RunStatus
 from tre_audit.submissions.exceptions import NotAllowed
@@ -146,7 +147,6 @@ def finding_titles(report: dict | None) -> dict[str, str]:
 
 
 def _attack_row(attack: dict) -> dict:
-    tpr = attack.get("tpr_at_fpr") or {}
     ci = attack.get("auc_ci") or [None, None]
     return {
         "source": f"attack:{attack.get('name')}",
@@ -155,9 +155,16 @@ def _attack_row(attack: dict) -> dict:
         "auc": attack.get("auc"),
         "auc_low": ci[0],
         "auc_high": ci[1],
-        "tpr": [tpr.get(level) for level in FPR_LEVELS],
+        "tpr": [_tpr_cell(attack, level) for level in FPR_LEVELS],
         "advantage": attack.get("advantage"),
     }
+
+
+def _tpr_cell(attack: dict, level: str) -> dict:
+    """A TPR and, when it is None, why (a tie, or too few non-members)."""
+    value = (attack.get("tpr_at_fpr") or {}).get(level)
+    why = (attack.get("tpr_unresolved") or {}).get(level) or {}
+    return {"value": value, "why": None if value is not None else tpr_unresolved_text(why)}
 
 
 def _sweep_view(sweep: dict | None) -> dict | None:
