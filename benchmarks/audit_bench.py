@@ -21,6 +21,8 @@ What it measures, per case:
   is not changed); the strongest attack (highest AUC, as the report picks it)
   with its AUC and TPR@1%; the number of reference/shadow models the audit
   trained (``models_trained``: the adaptive rule's count once the report has one).
+  Where a case runs at 16 and 64, online LiRA at 16 must be within 0.02 AUC of
+  64, and on the teaching example at TPR@1% of at least 80% (issue 10).
 - **full audit** (the shared forest): what a user runs, the policy's shadow
   count and the sweep, against the issue-10 targets (at most 36 CPU-s, a third
   of the peer's 108; strongest attack's TPR@1% at least 55%).
@@ -114,6 +116,10 @@ TARGET_FULL_CPU_SECONDS = 36.0
 TARGET_FULL_TPR_AT_1PCT = 0.55
 BASELINE_AUC_TOLERANCE = 0.01
 TARGET_FANOUT_RATIO = 0.55
+#: Issue 10, small-N LiRA: online LiRA at 16 shadows within 0.02 AUC of its value at
+#: 64 (every case measured at both), and at TPR@1% >= 80% on the teaching example.
+LIRA_16_VS_64_AUC_TOLERANCE = 0.02
+TARGET_TEACHING_LIRA_TPR_AT_1PCT = 0.80
 
 #: "As strong" as the best LiRA: AUC within this of it, and TPR@1% no lower than
 #: the best's minus two standard errors of a difference of two rates over the
@@ -570,7 +576,9 @@ def median_of(results: list):
         return first
     if any(not isinstance(r, int | float) for r in results):
         return first
-    return float(statistics.median(results))
+    median = statistics.median(results)
+    whole = all(isinstance(r, int) for r in results) and median == int(median)
+    return int(median) if whole else float(median)  # counts stay counts
 
 
 def repeated(kind: str, case: str, n: int, repeats: int) -> dict:
@@ -783,6 +791,7 @@ def check_targets(cases: dict, comparison: dict, cores: int) -> dict:
     out["full_audit_best_tpr_at_1pct"] = _verdict(
         full.get("best_tpr_at_1pct"), TARGET_FULL_TPR_AT_1PCT, at_least=True
     )
+    out |= _lira_targets(cases)
     for name, row in comparison.items():
         out[f"{name}_auc_vs_baseline"] = {
             "value": row["auc_diff"],
@@ -791,6 +800,24 @@ def check_targets(cases: dict, comparison: dict, cores: int) -> dict:
             "pass": row["pass"],
         }
     out["cores"] = cores
+    return out
+
+
+def _lira_targets(cases: dict) -> dict:
+    """Online LiRA at 16 shadows against 64, and its TPR@1% on the teaching example."""
+    out = {}
+    for case, c in cases.items():
+        if "16" in c and "64" in c:
+            diff = c["16"]["attacks"]["lira"]["auc"] - c["64"]["attacks"]["lira"]["auc"]
+            out[f"{case}_lira_16_minus_64_auc"] = _verdict(
+                diff, -LIRA_16_VS_64_AUC_TOLERANCE, at_least=True
+            )
+    teaching = cases.get(TEACHING_CASE, {}).get("16")
+    out["teaching_lira_16_tpr_at_1pct"] = _verdict(
+        teaching and teaching["attacks"]["lira"]["tpr_at_1pct"],
+        TARGET_TEACHING_LIRA_TPR_AT_1PCT,
+        at_least=True,
+    )
     return out
 
 
