@@ -25,7 +25,10 @@ What it measures, per case:
   64, and on the teaching example at TPR@1% of at least 80% (issue 10).
 - **full audit** (the shared forest): what a user runs, the policy's shadow
   count and the sweep, against the issue-10 targets (at most 36 CPU-s, a third
-  of the peer's 108; strongest attack's TPR@1% at least 55%).
+  of the peer's 108; strongest attack's TPR@1% at least 55%): ``full`` is
+  ``audit_run`` alone, ``cli`` the whole ``tre-audit audit`` process (intake in
+  its sandbox, the audit, the PDF, interpreter start-up), as a peer's process is
+  measured.
 - **pool**: ``shadow_pool_fit`` of 16 shadows alone, twice in one process. The
   first call pays the start-up of joblib's loky worker processes, the second
   reuses them; the difference is the start-up cost.
@@ -97,6 +100,9 @@ POOL_PROBE_SHADOWS = 16
 SAMPLE_SECONDS = 0.05
 BURN_LOOPS = 10_000_000  # about half a second of pure Python
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
+#: How long adopted orphans get to exit once their parent has (loky's notice the pipe close).
+REAP_SECONDS = 60.0
 
 #: Two busy processes taking this much longer than one means the cores are shared.
 CONTENDED_RATIO = 1.3
@@ -139,6 +145,8 @@ CASES = {
     "shared_forest": "the shared forest: make_classification 10,000 rows, 10 informative, RF(100)",
     TEACHING_CASE: "the teaching example: famous-patient SVC gamma=3, 200 + 200 rows",
 }
+#: The full audits of FULL_AUDIT_CASE: ``audit_run`` alone, and the CLI process.
+FULL_AUDITS = ("full", "cli")
 #: make_classification's informative features per 10,000-row case (2 is its default).
 INFORMATIVE = {"classification_10k_2inf_rf": 2, "shared_forest": 10}
 #: Cases audited at these shadow counts whatever ``--quick`` says.
@@ -357,6 +365,25 @@ def _rusage_figures(before: tuple[float, float], sampler: TreeSampler) -> dict:
     }
 
 
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (a CLI's workers outlive it), so that they are reaped here
+    and their CPU counts in RUSAGE_CHILDREN instead of being lost to init (Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_adopted(started: set[int], timeout: float = REAP_SECONDS) -> int:
+    """Wait for children this process did not have in ``started`` (adopted orphans)."""
+    deadline, reaped = time.monotonic() + timeout, 0
+    while (adopted := set(_children(os.getpid())) - started) and time.monotonic() < deadline:
+        for pid in adopted:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                reaped += 1
+        time.sleep(0.05)
+    return reaped
+
+
 def _shutdown_workers() -> None:
     """Stop loky's workers so that they are reaped and count in RUSAGE_CHILDREN."""
     from joblib.externals.loky import reusable_executor
@@ -469,6 +496,36 @@ def job_full(target, n: int) -> dict:
     return _audit_job(target, n_shadow_models=n or None, sweep=True)
 
 
+def cli_files(target) -> Path:
+    """The target as a researcher hands it to the CLI: model.skops, train.csv, test.csv."""
+    import skops.io
+
+    directory = Path(tempfile.mkdtemp(prefix="tre-audit-bench-cli-"))
+    skops.io.dump(target.model, directory / "model.skops")
+    target.X_train.assign(label=target.y_train).to_csv(directory / "train.csv", index=False)
+    target.X_test.assign(label=target.y_test).to_csv(directory / "test.csv", index=False)
+    return directory
+
+
+def job_cli(directory: Path, n: int) -> dict:
+    """``tre-audit audit`` as a user runs it (intake, policy's shadows, sweep, PDF): one process."""
+    files = [f"--{role}={directory / f'{role}.{ext}'}" for role, ext in CLI_FILES]
+    argv = [sys.executable, "-c", "import sys; from tre_audit.cli import main; sys.exit(main())"]
+    argv += ["audit", *files, "--label=label", f"--out={directory / 'out'}", "--quiet"]
+    argv += [f"--shadows={n}"] if n else []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the sandbox's children import it too
+    children, started = set(_children(os.getpid())), time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    adopted = reap_adopted(children)
+    if done.returncode != 0:
+        raise RuntimeError(f"the CLI exited {done.returncode}: {done.stderr[-1000:]}")
+    report = json.loads((directory / "out" / "report.json").read_text())
+    shutil.rmtree(directory, ignore_errors=True)
+    out = {"seconds": seconds, "pool_seconds": None, "pool_cpu_seconds": None}
+    return out | {"orphans_reaped": adopted} | report_strength(report)
+
+
 def job_pool(target, n: int) -> dict:
     """``shadow_pool_fit`` alone: the first call (cold workers), then a warm one."""
     from attacks.shadows import shadow_pool_fit
@@ -521,13 +578,19 @@ def job_burn(target, n: int) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
+CLI_FILES = (("model", "skops"), ("train", "csv"), ("test", "csv"))
 JOBS = {
     "audit": job_audit,
     "full": job_full,
+    "cli": job_cli,
     "pool": job_pool,
     "sweep": job_sweep,
     "rmia": job_rmia,
 }
+
+
+#: Untimed preparation of what a job gets: the target, or for the CLI its files.
+PREPARE = {"cli": cli_files}
 
 
 def run_job(kind: str, case: str, n: int) -> dict:
@@ -537,7 +600,8 @@ def run_job(kind: str, case: str, n: int) -> dict:
         return job_burn(None, n)
     if kind == "fanout":
         return job_fanout(case, n)
-    target = case_target(case)
+    become_subreaper()
+    subject = PREPARE.get(kind, lambda target: target)(case_target(case))
     import attacks.audit  # noqa: F401 - imported before the CPU count starts, as the wall clock
     from attacks.policy import load_policy
 
@@ -546,7 +610,7 @@ def run_job(kind: str, case: str, n: int) -> dict:
     sampler = TreeSampler()
     cpu_before = _rusage_cpu()
     sampler.start()
-    result = JOBS[kind](target, n)
+    result = JOBS[kind](subject, n)
     result.update(sampler.stop())
     result.update(_rusage_figures(cpu_before, sampler))
     result["load_1min"] = load_before
@@ -615,8 +679,9 @@ def bench_case(case: str, counts, repeats: int, log, *, probes: bool) -> dict:
         out[str(n)] = repeated("audit", case, n, repeats)
         out[str(n)]["seconds_per_shadow"] = out[str(n)]["pool_seconds"] / n
     if case == FULL_AUDIT_CASE:
-        log(f"  {case}: full audit (policy's shadow count, sweep)")
+        log(f"  {case}: full audit (policy's shadow count, sweep), then the same by the CLI")
         out["full"] = repeated("full", case, 0, repeats)
+        out["cli"] = repeated("cli", case, 0, repeats)
     if not probes:
         return out
     log(f"  {case}: shadow_pool_fit alone ({POOL_PROBE_SHADOWS}, cold then warm)")
@@ -655,7 +720,7 @@ BASELINE_KEYS = (
 def baseline_figures(result: dict) -> dict:
     """The strength and cost figures of this run, as ``baseline-issue10.json`` holds them."""
     cases = {
-        case: {key: _pick(entry) for key, entry in c.items() if key.isdigit() or key == "full"}
+        case: {key: _pick(entry) for key, entry in c.items() if key.isdigit() or key in FULL_AUDITS}
         for case, c in result["cases"].items()
     }
     return {
@@ -786,11 +851,12 @@ def check_targets(cases: dict, comparison: dict, cores: int) -> dict:
         out[f"{case}_{n}_seconds"] = _verdict(None if entry is None else entry["seconds"], limit)
     peaks = [e["peak_mb"] for c in cases.values() for e in _measured(c)]
     out["peak_mb"] = _verdict(max(peaks, default=None), TARGET_PEAK_MB)
-    full = cases.get(FULL_AUDIT_CASE, {}).get("full", {})
-    out["full_audit_cpu_seconds"] = _verdict(full.get("cpu_seconds"), TARGET_FULL_CPU_SECONDS)
-    out["full_audit_best_tpr_at_1pct"] = _verdict(
-        full.get("best_tpr_at_1pct"), TARGET_FULL_TPR_AT_1PCT, at_least=True
-    )
+    for key in FULL_AUDITS:
+        full = cases.get(FULL_AUDIT_CASE, {}).get(key, {})
+        out[f"{key}_audit_cpu_seconds"] = _verdict(full.get("cpu_seconds"), TARGET_FULL_CPU_SECONDS)
+        out[f"{key}_audit_best_tpr_at_1pct"] = _verdict(
+            full.get("best_tpr_at_1pct"), TARGET_FULL_TPR_AT_1PCT, at_least=True
+        )
     out |= _lira_targets(cases)
     for name, row in comparison.items():
         out[f"{name}_auc_vs_baseline"] = {
@@ -995,7 +1061,7 @@ def _audit_rows(cases: dict):
     """(case, key, entry) of every audit measured: shadow counts, then the full audit."""
     for case, c in cases.items():
         for key, entry in c.items():
-            if key.isdigit() or key == "full":
+            if key.isdigit() or key in FULL_AUDITS:
                 yield case, key, entry
 
 
@@ -1020,7 +1086,8 @@ def print_cases(cases: dict) -> None:
     print(f"{'case':28}{'N':>5}{'pool':>8}{'pool CPU':>9}" + "".join(f"{n:>13}" for n in names))
     for case, key, e in _audit_rows(cases):
         cells = "".join(f"{_fmt(e['attacks'].get(a, {}).get('seconds'), '.2f'):>13}" for a in names)
-        print(f"{case:28}{key:>5}{e['pool_seconds']:>8.2f}{e['pool_cpu_seconds']:>9.2f}{cells}")
+        pool = f"{_fmt(e['pool_seconds'], '.2f'):>8}{_fmt(e['pool_cpu_seconds'], '.2f'):>9}"
+        print(f"{case:28}{key:>5}{pool}{cells}")
 
 
 def _auc_tpr(attack: dict | None) -> str:
@@ -1043,6 +1110,12 @@ def print_full(cases: dict) -> None:
     )
     recommendation = sweep.get("recommendation") or {}
     print(f"  sweep recommendation: {recommendation.get('text', '-')}")
+    cli = cases[FULL_AUDIT_CASE].get("cli")
+    if cli is not None:
+        print(
+            f"  the same through the CLI (intake sandbox, PDF, process start): "
+            f"{cli['cpu_seconds']:.1f} CPU-s, {cli['seconds']:.1f} wall s"
+        )
 
 
 def print_shadows(cases: dict) -> None:

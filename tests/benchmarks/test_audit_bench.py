@@ -54,6 +54,40 @@ def test_rusage_figures_count_a_reaped_child():
     assert figures["cpu_seconds"] >= own - TICK
 
 
+#: Starts a grandchild that outlives it (as a CLI's loky workers outlive the CLI), then exits.
+ORPHAN_MAKER = """
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+"""
+#: The grandchild: burns CPU after its parent has gone, then writes its own CPU seconds.
+ORPHAN = """
+import os, sys, time
+time.sleep(0.5)
+total = 0
+for i in range(3_000_000):
+    total += i * i
+times = os.times()
+open(sys.argv[1], "w").write(str(times.user + times.system))
+"""
+#: Runs in its own process (a subreaper changes the process for good): the CPU it counts.
+ADOPTER = """
+import resource, subprocess, sys
+from benchmarks import audit_bench
+audit_bench.become_subreaper()
+subprocess.run([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]], check=True)
+audit_bench.reap_adopted(set())
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(usage.ru_utime + usage.ru_stime)
+"""
+
+
+def test_a_subreaper_counts_the_cpu_of_descendants_that_outlive_their_parent(tmp_path):
+    written = tmp_path / "orphan-cpu"
+    argv = [sys.executable, "-c", ADOPTER, ORPHAN_MAKER, ORPHAN, str(written)]
+    counted = float(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    assert counted >= float(written.read_text()) - TICK
+
+
 def test_models_trained_prefers_the_adaptive_count_over_the_fixed_one():
     report = {"reproducibility": {"n_shadow_models": 64, "n_models_trained": 8}}
     assert audit_bench.models_trained(report) == 8
