@@ -44,12 +44,19 @@ CPU seconds are user + system time of the whole process tree, measured two ways.
 reaped children, after loky's workers have been shut down and reaped (they are
 children, but a reusable executor keeps them alive, so ``RUSAGE_CHILDREN`` alone
 misses them until then), plus what descendants still alive at the end used
-(loky's resource tracker); exact to the kernel's accounting.
-``cpu_seconds_sampled``: every 50 ms a thread reads utime + stime from
-``/proc/<pid>/stat`` for the process and every descendant and keeps each pid's
-last value; it misses at most one interval of a process that exits and all of
-one that lives less than an interval, and each value is rounded to a clock
-tick (10 ms). Both include the sampler thread's own CPU (a few ms a second).
+(loky's resource tracker); exact to the kernel's accounting. The job process is
+a subreaper (``prctl``), so descendants that outlive their parent (the CLI's
+loky workers) are adopted and reaped here: otherwise init reaps them and their
+CPU is lost to ``getrusage`` and ``time`` alike (10 of 16 CPU-s on the teaching
+example's CLI audit). ``cpu_seconds_sampled``: every 50 ms a thread reads utime
++ stime from ``/proc/<pid>/stat`` for the process and every descendant and keeps
+each pid's last value; it misses at most one interval of a process that exits
+and all of one that lives less than an interval, each value is rounded to a
+clock tick (10 ms), and it stops when the audit ends, before the workers' exit
+(about 0.3 CPU-s each, which ``cpu_seconds`` includes). Both include the
+sampler thread's own CPU (a few ms a second). On a shared machine CPU seconds
+rise with contention too (caches, SMT): single runs of the small cases varied
+by up to a third, so compare medians of ``--repeats``.
 
 Every measurement runs in a fresh subprocess of this script (``--job``), so
 worker start-up is paid honestly and neither memory peaks nor warm caches leak
