@@ -51,7 +51,7 @@ class RoundRule:
 
     min_models: int = 4
     max_models: int = 64
-    tolerance: float = 2.0
+    tolerance: float = 2.5
     max_auc_change: float = 0.005
     min_false_positives: int = 10
 

@@ -161,7 +161,6 @@ ALWAYS_COUNTS = {TEACHING_CASE: (16, 64)}
 
 #: Where the report may say how many reference/shadow models the audit trained,
 #: first found wins (the adaptive rule's key first, then the fixed count).
-MODELS_TRAINED_KEYS = ("n_models_trained", "n_reference_models", "n_shadow_models")
 
 #: The fan-out row: shared forest, 16 shadows, no sweep, one thread per worker.
 FANOUT_WORKERS = (1, 2)
@@ -406,12 +405,11 @@ def _shutdown_workers() -> None:
 
 
 def models_trained(report: dict) -> int | None:
-    """How many reference/shadow models the audit trained, as its report says."""
-    reproducibility = report.get("reproducibility") or {}
-    for key in MODELS_TRAINED_KEYS:
-        if isinstance(reproducibility.get(key), int):
-            return reproducibility[key]
-    return None
+    """How many reference/shadow models the audit trained, as its report says
+    (``shadow_rounds``; a report from before adaptive rounds names a fixed count)."""
+    rounds = report.get("shadow_rounds") or {}
+    count = rounds.get("n_models", (report.get("reproducibility") or {}).get("n_shadow_models"))
+    return count if isinstance(count, int) else None
 
 
 def _rate(value) -> float | None:

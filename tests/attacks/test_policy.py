@@ -27,7 +27,7 @@ def test_a_changed_threshold_changes_the_identity():
         ("auc_medium = 0.6", "auc_medium = 0.9", "must not exceed"),
         ("min_shadow_models = 4", "min_shadow_models = 1", "between"),
         ("max_shadow_models = 64", "max_shadow_models = 3", "must not exceed"),
-        ("convergence_tolerance = 2.0", "convergence_tolerance = -1", "between"),
+        ("convergence_tolerance = 2.5", "convergence_tolerance = -1", "between"),
         ("[attacks]", "[attacks", "not valid TOML"),
         ("max_calls_per_day = 200", "max_calls_per_day = 0", "between"),
         ("max_rows_per_day = 1000000", "max_rows_per_day = -1", "between"),

@@ -89,7 +89,7 @@ def test_a_subreaper_counts_the_cpu_of_descendants_that_outlive_their_parent(tmp
 
 
 def test_models_trained_prefers_the_adaptive_count_over_the_fixed_one():
-    report = {"reproducibility": {"n_shadow_models": 64, "n_models_trained": 8}}
+    report = {"reproducibility": {"n_shadow_models": 64}, "shadow_rounds": {"n_models": 8}}
     assert audit_bench.models_trained(report) == 8
     assert audit_bench.models_trained({"reproducibility": {"n_shadow_models": 16}}) == 16
     assert audit_bench.models_trained({}) is None
