@@ -152,6 +152,23 @@ def test_sweep_is_in_the_report(famous_leaky):
     assert sweep["recommendation"]["value"] != 3.0
 
 
+def test_sweep_is_held_to_the_strongest_attack_with_progress_per_setting(famous_leaky):
+    config = AuditConfig(
+        n_shadow_models=4, n_jobs=2, attacks=("rmia",), sweep=True, n_sweep_shadow_models=2
+    )
+    calls = []
+    report = audit_run(
+        famous_leaky, config=config, policy=POLICY, progress=lambda s, d: calls.append((s, d))
+    )
+    rmia, sweep = report["attacks"][0], report["sweep"]
+    assert (sweep["original"]["auc"], sweep["original"]["attack"]) == (rmia["auc"], rmia["title"])
+    assert sweep["recommendation"]["n_reference_models"] >= 4
+    assert "successive halving" in sweep["attack"]
+    steps = [(s, d) for s, d in calls if s.startswith("sweep: ")]
+    assert steps and all(0.7 <= d < 1.0 for _, d in steps)
+    assert any(s.startswith("sweep: gamma=0.01 (") for s, _ in steps)
+
+
 def test_an_unexpected_error_in_shadow_training_is_isolated(famous_leaky, monkeypatch):
     import attacks.audit as audit_module
 
