@@ -78,7 +78,7 @@ class AuditConfig:
     data_description: dict | None = None
     include_raw_values: bool = False
     sweep: bool = True
-    n_sweep_shadow_models: int = 8
+    n_sweep_shadow_models: int = 4
     inputs: tuple[dict, ...] = field(default=())
 
 

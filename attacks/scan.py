@@ -610,11 +610,11 @@ class HyperparameterScan(BaseEstimator):
        lowest TPR at 1% FPR). The rest get twice as many reference models, and
        so on, until one is left or the next count would pass
        ``max_reference_models``.
-    3. The confirmation count N is the larger of ``max_reference_models`` and
-       the reference's count, rounded up to a multiple of
-       ``n_reference_models``. The current setting's figure A is the
-       reference's AUC when one is given (the audit's strongest attack), else
-       the sweep's own RMIA with N reference models. The lowest-risk survivor,
+    3. The confirmation count N is the reference's count when one is given
+       (the audit's strongest attack), else ``max_reference_models``; rounded
+       up to a multiple of ``n_reference_models``. The current setting's
+       figure A is the reference's AUC when one is given, else the sweep's own
+       RMIA with N reference models. The lowest-risk survivor,
        if it is a change whose interval already lies wholly below A, is
        attacked again with N reference models and recommended only if its
        interval still lies wholly below A. Otherwise no change is recommended.
@@ -628,9 +628,9 @@ class HyperparameterScan(BaseEstimator):
         empty sweep. The model's own value is always added.
     n_reference_models : int, default=2
         Reference models per setting in the first rung; each rung doubles it.
-    max_reference_models : int, default=8
-        The most reference models a rung gives a setting, and the fewest a
-        recommendation rests on.
+    max_reference_models : int, default=4
+        The most reference models a rung gives a setting; without a reference,
+        also the count a recommendation is confirmed with.
     accuracy_tolerance : float, default=0.01
         A setting qualifies when its held-out accuracy is at least the
         original's minus this (0.01 is one percentage point).
@@ -668,7 +668,7 @@ class HyperparameterScan(BaseEstimator):
         grid=None,
         *,
         n_reference_models=2,
-        max_reference_models=8,
+        max_reference_models=4,
         accuracy_tolerance=0.01,
         random_state=None,
         n_jobs=None,
@@ -740,9 +740,9 @@ class HyperparameterScan(BaseEstimator):
         return counts
 
     def _confirmation_count(self, reference: SweepReference | None) -> int:
-        n = max(int(self.max_reference_models), reference.n_reference_models if reference else 0)
+        n = self.max_reference_models if reference is None else reference.n_reference_models
         step = int(self.n_reference_models)
-        return -(-n // step) * step
+        return max(-(-int(n) // step) * step, step)
 
     def _rule_note(self, reference: SweepReference | None) -> str:
         n = self.n_confirmation_models_

@@ -1,7 +1,7 @@
 """CPU cost and outcome of the hyperparameter sweep on the benchmark cases.
 
 Run ``.venv/bin/python benchmarks/sweep_bench.py [--cases NAME ...]
-[--first-rung 2] [--max-rung 8] [--reference-models 16]``.
+[--first-rung 2] [--max-rung 4] [--reference-models 16]``.
 
 Per case it prints the CPU seconds of ``HyperparameterScan.fit`` (this process
 and its reaped children, ``getrusage``; ``n_jobs=1`` keeps every model in this
@@ -143,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--first-rung", type=int, default=2, help="reference models at first")
-    parser.add_argument("--max-rung", type=int, default=8, help="most per halving rung")
+    parser.add_argument("--max-rung", type=int, default=4, help="most per halving rung")
     parser.add_argument("--reference-models", type=int, default=16, help="the audit's count")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
