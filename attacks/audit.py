@@ -246,10 +246,11 @@ def sweep_dict(scan: HyperparameterScan) -> dict:
         return None if obj is None else report.json_safe(dataclasses.asdict(obj))
 
     counts = scan.rung_counts_
+    span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return {
         "attack": (
-            f"RMIA (online), successive halving: {counts[0]} to {counts[-1]} reference models "
-            f"per setting, a recommendation confirmed with {scan.n_confirmation_models_}"
+            f"RMIA, {span} reference models per point, successive halving; "
+            f"a recommendation confirmed with {scan.n_confirmation_models_}"
         ),
         "points": [plain(p) for p in scan.points_],
         "original": plain(scan.original_),
