@@ -219,18 +219,26 @@ def _run_sweep(target, config, attacks, progress) -> dict:
 
 
 def _sweep_reference(attacks: list[dict]) -> SweepReference | None:
-    """The strongest attack's result on the audited model, in the sweep's terms."""
+    """The strongest attack's result on the audited model, in the sweep's terms.
+
+    Its count is the most reference models any attack of the audit used, so a
+    change never rests on fewer even when the strongest attack trains none.
+    """
     strongest = _strongest(attacks)
     if strongest is None:
         return None
-    details = strongest["details"]
     return SweepReference(
         attack=strongest["title"],
         auc=strongest["auc"],
         auc_ci=tuple(strongest["auc_ci"]),
         tpr_at_1pct_fpr=strongest["tpr_at_fpr"].get("0.01"),
-        n_reference_models=details.get("n_reference_models") or details.get("n_shadow_models") or 0,
+        n_reference_models=max(_n_reference_models(a) for a in attacks if not a["error"]),
     )
+
+
+def _n_reference_models(attack: dict) -> int:
+    details = attack["details"]
+    return details.get("n_reference_models") or details.get("n_shadow_models") or 0
 
 
 def _strongest(attacks: list[dict]) -> dict | None:
