@@ -25,7 +25,7 @@ from attacks.lira import LiRAAttack
 from attacks.policy import Policy, round_rule
 from attacks.rmia import RMIAAttack
 from attacks.rounds import PoolRounds, RoundResult, RoundRule, pool_grow
-from attacks.scan import HyperparameterScan, check_rules
+from attacks.scan import HyperparameterScan, SweepReference, check_rules
 from attacks.shadow import ShadowModelAttack
 from attacks.shadows import ShadowPool, shadow_pool_fit
 from attacks.target import Target
@@ -79,7 +79,7 @@ class AuditConfig:
     data_description: dict | None = None
     include_raw_values: bool = False
     sweep: bool = True
-    n_sweep_shadow_models: int = 8
+    n_sweep_shadow_models: int = 4
     inputs: tuple[dict, ...] = field(default=())
 
 
@@ -120,7 +120,7 @@ def audit_run(
     if rounds is None and any(ATTACKS[name][2] for name in config.attacks):
         rounds = _pool_rounds(target, config, policy, rec_X, rec_y, progress)
     fitted, attacks = _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress)
-    sweep = _run_sweep(target, config, progress) if config.sweep else None
+    sweep = _run_sweep(target, config, attacks, progress) if config.sweep else None
     record_part = _record_part(target, record, rec_y, fitted) if record is not None else None
     verdict = verdict_decide(attacks=attacks, rules=rules, record=record_part, policy=policy)
     progress("report", 1.0)
@@ -245,14 +245,48 @@ def _details(attack) -> dict:
     return {n.rstrip("_"): getattr(attack, n) for n in names if hasattr(attack, n)}
 
 
-def _run_sweep(target, config, progress) -> dict:
+def _run_sweep(target, config, attacks, progress) -> dict:
+    """The sweep, held to the audit's strongest attack; progress between 0.7 and 1.0."""
     progress("sweep", 0.7)
     scan = HyperparameterScan(
-        n_shadow_models=config.n_sweep_shadow_models,
+        max_reference_models=config.n_sweep_shadow_models,
         n_jobs=config.n_jobs,
         random_state=_seed(config.random_state, "sweep"),
-    ).fit(target)
+    ).fit(
+        target,
+        reference=_sweep_reference(attacks),
+        progress=lambda stage, done: progress(stage, 0.7 + 0.3 * done),
+    )
     return sweep_dict(scan)
+
+
+def _sweep_reference(attacks: list[dict]) -> SweepReference | None:
+    """The strongest attack's result on the audited model, in the sweep's terms.
+
+    Its count is the most reference models any attack of the audit used, so a
+    change never rests on fewer even when the strongest attack trains none.
+    """
+    strongest = _strongest(attacks)
+    if strongest is None:
+        return None
+    return SweepReference(
+        attack=strongest["title"],
+        auc=strongest["auc"],
+        auc_ci=tuple(strongest["auc_ci"]),
+        tpr_at_1pct_fpr=strongest["tpr_at_fpr"].get("0.01"),
+        n_reference_models=max(_n_reference_models(a) for a in attacks if not a["error"]),
+    )
+
+
+def _n_reference_models(attack: dict) -> int:
+    details = attack["details"]
+    return details.get("n_reference_models") or details.get("n_shadow_models") or 0
+
+
+def _strongest(attacks: list[dict]) -> dict | None:
+    """The attack with the highest AUC among those that ran (ties by name)."""
+    ran = [a for a in attacks if not a["error"]]
+    return max(ran, key=lambda a: (a["auc"], a["name"]), default=None)
 
 
 def sweep_dict(scan: HyperparameterScan) -> dict:
@@ -261,13 +295,20 @@ def sweep_dict(scan: HyperparameterScan) -> dict:
     def plain(obj):
         return None if obj is None else report.json_safe(dataclasses.asdict(obj))
 
+    counts = scan.rung_counts_
+    span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return {
-        "attack": f"LiRA (online, {scan.n_shadow_models} shadow models)",
+        "attack": (
+            f"RMIA, {span} reference models per point, successive halving; "
+            f"a recommendation confirmed with {scan.n_confirmation_models_}"
+        ),
         "points": [plain(p) for p in scan.points_],
         "original": plain(scan.original_),
         "recommendation": plain(scan.recommendation_),
+        "skipped": report.json_safe(scan.skipped_),
+        "n_reference_fits": scan.n_reference_fits_,
         "accuracy_tolerance": scan.accuracy_tolerance,
-        "note": getattr(scan, "note_", ""),
+        "note": scan.note_,
     }
 
 
@@ -325,8 +366,7 @@ def _record_attack(name, attack, row) -> dict:
 def _assemble(
     target, config, policy, attacks, rules, sweep, record_part, verdict, fitted, rounds, seconds
 ) -> dict:
-    ran = [a for a in attacks if not a["error"]]
-    strongest = max(ran, key=lambda a: (a["auc"], a["name"]), default=None)
+    strongest = _strongest(attacks)
     out = {
         **report.header(),
         "verdict": {

@@ -126,6 +126,9 @@ def uploads_scan(
 ) -> dict:
     """The structural rules and the hyperparameter sweep alone, run in a sandbox.
 
+    With no audit to compare against, the sweep scores the submitted setting
+    itself; ``n_shadow_models`` is its ``max_reference_models``.
+
     Returns
     -------
     dict
@@ -140,7 +143,7 @@ def uploads_scan(
         "uploads": _wire_uploads(model=model, train=train, test=test),
         "label": label,
         "policy": dataclasses.asdict(policy),
-        "sweep": {"n_shadow_models": n_shadow_models, "random_state": random_state},
+        "sweep": {"max_reference_models": n_shadow_models, "random_state": random_state},
         "n_jobs": n_jobs,
         "max_bytes": max_bytes,
     }

@@ -6,8 +6,9 @@ Two tools live here:
   sizes, kernel width, parameter count) and reports each rule that applies as
   a :class:`RuleFinding`. It trains nothing and takes milliseconds.
 * :class:`HyperparameterScan` refits the model at a few settings of its risky
-  hyperparameters, attacks each refit with LiRA, and recommends the setting
-  with the lowest attack AUC that keeps held-out accuracy.
+  hyperparameters, attacks the refits that keep held-out accuracy with RMIA
+  by successive halving, and recommends a setting only when it is clearly
+  safer than the audited one.
 
 Both look through Pipelines (and ``CalibratedClassifierCV``) to the estimator
 that holds the learned state; preprocessing steps in front do not matter.
@@ -53,8 +54,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from attacks.exceptions import AttackError, PolicyError
-from attacks.lira import LiRAAttack
-from attacks.shadows import fit_quietly, reseeded_clone
+from attacks.metrics import attack_metrics
+from attacks.rmia import RMIAAttack
+from attacks.shadows import ShadowPool, fit_quietly, reseeded_clone, shadow_pool_fit
 from attacks.target import Target
 
 # --------------------------------------------------------------------------
@@ -479,22 +481,53 @@ _ACCURACY_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
+class SweepReference:
+    """The audit's strongest attack on the audited model: the figure a change must beat.
+
+    Attributes
+    ----------
+    attack : str
+        Its title as the report gives it, e.g. ``"RMIA (16 reference models)"``.
+    auc, auc_ci : float, tuple of float
+        Its AUC on the audited model and the 95% interval.
+    tpr_at_1pct_fpr : float or None
+        Its TPR at 1% FPR; None when too few non-members to resolve it.
+    n_reference_models : int
+        Reference (shadow) models the audit trained; 0 for attacks that need none.
+    """
+
+    attack: str
+    auc: float
+    auc_ci: tuple[float, float]
+    tpr_at_1pct_fpr: float | None
+    n_reference_models: int
+
+
+@dataclass(frozen=True)
 class SweepPoint:
     """Attack and accuracy results for one hyperparameter setting.
 
     Attributes
     ----------
     param : str or None
-        Parameter changed (nested name in a Pipeline); None for the model as given.
+        Parameter changed (nested name in a Pipeline). The audited model has
+        None in ``original_`` and the first swept parameter in ``points_``.
     value : JSON-able
         Its value at this point.
     is_original : bool
         True when this is the audited model itself, unchanged.
     auc, auc_ci : float, tuple of float
-        LiRA's attack AUC and its 95% interval.
+        Attack AUC and its 95% interval.
     tpr_at_1pct_fpr : float or None
-        LiRA's TPR at 1% FPR; None when too few non-members to resolve it.
+        TPR at 1% FPR; None when too few non-members to resolve it.
     test_accuracy, train_accuracy : float
+    attack : str
+        What measured ``auc``: the sweep's RMIA, or the audit's own strongest
+        attack for the audited model when the audit gave it.
+    n_reference_models : int
+        Reference models behind ``auc``: the most this setting was given.
+    note : str
+        Why the sweep stopped measuring it, or that it was confirmed.
     """
 
     param: str | None
@@ -505,6 +538,9 @@ class SweepPoint:
     tpr_at_1pct_fpr: float | None
     test_accuracy: float
     train_accuracy: float
+    attack: str
+    n_reference_models: int
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The point as a plain, JSON-able dict."""
@@ -515,16 +551,19 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The sweep's advice: the lowest-AUC setting within the accuracy tolerance.
+    """The sweep's advice: a setting clearly safer than the audited one, or none.
 
-    ``param`` and ``value`` are None when the current setting is already best.
-    ``auc_reduction`` is original AUC minus this AUC; ``accuracy_change`` is this
-    held-out accuracy minus the original's.
+    ``param`` and ``value`` are None when no swept setting is clearly safer;
+    ``auc``, ``auc_ci`` and ``n_reference_models`` are then the current
+    setting's. ``auc_reduction`` is the current AUC minus this AUC;
+    ``accuracy_change`` is this held-out accuracy minus the original's.
     """
 
     param: str | None
     value: Any
     auc: float
+    auc_ci: tuple[float, float]
+    n_reference_models: int
     test_accuracy: float
     auc_reduction: float
     accuracy_change: float
@@ -535,8 +574,50 @@ class Recommendation:
         return asdict(self)
 
 
+@dataclass
+class _Setting:
+    """One setting in the sweep: its refitted target, reference pool and latest point."""
+
+    param: str | None
+    value: Any
+    target: Target
+    test_accuracy: float
+    train_accuracy: float
+    pool: ShadowPool | None = None
+    point: SweepPoint | None = None
+
+    @property
+    def label(self) -> str:
+        if self.param is None:
+            return "the current setting"
+        return f"{self.param.split('__')[-1]}={self.value!r}"
+
+
 class HyperparameterScan(BaseEstimator):
-    """Refit the model across risky hyperparameters and attack each refit.
+    """Refit the model across risky hyperparameters and attack the refits that keep accuracy.
+
+    The sweep is successive halving with RMIA (online). Every setting, the
+    audited one included, is attacked on the same reference splits and seeds,
+    so differences between settings come from the hyperparameter:
+
+    1. Every changed setting is refitted on the training records. One whose
+       held-out accuracy is below the original's minus ``accuracy_tolerance``
+       goes to ``skipped_`` and is never attacked.
+    2. The audited setting and the remaining ones are attacked with
+       ``n_reference_models`` reference models each. A setting is dropped as
+       clearly riskier when the low end of its AUC's 95% interval lies above
+       the high end of the lowest-risk setting's interval (lowest AUC, then
+       lowest TPR at 1% FPR). The rest get twice as many reference models, and
+       so on, until one is left or the next count would pass
+       ``max_reference_models``.
+    3. The confirmation count N is the reference's count when one is given
+       (the audit's strongest attack), else ``max_reference_models``; rounded
+       up to a multiple of ``n_reference_models``. The current setting's
+       figure A is the reference's AUC when one is given, else the sweep's own
+       RMIA with N reference models. The lowest-risk survivor,
+       if it is a change whose interval already lies wholly below A, is
+       attacked again with N reference models and recommended only if its
+       interval still lies wholly below A. Otherwise no change is recommended.
 
     Parameters
     ----------
@@ -545,22 +626,24 @@ class HyperparameterScan(BaseEstimator):
         for a Pipeline, the final step's own names (``"gamma"``). None uses
         :data:`DEFAULT_GRIDS` for the model's class; an unknown class gives an
         empty sweep. The model's own value is always added.
-    n_shadow_models : int, default=8
-        LiRA shadow models per point.
+    n_reference_models : int, default=2
+        Reference models per setting in the first rung; each rung doubles it.
+    max_reference_models : int, default=4
+        The most reference models a rung gives a setting; without a reference,
+        also the count a recommendation is confirmed with.
     accuracy_tolerance : float, default=0.01
         A setting qualifies when its held-out accuracy is at least the
         original's minus this (0.01 is one percentage point).
     random_state : int, RandomState instance or None, default=None
-        Seeds LiRA and the refits. Every point uses the same shadow splits, so
-        differences between points come from the hyperparameter, not the split.
+        Seeds the refits and the reference models.
     n_jobs : int or None, default=None
-        Processes that train LiRA's shadows; None uses every core.
+        Processes that train reference models; None uses every core.
 
     Attributes
     ----------
     points_ : list of SweepPoint
-        One per parameter and value; the model's own value is marked
-        ``is_original`` and shares the original's results.
+        One per attacked setting, at the most reference models it was given.
+        The audited model appears once, under the first swept parameter.
     original_ : SweepPoint or None
         The unchanged model (``param`` None); None when the sweep is empty.
     original_params_ : dict
@@ -568,55 +651,112 @@ class HyperparameterScan(BaseEstimator):
     recommendation_ : Recommendation or None
         None when the sweep is empty.
     skipped_ : list of dict
-        Points that could not be fitted or attacked, with the reason.
+        Settings not attacked: failed accuracy (with ``test_accuracy``), or
+        could not be fitted or attacked; each with the reason.
+    rung_counts_ : list of int
+        Reference models per setting in each rung of the halving.
+    n_confirmation_models_ : int
+        N above: the fewest reference models a recommendation rests on.
+    n_reference_fits_ : int
+        Reference models trained over the whole sweep (refits not counted).
     note_ : str
-        Why the sweep is empty, or "".
+        The rule the sweep followed, or why it is empty.
     """
 
     def __init__(
         self,
         grid=None,
         *,
-        n_shadow_models=8,
+        n_reference_models=2,
+        max_reference_models=4,
         accuracy_tolerance=0.01,
         random_state=None,
         n_jobs=None,
     ):
         self.grid = grid
-        self.n_shadow_models = n_shadow_models
+        self.n_reference_models = n_reference_models
+        self.max_reference_models = max_reference_models
         self.accuracy_tolerance = accuracy_tolerance
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, target: Target):
-        """Sweep every parameter of the grid and recommend a setting.
+    def fit(self, target: Target, reference: SweepReference | None = None, progress=None):
+        """Sweep every parameter of the grid and recommend a setting, or none.
 
         Parameters
         ----------
         target : Target
+        reference : SweepReference, optional
+            The audit's strongest attack on ``target``'s model. Without it the
+            sweep measures the audited setting itself.
+        progress : callable(stage, fraction), optional
+            Called before each refit and attack with a stage such as
+            ``"sweep: gamma=0.1 (3 of 7, 2 reference models)"`` and the
+            fraction of the sweep done, in [0, 1).
 
         Returns
         -------
         self
         """
+        self._check_params()
+        grid = self._resolve_grid(target)
+        self._reset(target, grid, reference)
+        if not grid:
+            return self
+        rng = check_random_state(self.random_state)
+        model_seed, pool_seed = (int(s) for s in rng.randint(2**31 - 1, size=2))
+        steps = _Steps(progress, n_stages=len(self.rung_counts_) + 2)
+        original = _setting(target, None, None)
+        settings = self._refits(target, grid, model_seed, original, steps)
+        survivors = self._halve([original, *settings], pool_seed, steps)
+        self.recommendation_ = self._decide(original, survivors, reference, pool_seed, steps)
+        self.original_ = original.point
+        self.points_ = _points(grid, original, settings, self.original_params_)
+        return self
+
+    def _check_params(self) -> None:
         if self.accuracy_tolerance < 0:
             raise ValueError("accuracy_tolerance must be non-negative")
-        grid = self._resolve_grid(target)
+        if int(self.n_reference_models) < 1:
+            raise ValueError("n_reference_models must be at least 1")
+        if self.max_reference_models < self.n_reference_models:
+            raise ValueError("max_reference_models must be at least n_reference_models")
+
+    def _reset(self, target: Target, grid: dict, reference: SweepReference | None) -> None:
         params = target.model.get_params(deep=True)
         self.original_params_ = {name: _plain(params[name]) for name in grid}
         self.points_, self.skipped_ = [], []
         self.original_, self.recommendation_ = None, None
-        self.note_ = "" if grid else _empty_note(target.model)
-        if not grid:
-            return self
-        rng = check_random_state(self.random_state)
-        lira_seed, model_seed = (int(s) for s in rng.randint(2**31 - 1, size=2))
-        self.original_ = self._measure(target, None, None, lira_seed)
-        for name, values in grid.items():
-            for value in values:
-                self._add_point(target, name, value, lira_seed, model_seed)
-        self.recommendation_ = _recommend(self.original_, self.points_, self.accuracy_tolerance)
-        return self
+        self.n_reference_fits_ = 0
+        self.rung_counts_ = self._rung_counts()
+        self.n_confirmation_models_ = self._confirmation_count(reference)
+        self.note_ = self._rule_note(reference) if grid else _empty_note(target.model)
+
+    def _rung_counts(self) -> list[int]:
+        counts, n = [], int(self.n_reference_models)
+        while n <= self.max_reference_models:
+            counts.append(n)
+            n *= 2
+        return counts
+
+    def _confirmation_count(self, reference: SweepReference | None) -> int:
+        n = self.max_reference_models if reference is None else reference.n_reference_models
+        step = int(self.n_reference_models)
+        return max(-(-int(n) // step) * step, step)
+
+    def _rule_note(self, reference: SweepReference | None) -> str:
+        n = self.n_confirmation_models_
+        current = f"the audit's {reference.attack}" if reference else f"RMIA with {n} models"
+        return (
+            f"Settings more than {self.accuracy_tolerance * 100:g} percentage point(s) below "
+            "the original's held-out accuracy were refitted but not attacked. The others were "
+            f"attacked with RMIA (online) on shared reference splits, {self.n_reference_models} "
+            "reference models each at first; a setting whose AUC interval lay wholly above the "
+            "lowest-risk setting's was dropped and the rest got twice as many, up to "
+            f"{self.rung_counts_[-1]}. A change is recommended only if, with {n} reference "
+            "models, its 95% AUC interval lies wholly below the current setting's AUC "
+            f"({current})."
+        )
 
     def _resolve_grid(self, target: Target) -> dict[str, list]:
         core, prefix = _core_template(target.model)
@@ -629,35 +769,230 @@ class HyperparameterScan(BaseEstimator):
         params = target.model.get_params(deep=True)
         return {name: _with_original(values, params[name]) for name, values in grid.items()}
 
-    def _add_point(self, target: Target, name: str, value, lira_seed: int, model_seed: int):
-        original = self.original_params_[name]
-        if _same_value(value, original):
-            self.points_.append(replace(self.original_, param=name, value=original))
-            return
+    def _refits(self, target, grid, model_seed: int, original: _Setting, steps) -> list[_Setting]:
+        """Every changed setting, refitted; those below the accuracy floor are skipped."""
+        floor = original.test_accuracy - self.accuracy_tolerance - _ACCURACY_SLACK
+        changes = [
+            (name, value)
+            for name, values in grid.items()
+            for value in values
+            if not _same_value(value, self.original_params_[name])
+        ]
+        settings = []
+        for i, (name, value) in enumerate(changes):
+            steps.report(0, i, len(changes), f"refitting {name.split('__')[-1]}={value!r}")
+            setting = self._refit(target, name, value, model_seed)
+            if setting is not None and setting.test_accuracy < floor:
+                self._skip(setting, self._accuracy_reason(setting, original))
+            elif setting is not None:
+                settings.append(setting)
+        return settings
+
+    def _refit(self, target: Target, name: str, value, model_seed: int) -> _Setting | None:
         try:
             model = reseeded_clone(target.model, model_seed).set_params(**{name: value})
             fit_quietly(model, target.X_train, target.y_train)
-            point = self._measure(replace(target, model=model), name, value, lira_seed)
+            return _setting(replace(target, model=model), name, value)
         except (AttackError, ValueError) as exc:
             self.skipped_.append({"param": name, "value": _plain(value), "reason": str(exc)})
-            return
-        self.points_.append(point)
+            return None
 
-    def _measure(self, target: Target, name, value, lira_seed: int) -> SweepPoint:
-        attack = LiRAAttack(
-            self.n_shadow_models, online=True, random_state=lira_seed, n_jobs=self.n_jobs
-        ).fit(target)
-        model = target.model
-        return SweepPoint(
-            param=name,
-            value=_plain(value),
-            is_original=name is None,
-            auc=attack.metrics_.auc,
-            auc_ci=tuple(attack.metrics_.auc_ci),
-            tpr_at_1pct_fpr=attack.metrics_.tpr_at_fpr.get("0.01"),
-            test_accuracy=float(accuracy_score(target.y_test, model.predict(target.X_test))),
-            train_accuracy=float(accuracy_score(target.y_train, model.predict(target.X_train))),
+    def _accuracy_reason(self, setting: _Setting, original: _Setting) -> str:
+        return (
+            f"Held-out accuracy {setting.test_accuracy:.3f} is more than "
+            f"{self.accuracy_tolerance * 100:g} percentage point(s) below the original's "
+            f"{original.test_accuracy:.3f}, so it was not attacked."
         )
+
+    def _skip(self, setting: _Setting, reason: str) -> None:
+        self.skipped_.append(
+            {
+                "param": setting.param,
+                "value": _plain(setting.value),
+                "reason": reason,
+                "test_accuracy": setting.test_accuracy,
+            }
+        )
+
+    def _halve(self, settings: list[_Setting], pool_seed: int, steps) -> list[_Setting]:
+        """Successive halving: attack the survivors, drop the clearly riskier, double."""
+        alive = settings
+        for rung, n_models in enumerate(self.rung_counts_, start=1):
+            if len(alive) < 2:
+                break
+            attacked = []
+            for i, setting in enumerate(alive):
+                steps.report(rung, i, len(alive), setting.label, n_models)
+                if self._attack_or_skip(setting, n_models, pool_seed):
+                    attacked.append(setting)
+            alive = _without_clearly_riskier(attacked, n_models)
+        return alive
+
+    def _attack_or_skip(self, setting: _Setting, n_models: int, pool_seed: int) -> bool:
+        """Attack a changed setting; one that cannot be attacked is skipped, not fatal."""
+        if setting.param is None:
+            self._attack(setting, n_models, pool_seed)
+            return True
+        try:
+            self._attack(setting, n_models, pool_seed)
+        except (AttackError, ValueError) as exc:
+            self._skip(setting, str(exc))
+            return False
+        return True
+
+    def _attack(self, setting: _Setting, n_models: int, pool_seed: int) -> None:
+        """Grow the setting's reference pool to ``n_models`` and score it with RMIA.
+
+        Reference model k's split and seed depend only on ``pool_seed`` and k
+        (:func:`attacks.shadows.shadow_mask`), so every setting with the same
+        count has the same splits and seeds, however its pool grew.
+        """
+        start = 0 if setting.pool is None else setting.pool.n_shadow_models
+        if start < n_models:
+            part = shadow_pool_fit(
+                setting.target,
+                n_shadow_models=n_models - start,
+                start=start,
+                random_state=pool_seed,
+                n_jobs=self.n_jobs,
+            )
+            setting.pool = part if setting.pool is None else setting.pool.joined(part)
+            self.n_reference_fits_ += n_models - start
+        attack = RMIAAttack(online=True).fit(setting.target, pool=setting.pool)
+        setting.point = _point(setting, attack, n_models)
+
+    def _decide(self, original, survivors, reference, pool_seed: int, steps) -> Recommendation:
+        """The rule of step 3 in the class docstring."""
+        n = self.n_confirmation_models_
+        best = survivors[0] if len(survivors) == 1 else min(survivors, key=_risk)
+        current = self._score_current(original, reference, pool_seed, steps)
+        tolerance = self.accuracy_tolerance
+        if best is original:
+            return _keep_current(current, tolerance)
+        if best.point.auc_ci[1] < current.auc and best.point.n_reference_models < n:
+            steps.confirming(f"confirming {best.label}", n)
+            self._attack(best, n, pool_seed)
+        if best.point.auc_ci[1] < current.auc and best.point.n_reference_models >= n:
+            best.point = replace(best.point, note=f"Recommended, confirmed with {n} models.")
+            return _change_to(best.point, current, best.label)
+        return _nothing_clearly_safer(best.point, current, best.label, tolerance)
+
+    def _score_current(self, original, reference, pool_seed: int, steps) -> SweepPoint:
+        """A: the audit's own figure if given, else RMIA with the confirmation count."""
+        n = self.n_confirmation_models_
+        if reference is not None:
+            original.point = _reference_point(original, reference, original.point)
+        elif original.point is None or original.point.n_reference_models < n:
+            steps.confirming("scoring the current setting", n)
+            self._attack(original, n, pool_seed)
+        return original.point
+
+
+class _Steps:
+    """Progress of the sweep: stage k of ``n_stages`` (refits, rungs, confirmation)."""
+
+    def __init__(self, progress, *, n_stages: int):
+        self.progress = progress
+        self.n_stages = n_stages
+
+    def report(self, stage: int, i: int, n: int, what: str, n_models: int | None = None):
+        if self.progress is None:
+            return
+        count = f"{i + 1} of {n}" + ("" if n_models is None else f", {n_models} reference models")
+        self.progress(f"sweep: {what} ({count})", (stage + i / n) / self.n_stages)
+
+    def confirming(self, what: str, n_models: int) -> None:
+        if self.progress is not None:
+            done = 1 - 1 / self.n_stages
+            self.progress(f"sweep: {what} with {n_models} reference models", done)
+
+
+def _setting(target: Target, name: str | None, value) -> _Setting:
+    model = target.model
+    return _Setting(
+        param=name,
+        value=value,
+        target=target,
+        test_accuracy=float(accuracy_score(target.y_test, model.predict(target.X_test))),
+        train_accuracy=float(accuracy_score(target.y_train, model.predict(target.X_train))),
+    )
+
+
+def _point(setting: _Setting, attack: RMIAAttack, n_models: int) -> SweepPoint:
+    """The setting's point; the attack's mirror when it ranks members clearly last.
+
+    An AUC whose interval lies wholly below 0.5 separates members as well as its
+    mirror does: an overfitted SVC's Platt scaling, fitted on cross-validated
+    margins, can give its own training records the lower confidence (100 noisy
+    rows at gamma 10: RMIA AUC 0.01, LiRA 0.99). The sweep ranks settings by
+    risk, so it scores the mirror rather than call such a setting safe.
+    """
+    metrics, title = attack.metrics_, f"RMIA ({n_models} reference models)"
+    if metrics.auc_ci[1] < 0.5:
+        metrics = attack_metrics(attack.membership_, -attack.scores_)
+        title = f"RMIA ({n_models} reference models, mirrored)"
+    return SweepPoint(
+        param=setting.param,
+        value=_plain(setting.value),
+        is_original=setting.param is None,
+        auc=metrics.auc,
+        auc_ci=tuple(metrics.auc_ci),
+        tpr_at_1pct_fpr=metrics.tpr_at_fpr.get("0.01"),
+        test_accuracy=setting.test_accuracy,
+        train_accuracy=setting.train_accuracy,
+        attack=title,
+        n_reference_models=n_models,
+    )
+
+
+def _reference_point(original: _Setting, reference: SweepReference, measured) -> SweepPoint:
+    note = "Scored by the audit's strongest attack."
+    if measured is not None:
+        note += f" The sweep's own {measured.attack} gave AUC {measured.auc:.3f}."
+    return SweepPoint(
+        param=None,
+        value=None,
+        is_original=True,
+        auc=float(reference.auc),
+        auc_ci=tuple(reference.auc_ci),
+        tpr_at_1pct_fpr=reference.tpr_at_1pct_fpr,
+        test_accuracy=original.test_accuracy,
+        train_accuracy=original.train_accuracy,
+        attack=reference.attack,
+        n_reference_models=int(reference.n_reference_models),
+        note=note,
+    )
+
+
+def _risk(setting: _Setting) -> tuple:
+    """Lowest AUC, then lowest TPR at 1% FPR, then no change."""
+    point = setting.point
+    tpr = math.inf if point.tpr_at_1pct_fpr is None else point.tpr_at_1pct_fpr
+    return point.auc, tpr, not point.is_original
+
+
+def _without_clearly_riskier(settings: list[_Setting], n_models: int) -> list[_Setting]:
+    """Drop each setting whose AUC interval lies wholly above the lowest-risk one's."""
+    if not settings:
+        return settings
+    best = min(settings, key=_risk)
+    kept = []
+    for setting in settings:
+        if setting.point.auc_ci[0] > best.point.auc_ci[1]:
+            note = f"Dropped at {n_models} reference models: clearly riskier than {best.label}."
+            setting.point = replace(setting.point, note=note)
+        else:
+            kept.append(setting)
+    return kept
+
+
+def _points(grid: dict, original: _Setting, settings: list[_Setting], own: dict) -> list:
+    """Attacked settings in grid order, the original once, under the first parameter."""
+    first = next(iter(grid))
+    rest = [s.point for s in settings if s.point is not None]
+    mine = replace(original.point, param=first, value=own[first])
+    before = [p for p in rest if p.param == first and _sort_key(p.value) < _sort_key(mine.value)]
+    return rest[: len(before)] + [mine] + rest[len(before) :]
 
 
 def sweep_rows(scan: HyperparameterScan) -> list[dict[str, Any]]:
@@ -699,9 +1034,9 @@ def _param_name(model, prefix: str, name: str) -> str:
 
 
 def _clip_neighbours(grid: dict[str, list], target: Target) -> dict[str, list]:
-    """Keep default ``n_neighbors`` below the smallest likely shadow training set.
+    """Keep default ``n_neighbors`` below the smallest likely reference training set.
 
-    LiRA's shadows train on random halves of members plus non-members; a third
+    Reference models train on random halves of members plus non-members; a third
     of that pool is several standard deviations below half for any usable size.
     """
     limit = max(1, min(target.n_members, (target.n_members + target.n_non_members) // 3))
@@ -736,47 +1071,57 @@ def _same_value(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _recommend(original: SweepPoint, points: list[SweepPoint], tolerance: float):
-    floor = original.test_accuracy - tolerance - _ACCURACY_SLACK
-    eligible = [p for p in points if p.test_accuracy >= floor] + [original]
-    best = min(eligible, key=lambda p: _preference(p, original))
-    if best.is_original:
-        return _keep_current(original, tolerance)
-    return _change_to(best, original)
-
-
-def _preference(point: SweepPoint, original: SweepPoint) -> tuple:
-    """Lowest AUC, then lowest TPR at 1% FPR, then no change, then least accuracy change."""
-    tpr = math.inf if point.tpr_at_1pct_fpr is None else point.tpr_at_1pct_fpr
-    change = abs(point.test_accuracy - original.test_accuracy)
-    return point.auc, tpr, not point.is_original, change
-
-
-def _keep_current(original: SweepPoint, tolerance: float) -> Recommendation:
+def _keep_current(current: SweepPoint, tolerance: float) -> Recommendation:
     text = (
         f"The current setting is already the safest within {tolerance * 100:g} percentage "
-        f"point(s) of held-out accuracy: no swept value lowers attack AUC below "
-        f"{original.auc:.2f}."
+        f"point(s) of held-out accuracy: no swept setting scored a lower attack AUC than its "
+        f"{current.auc:.2f} (from {current.attack})."
     )
-    return Recommendation(None, None, original.auc, original.test_accuracy, 0.0, 0.0, text)
+    return _no_change(current, text)
 
 
-def _change_to(best: SweepPoint, original: SweepPoint) -> Recommendation:
-    short = best.param.split("__")[-1]
+def _nothing_clearly_safer(best: SweepPoint, current: SweepPoint, label: str, tolerance):
+    low, high = best.auc_ci
     text = (
-        f"Setting {short}={best.value!r} lowers attack AUC from {original.auc:.2f} to "
-        f"{best.auc:.2f} while held-out accuracy moves from {original.test_accuracy:.3f} "
-        f"to {best.test_accuracy:.3f}."
+        f"No swept setting is clearly safer within {tolerance * 100:g} percentage point(s) of "
+        f"held-out accuracy: the lowest-risk one, {label}, scored attack AUC {best.auc:.2f} "
+        f"(95% CI {low:.2f}-{high:.2f}, from {best.attack}), not wholly below the current "
+        f"setting's {current.auc:.2f} (from {current.attack})."
     )
-    if best.auc >= original.auc_ci[0]:
-        text += " The drop lies within the original AUC's 95% interval, so it may be noise."
+    return _no_change(current, text)
+
+
+def _no_change(current: SweepPoint, text: str) -> Recommendation:
+    return Recommendation(
+        param=None,
+        value=None,
+        auc=current.auc,
+        auc_ci=current.auc_ci,
+        n_reference_models=current.n_reference_models,
+        test_accuracy=current.test_accuracy,
+        auc_reduction=0.0,
+        accuracy_change=0.0,
+        text=text,
+    )
+
+
+def _change_to(best: SweepPoint, current: SweepPoint, label: str) -> Recommendation:
+    low, high = best.auc_ci
+    text = (
+        f"Setting {label} lowers attack AUC from {current.auc:.2f} to {best.auc:.2f} "
+        f"(95% CI {low:.2f}-{high:.2f}) while held-out accuracy moves from "
+        f"{current.test_accuracy:.3f} to {best.test_accuracy:.3f}. The current AUC is "
+        f"from {current.attack}, the new one from {best.attack}."
+    )
     return Recommendation(
         param=best.param,
         value=best.value,
         auc=best.auc,
+        auc_ci=best.auc_ci,
+        n_reference_models=best.n_reference_models,
         test_accuracy=best.test_accuracy,
-        auc_reduction=original.auc - best.auc,
-        accuracy_change=best.test_accuracy - original.test_accuracy,
+        auc_reduction=current.auc - best.auc,
+        accuracy_change=best.test_accuracy - current.test_accuracy,
         text=text,
     )
 

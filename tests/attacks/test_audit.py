@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.audit import AuditConfig, Record, Upload, audit_run, target_from_uploads
+from attacks.audit import (
+    AuditConfig,
+    Record,
+    Upload,
+    _sweep_reference,
+    audit_run,
+    target_from_uploads,
+)
 from attacks.datasets import FAMOUS_PATIENT
 from attacks.exceptions import AuditError, IntakeError
 from attacks.policy import load_policy
@@ -150,6 +157,34 @@ def test_sweep_is_in_the_report(famous_leaky):
     assert sweep["original"]["is_original"] is True
     assert {p["param"] for p in sweep["points"]} == {"gamma", "C"}
     assert sweep["recommendation"]["value"] != 3.0
+
+
+def test_sweep_is_held_to_the_strongest_attack_with_progress_per_setting(famous_leaky):
+    config = AuditConfig(
+        n_shadow_models=4, n_jobs=2, attacks=("rmia",), sweep=True, n_sweep_shadow_models=2
+    )
+    calls = []
+    report = audit_run(
+        famous_leaky, config=config, policy=POLICY, progress=lambda s, d: calls.append((s, d))
+    )
+    rmia, sweep = report["attacks"][0], report["sweep"]
+    assert (sweep["original"]["auc"], sweep["original"]["attack"]) == (rmia["auc"], rmia["title"])
+    assert sweep["recommendation"]["n_reference_models"] >= 4
+    assert "successive halving" in sweep["attack"]
+    steps = [(s, d) for s, d in calls if s.startswith("sweep: ")]
+    assert steps and all(0.7 <= d < 1.0 for _, d in steps)
+    assert any(s.startswith("sweep: gamma=0.01 (") for s, _ in steps)
+
+
+def test_the_sweep_needs_the_audits_reference_count_even_from_an_attack_without_one(
+    famous_leaky,
+):
+    config = AuditConfig(n_shadow_models=4, n_jobs=2, attacks=("shadow", "lira"), sweep=False)
+    attacks = audit_run(famous_leaky, config=config, policy=POLICY)["attacks"]
+    shadow = dict(attacks[0], auc=1.0)  # the strongest, and it trains no reference models
+    reference = _sweep_reference([shadow, attacks[1]])
+    assert (reference.attack, reference.auc) == (shadow["title"], 1.0)
+    assert reference.n_reference_models == 4
 
 
 def test_an_unexpected_error_in_shadow_training_is_isolated(famous_leaky, monkeypatch):

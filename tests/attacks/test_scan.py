@@ -15,7 +15,8 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 from attacks.exceptions import AttackError, PolicyError
-from attacks.scan import HyperparameterScan, check_rules, sweep_rows
+from attacks.rmia import RMIAAttack
+from attacks.scan import HyperparameterScan, SweepReference, check_rules, sweep_rows
 from attacks.target import Target
 
 
@@ -186,26 +187,89 @@ def test_findings_are_json_able():
 
 @pytest.fixture(scope="module")
 def overfit_svc():
-    return make_target(SVC(gamma=10, probability=True), noise=0.2)
+    return make_target(SVC(gamma=10, probability=True, random_state=0), n=400, noise=0.2)
 
 
 def scan(**kwargs):
-    kwargs = {"n_shadow_models": 4, "random_state": 0, "n_jobs": 1, **kwargs}
-    return HyperparameterScan(**kwargs)
+    kwargs = {"n_reference_models": 2, "max_reference_models": 4, "random_state": 0, **kwargs}
+    return HyperparameterScan(n_jobs=1, **kwargs)
+
+
+def rmia_reference(target, n_models):
+    m = RMIAAttack(n_models, random_state=1, n_jobs=1).fit(target).metrics_
+    return SweepReference(
+        f"RMIA ({n_models} reference models)", m.auc, m.auc_ci, m.tpr_at_fpr["0.01"], n_models
+    )
 
 
 def test_sweep_recommends_a_safer_gamma(overfit_svc):
-    result = scan(n_jobs=2).fit(overfit_svc)
-    params = {p.param for p in result.points_}
-    originals = [p for p in result.points_ if p.is_original]
+    result = scan().fit(overfit_svc)
     rec = result.recommendation_
-    assert params == {"gamma", "C"}
-    assert len(result.points_) == 8
-    assert {(p.param, p.value) for p in originals} == {("gamma", 10), ("C", 1.0)}
-    assert rec.value != 10 and rec.param is not None
-    assert rec.auc < result.original_.auc
+    assert {p.param for p in result.points_} == {"gamma", "C"}
+    assert [(p.param, p.value) for p in result.points_ if p.is_original] == [("gamma", 10)]
+    assert rec.param == "gamma" and rec.value != 10
+    assert rec.auc_ci[1] < result.original_.auc
     assert rec.test_accuracy >= result.original_.test_accuracy - 0.01
-    assert rec.text.startswith(f"Setting {rec.param}=")
+    assert rec.text.startswith(f"Setting gamma={rec.value!r} lowers attack AUC from ")
+
+
+def test_audited_gamma_is_scored_as_exposed_as_the_audits_rmia(famous_leaky):
+    audit = rmia_reference(famous_leaky, 8)
+    result = scan(max_reference_models=8).fit(famous_leaky)
+    audited = [p for p in result.points_ if p.is_original]
+    assert [(p.param, p.value) for p in audited] == [("gamma", 3.0)]
+    assert audited[0].auc == result.original_.auc >= audit.auc_ci[0]
+    assert result.original_.n_reference_models == 8
+    assert result.recommendation_.text.startswith(f"Setting gamma={result.recommendation_.value}")
+
+
+def test_recommendation_rests_on_no_fewer_models_than_the_audit(famous_leaky):
+    audit = rmia_reference(famous_leaky, 8)
+    result = scan().fit(famous_leaky, reference=audit)
+    rec = result.recommendation_
+    assert result.rung_counts_ == [2, 4] and result.n_confirmation_models_ == 8
+    assert rec.param == "gamma" and rec.n_reference_models >= 8
+    assert rec.auc_ci[1] < audit.auc
+    assert (result.original_.auc, result.original_.attack) == (audit.auc, audit.attack)
+    assert f"from {audit.auc:.2f} to {rec.auc:.2f}" in rec.text
+
+
+def test_no_change_is_recommended_unless_clearly_below_the_audit(famous_leaky):
+    weak = SweepReference("Worst-case attack", 0.55, (0.5, 0.6), 0.01, 0)
+    result = scan().fit(famous_leaky, reference=weak)
+    assert result.recommendation_.param is None
+    assert result.recommendation_.text.startswith("No swept setting is clearly safer")
+    assert result.recommendation_.auc == 0.55
+
+
+def test_a_setting_that_fails_accuracy_is_refitted_but_never_attacked(famous_leaky, monkeypatch):
+    import attacks.scan
+    import attacks.shadows
+
+    fitted_gammas, real_fit = [], attacks.shadows.fit_quietly
+
+    def counting_fit(model, X, y):
+        fitted_gammas.append(model.get_params()["gamma"])
+        return real_fit(model, X, y)
+
+    monkeypatch.setattr(attacks.shadows, "fit_quietly", counting_fit)
+    monkeypatch.setattr(attacks.scan, "fit_quietly", counting_fit)
+    result = scan(grid={"gamma": [0.1, 10]}).fit(famous_leaky)
+    assert fitted_gammas.count(10) == 1  # the refit: its accuracy is 0.54, the original's 0.70
+    assert [(s["value"], s["test_accuracy"]) for s in result.skipped_] == [(10, 0.54)]
+    assert [p.value for p in result.points_] == [0.1, 3.0]
+    reference_fits = fitted_gammas.count(0.1) - 1 + fitted_gammas.count(3.0)
+    assert reference_fits == result.n_reference_fits_ > 0
+
+
+def test_an_attack_that_ranks_members_last_is_scored_as_its_mirror():
+    # 100 rows at gamma 10: Platt scaling gives the training records the lower
+    # confidence, and RMIA's AUC falls far below 0.5 (LiRA: 0.99).
+    target = make_target(SVC(gamma=10, probability=True, random_state=0), noise=0.2)
+    result = scan(grid={"gamma": [0.1]}).fit(target)
+    assert result.original_.attack == "RMIA (4 reference models, mirrored)"
+    assert result.original_.auc > 0.9
+    assert result.recommendation_.value == 0.1
 
 
 def test_sweep_is_deterministic_and_json_able(overfit_svc):
@@ -214,6 +278,18 @@ def test_sweep_is_deterministic_and_json_able(overfit_svc):
     assert first.points_ == second.points_
     assert first.recommendation_ == second.recommendation_
     json.dumps({"rows": sweep_rows(first), "rec": first.recommendation_.to_dict()})
+
+
+def test_progress_names_every_setting_in_order(famous_leaky):
+    calls = []
+    result = scan().fit(famous_leaky, progress=lambda stage, done: calls.append((stage, done)))
+    stages = [stage for stage, _ in calls]
+    fractions = [done for _, done in calls]
+    assert fractions == sorted(fractions) and fractions[0] >= 0 and fractions[-1] < 1
+    assert "sweep: refitting gamma=0.1 (2 of 6)" in stages
+    assert "sweep: the current setting (1 of 5, 2 reference models)" in stages
+    attacked = {f"{p.param}={p.value!r}" for p in result.points_ if not p.is_original}
+    assert all(any(stage.startswith(f"sweep: {a} (") for stage in stages) for a in attacked)
 
 
 def test_sweep_prefixes_pipeline_step_names():
