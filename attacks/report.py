@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import platform
@@ -11,6 +12,7 @@ from importlib import metadata
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from attacks.base import MembershipAttack
@@ -153,11 +155,14 @@ def _own_version() -> str:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` as JSON-able data: numpy scalars unwrapped, NaN as None, objects as repr."""
+    """``value`` as JSON-able data: numpy scalars unwrapped, NaN as None, sets sorted, any
+    other object :func:`described <describe>` (never its repr, which may hold an address)."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((json_safe(v) for v in value), key=repr)
     if isinstance(value, np.ndarray):
         return json_safe(value.tolist())
     if isinstance(value, np.generic):
@@ -166,7 +171,32 @@ def json_safe(value: Any) -> Any:
         return None
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    return repr(value)
+    return describe(value)
+
+
+def describe(value: object) -> str:
+    """A stable name for an object JSON has no form for, the same in every run.
+
+    An estimator is shown as its class and the parameters it changed
+    (``"DecisionTreeClassifier(max_depth=3)"``), a class or function by its name,
+    anything else by its type (``"RandomState instance"``).
+    """
+    if isinstance(value, BaseEstimator):
+        changed = json_safe(_changed_params(value))
+        return f"{type(value).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+    name = getattr(value, "__qualname__", None)
+    return name if isinstance(name, str) else f"{type(value).__name__} instance"
+
+
+def _changed_params(estimator: BaseEstimator) -> dict[str, Any]:
+    """The parameters that differ from the class's defaults, compared as scikit-learn's
+    own repr compares them (by repr, so arrays and NaN compare too)."""
+    defaults = inspect.signature(type(estimator).__init__).parameters
+    return {
+        k: v
+        for k, v in estimator.get_params(deep=False).items()
+        if k not in defaults or repr(v) != repr(defaults[k].default)
+    }
 
 
 def report_dumps(report: dict[str, Any]) -> str:
