@@ -111,7 +111,9 @@ def audit_run(
         dataclasses.asdict(f) for f in check_rules(target, thresholds=policy.sections["rules"])
     ]
     top_k = min(policy["audit", "top_k"], target.n_members)
-    fitted, attacks = _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress)
+    fitted, attacks, seconds = _run_attacks(
+        target, config, n_shadows, top_k, rec_X, rec_y, progress
+    )
     sweep = _run_sweep(target, config, progress) if config.sweep else None
     record_part = _record_part(target, record, rec_y, fitted) if record is not None else None
     verdict = verdict_decide(attacks=attacks, rules=rules, record=record_part, policy=policy)
@@ -127,13 +129,15 @@ def audit_run(
         verdict,
         fitted,
         n_shadows,
-        time.perf_counter() - started,
+        report.run_part(
+            seconds=time.perf_counter() - started, attack_seconds=seconds, n_jobs=config.n_jobs
+        ),
     )
 
 
 def _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress):
     """Run each attack in isolation: a failure is reported and the others go on."""
-    fitted, results = {}, []
+    fitted, results, seconds = {}, [], {}
     pool = _LazyPool(target, config, n_shadows, rec_X, rec_y)
     for i, name in enumerate(config.attacks):
         title, factory, uses_pool = ATTACKS[name]
@@ -144,9 +148,10 @@ def _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress):
             attack = factory(config, _seed(config.random_state, name))
             attack.fit(target, pool=pool.get() if uses_pool else None, X_extra=rec_X, y_extra=rec_y)
         except Exception as exc:  # noqa: BLE001 - isolation boundary: reported, never swallowed
-            seconds = time.perf_counter() - started
-            results.append(report.failed_attack_dict(name, title, _sentence(exc), seconds))
+            results.append(report.failed_attack_dict(name, title, _sentence(exc)))
             continue
+        finally:
+            seconds[name] = time.perf_counter() - started
         fitted[name] = attack
         exposed = report.exposed_records(
             target, attack, k=top_k, raw_values=config.include_raw_values
@@ -158,10 +163,9 @@ def _run_attacks(target, config, n_shadows, top_k, rec_X, rec_y, progress):
                 attack,
                 details=_details(attack),
                 exposed=exposed,
-                seconds=time.perf_counter() - started,
             )
         )
-    return fitted, results
+    return fitted, results, seconds
 
 
 class _LazyPool:
@@ -281,7 +285,7 @@ def _record_attack(name, attack, row) -> dict:
 
 
 def _assemble(
-    target, config, policy, attacks, rules, sweep, record_part, verdict, fitted, n_shadows, seconds
+    target, config, policy, attacks, rules, sweep, record_part, verdict, fitted, n_shadows, run
 ) -> dict:
     ran = [a for a in attacks if not a["error"]]
     strongest = max(ran, key=lambda a: (a["auc"], a["name"]), default=None)
@@ -301,13 +305,10 @@ def _assemble(
         "most_exposed": strongest["most_exposed"] if strongest else [],
         "policy": policy.to_dict(),
         "reproducibility": report.reproducibility(
-            seed=config.random_state,
-            n_shadow_models=n_shadows,
-            n_jobs=config.n_jobs,
-            attacks=config.attacks,
-            seconds=seconds,
+            seed=config.random_state, n_shadow_models=n_shadows, attacks=config.attacks
         ),
         "raw_values_included": config.include_raw_values,
+        "run": run,
     }
     if record_part is not None:
         out["record"] = record_part

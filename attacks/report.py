@@ -18,7 +18,8 @@ from sklearn.pipeline import Pipeline
 from attacks.base import MembershipAttack
 from attacks.target import Target
 
-SCHEMA_VERSION = "1.0"
+#: 2.0 moved what varies between runs of the same audit into ``run`` (see report_run).
+SCHEMA_VERSION = "2.0"
 VERSIONED_PACKAGES = ("numpy", "scipy", "scikit-learn", "pandas", "skops", "tre-audit")
 
 
@@ -27,7 +28,6 @@ def attack_dict(
     title: str,
     attack: MembershipAttack,
     *,
-    seconds: float,
     details: dict,
     exposed: list[dict],
 ) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def attack_dict(
     return {
         "name": name,
         "title": title,
-        "params": json_safe(attack.get_params()),
+        "params": json_safe(_without_execution(attack.get_params())),
         "error": None,
         "auc": m.auc,
         "auc_ci": list(m.auc_ci),
@@ -44,13 +44,12 @@ def attack_dict(
         "min_resolvable_fpr": m.min_resolvable_fpr,
         "advantage": m.advantage,
         "roc": {"fpr": m.roc_fpr, "tpr": m.roc_tpr},
-        "seconds": round(seconds, 3),
         "details": json_safe(details),
         "most_exposed": exposed,
     }
 
 
-def failed_attack_dict(name: str, title: str, error: str, seconds: float) -> dict[str, Any]:
+def failed_attack_dict(name: str, title: str, error: str) -> dict[str, Any]:
     """One entry of ``attacks[]`` for an attack that failed: every metric null."""
     return {
         "name": name,
@@ -63,7 +62,6 @@ def failed_attack_dict(name: str, title: str, error: str, seconds: float) -> dic
         "min_resolvable_fpr": None,
         "advantage": None,
         "roc": None,
-        "seconds": round(seconds, 3),
         "details": {},
         "most_exposed": [],
     }
@@ -120,7 +118,7 @@ def data_summary(target: Target, label: str) -> dict[str, Any]:
     }
 
 
-def reproducibility(*, seed, n_shadow_models, n_jobs, attacks, seconds) -> dict[str, Any]:
+def reproducibility(*, seed, n_shadow_models, attacks) -> dict[str, Any]:
     """What it takes to run the same audit again and get the same report."""
     versions = {"python": sys.version.split()[0]}
     for package in VERSIONED_PACKAGES:
@@ -131,20 +129,58 @@ def reproducibility(*, seed, n_shadow_models, n_jobs, attacks, seconds) -> dict[
     return {
         "seed": seed,
         "n_shadow_models": n_shadow_models,
-        "n_jobs": n_jobs,
         "attacks": list(attacks),
         "versions": versions,
         "platform": platform.platform(),
-        "seconds": round(seconds, 3),
     }
 
 
 def header() -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "tool": {"name": "tre-audit", "version": _own_version()},
     }
+
+
+def run_part(*, seconds: float, attack_seconds: dict[str, float], n_jobs: int | None) -> dict:
+    """The ``run`` object: when the audit ran, how long it took and on how many processes.
+
+    It is the one part of the report in which two audits with the same seed differ.
+    """
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "attack_seconds": {name: round(s, 3) for name, s in attack_seconds.items()},
+        "n_jobs": n_jobs,
+    }
+
+
+def report_run(report: dict) -> dict[str, Any]:
+    """The report's ``run`` object, also for a report of schema 1, which spread it over
+    the header (``generated_at``), each attack (``seconds``) and ``reproducibility``."""
+    run = report.get("run")
+    if isinstance(run, dict):
+        return run
+    repro, attacks = _dict(report.get("reproducibility")), report.get("attacks")
+    attacks = [a for a in attacks if isinstance(a, dict)] if isinstance(attacks, list) else []
+    return {
+        "generated_at": report.get("generated_at"),
+        "seconds": repro.get("seconds"),
+        "attack_seconds": {str(a.get("name")): a.get("seconds") for a in attacks},
+        "n_jobs": repro.get("n_jobs"),
+    }
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+#: Parameters that change how fast an attack runs, not what it finds (``run`` has them).
+EXECUTION_PARAMS = ("n_jobs",)
+
+
+def _without_execution(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in EXECUTION_PARAMS}
 
 
 def _own_version() -> str:

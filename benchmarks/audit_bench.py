@@ -211,11 +211,11 @@ def _shutdown_workers() -> None:
 # --------------------------------------------------------------------------
 
 
-def _attack_summary(entry: dict) -> dict:
+def _attack_summary(entry: dict, run: dict) -> dict:
     return {
         "auc": entry["auc"],
         "tpr_at_1pct": entry["tpr_at_fpr"]["0.01"],
-        "seconds": entry["seconds"],
+        "seconds": run["attack_seconds"][entry["name"]],
         "error": entry["error"],
     }
 
@@ -244,7 +244,7 @@ def job_audit(target, n: int) -> dict:
     started = time.perf_counter()
     report = audit.audit_run(target, config=config, policy=load_policy())
     seconds = time.perf_counter() - started
-    attacks = {a["name"]: _attack_summary(a) for a in report["attacks"]}
+    attacks = {a["name"]: _attack_summary(a, report["run"]) for a in report["attacks"]}
     ran = {k: v for k, v in attacks.items() if v["error"] is None}
     best = max(ran, key=lambda k: (ran[k]["auc"], k))
     return {

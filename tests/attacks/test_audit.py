@@ -1,12 +1,20 @@
 """End-to-end audits: the cases the issue names, and the report contract."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.audit import AuditConfig, Record, Upload, audit_run, target_from_uploads
+from attacks.audit import (
+    DEFAULT_ATTACKS,
+    AuditConfig,
+    Record,
+    Upload,
+    audit_run,
+    target_from_uploads,
+)
 from attacks.datasets import FAMOUS_PATIENT
 from attacks.exceptions import AuditError, IntakeError
 from attacks.policy import load_policy
@@ -70,7 +78,7 @@ def test_gamma_0_1_looks_safe_to_the_example_but_not_to_stronger_attacks(famous_
 
 def test_report_keeps_its_contract(famous_reports):
     report = json.loads(report_dumps(famous_reports[3]))
-    assert report["schema_version"] == "1.0"
+    assert report["schema_version"] == "2.0"
     assert report["verdict"]["risk"] in {"low", "medium", "high"}
     assert all({"risk", "source", "text"} <= set(r) for r in report["verdict"]["reasons"])
     for attack in report["attacks"]:
@@ -108,6 +116,25 @@ def test_same_seed_same_report_whatever_the_attack_order(famous_mitigated):
         return {a["name"]: (a["auc"], a["tpr_at_fpr"]) for a in report["attacks"]}
 
     assert run(("lira", "rmia", "shadow")) == run(("shadow", "rmia", "lira"))
+
+
+def _without_run(report: dict) -> str:
+    return json.dumps({k: v for k, v in report.items() if k != "run"}, sort_keys=True)
+
+
+def test_the_same_seed_gives_the_same_report_bytes_with_one_or_two_jobs(famous_leaky):
+    config = AuditConfig(n_shadow_models=4, label="response", n_sweep_shadow_models=2)
+    first, again, two_jobs = (
+        audit_run(famous_leaky, config=dataclasses.replace(config, n_jobs=n), policy=POLICY)
+        for n in (1, 1, 2)
+    )
+    assert set(first["run"]) == {"generated_at", "seconds", "attack_seconds", "n_jobs"}
+    assert set(first["run"]["attack_seconds"]) == set(DEFAULT_ATTACKS)
+    assert (first["run"]["n_jobs"], two_jobs["run"]["n_jobs"]) == (1, 2)
+    assert _without_run(first) == _without_run(again)
+    assert _without_run(first) == _without_run(two_jobs)
+    assert first["model"]["params"]["random_state"] == "RandomState instance"
+    assert "0x" not in _without_run(first)
 
 
 def test_one_failing_attack_does_not_stop_the_others(famous_leaky):

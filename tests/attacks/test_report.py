@@ -6,7 +6,8 @@ import numpy as np
 from sklearn.ensemble import BaggingClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from attacks.report import json_safe, model_summary
+from attacks.report import json_safe, model_summary, report_run
+from tests.attacks.report_fixture import sample_report, schema_1
 
 
 def test_the_teaching_examples_random_state_is_described_not_its_repr(famous_leaky):
@@ -45,3 +46,14 @@ def test_functions_classes_and_sets_have_stable_forms():
     ]
     assert json_safe({"s": {"b", "a", "c"}}) == {"s": ["a", "b", "c"]}
     assert json_safe([np.float32(0.5), np.nan, np.arange(2)]) == [0.5, None, [0, 1]]
+
+
+def test_the_run_of_a_schema_1_report_is_rebuilt_from_where_it_was():
+    report = sample_report()
+    assert report_run(schema_1(report)) == report["run"]
+    assert report_run({"run": "junk", "attacks": [None, {"name": "lira"}]}) == {
+        "generated_at": None,
+        "seconds": None,
+        "attack_seconds": {"lira": None},
+        "n_jobs": None,
+    }
