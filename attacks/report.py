@@ -236,5 +236,10 @@ def _changed_params(estimator: BaseEstimator) -> dict[str, Any]:
 
 
 def report_dumps(report: dict[str, Any]) -> str:
-    """The report as stable, pretty JSON text (no NaN, which JSON forbids)."""
-    return json.dumps(report, indent=2, allow_nan=False) + "\n"
+    """The report as ``report.json`` text, wherever it is written (the CLI, the service).
+
+    Keys are sorted, so a report read back from a database that reorders them
+    (PostgreSQL's jsonb) gives the same bytes; floats keep Python's shortest
+    round-trip form; NaN, which JSON forbids, is refused.
+    """
+    return json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n"
