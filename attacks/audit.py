@@ -64,6 +64,8 @@ DEFAULT_ATTACKS = tuple(ATTACKS)
 
 #: A progress callback gets a stage name and the fraction of the audit done.
 Progress = Callable[[str, float], None]
+#: The largest seed: NumPy's RandomState takes 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,25 @@ class AuditConfig:
     sweep: bool = True
     n_sweep_shadow_models: int = 8
     inputs: tuple[dict, ...] = field(default=())
+
+    def __post_init__(self):
+        """Refuse a number no audit can run with (AuditError), before anything runs."""
+        check_whole_number("The seed", self.random_state, low=0, high=MAX_SEED)
+        for what, value in (("shadow models", self.n_shadow_models), ("jobs", self.n_jobs)):
+            if value is not None:
+                check_whole_number(f"The number of {what}", value, low=1)
+        check_whole_number(  # the sweep's LiRA needs two
+            "The number of sweep shadow models", self.n_sweep_shadow_models, low=2
+        )
+
+
+def check_whole_number(what: str, value, *, low: int, high: int | None = None) -> None:
+    """AuditError unless ``value`` is a whole number from ``low`` (to ``high``)."""
+    whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if whole and low <= value and (high is None or value <= high):
+        return
+    limits = f"of at least {low}" if high is None else f"from {low} to {high}"
+    raise AuditError(f"{what} must be a whole number {limits}, not {value}.")
 
 
 @dataclass(frozen=True)

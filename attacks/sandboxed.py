@@ -118,13 +118,13 @@ def uploads_scan(
     test: Upload,
     label: str,
     policy: Policy,
-    n_shadow_models: int = 8,
-    random_state: int = 0,
-    n_jobs: int | None = None,
+    config: AuditConfig,
     max_bytes: int = DEFAULT_MAX_BYTES,
     limits: SandboxLimits = AUDIT_LIMITS,
 ) -> dict:
     """The structural rules and the hyperparameter sweep alone, run in a sandbox.
+
+    The sweep takes ``config``'s seed, jobs and ``n_sweep_shadow_models``.
 
     Returns
     -------
@@ -140,8 +140,11 @@ def uploads_scan(
         "uploads": _wire_uploads(model=model, train=train, test=test),
         "label": label,
         "policy": dataclasses.asdict(policy),
-        "sweep": {"n_shadow_models": n_shadow_models, "random_state": random_state},
-        "n_jobs": n_jobs,
+        "sweep": {
+            "n_shadow_models": config.n_sweep_shadow_models,
+            "random_state": config.random_state,
+        },
+        "n_jobs": config.n_jobs,
         "max_bytes": max_bytes,
     }
     try:

@@ -9,6 +9,7 @@ import pytest
 
 from attacks.audit import (
     DEFAULT_ATTACKS,
+    MAX_SEED,
     AuditConfig,
     Record,
     Upload,
@@ -162,6 +163,34 @@ def test_a_record_outside_the_data_is_scored_too(famous_leaky):
     assert report["record"]["pool_row"] is None
     assert report["record"]["label_source"] == "given"
     assert all(0 <= a["membership_probability"] <= 1 for a in report["record"]["attacks"])
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("random_state", -1),
+        ("random_state", 2**32),
+        ("random_state", 1.0),
+        ("random_state", True),
+        ("random_state", None),
+        ("n_shadow_models", 0),
+        ("n_jobs", 0),
+        ("n_jobs", -1),
+        ("n_sweep_shadow_models", 1),
+    ],
+)
+def test_a_number_no_audit_can_run_with_is_refused_in_one_sentence(field, value):
+    with pytest.raises(AuditError, match=r"^The [a-z ]+ must be a whole number [^\n]+\.$"):
+        AuditConfig(**{field: value})
+
+
+def test_the_largest_seed_audits(famous_leaky):
+    config = AuditConfig(
+        random_state=MAX_SEED, n_shadow_models=2, n_jobs=1, attacks=("lira", "shadow"), sweep=False
+    )
+    report = audit_run(famous_leaky, config=config, policy=POLICY)
+    assert [a["error"] for a in report["attacks"]] == [None, None]
+    assert report["reproducibility"]["seed"] == MAX_SEED
 
 
 def test_unknown_attack_is_refused(famous_leaky):
