@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import pickle
+import random
 
 import numpy as np
 import pandas as pd
@@ -136,6 +138,15 @@ def test_the_same_seed_gives_the_same_report_bytes_with_one_or_two_jobs(famous_l
     assert _without_run(first) == _without_run(two_jobs)
     assert first["model"]["params"]["random_state"] == "RandomState instance"
     assert "0x" not in _without_run(first)
+
+
+def test_an_audit_never_draws_from_the_global_generators(famous_leaky):
+    """In one process (one job), so a draw from NumPy's or Python's global RNG shows."""
+    before = (pickle.dumps(np.random.get_state()), random.getstate())
+    config = AuditConfig(n_shadow_models=2, n_jobs=1, label="response", n_sweep_shadow_models=2)
+    report = audit_run(famous_leaky, config=config, policy=POLICY)
+    assert [a["error"] for a in report["attacks"]] == [None] * len(DEFAULT_ATTACKS)
+    assert (pickle.dumps(np.random.get_state()), random.getstate()) == before
 
 
 def test_one_failing_attack_does_not_stop_the_others(famous_leaky):
