@@ -127,8 +127,11 @@ def _without_run(report: dict) -> str:
 
 def test_the_same_seed_gives_the_same_report_bytes_with_one_or_two_jobs(famous_leaky):
     config = AuditConfig(n_shadow_models=4, label="response", n_sweep_shadow_models=2)
+    record = Record(X=pd.DataFrame([FAMOUS_PATIENT]))
     first, again, two_jobs = (
-        audit_run(famous_leaky, config=dataclasses.replace(config, n_jobs=n), policy=POLICY)
+        audit_run(
+            famous_leaky, config=dataclasses.replace(config, n_jobs=n), policy=POLICY, record=record
+        )
         for n in (1, 1, 2)
     )
     assert set(first["run"]) == {"generated_at", "seconds", "attack_seconds", "n_jobs"}

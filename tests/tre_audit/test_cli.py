@@ -60,6 +60,22 @@ def test_audit_writes_json_and_pdf_and_exits_zero(audited):
     assert {i["role"] for i in report["inputs"]} == {"model", "train", "test", "record"}
 
 
+def test_the_same_seed_writes_the_same_report_json_with_one_job(audited, example, tmp_path):
+    from attacks.report import report_dumps
+
+    _, out = audited
+    args = list(audit_args(example, tmp_path, "--record", example / "famous_patient.json"))
+    args[args.index("--jobs") + 1] = "1"
+    assert run(*args).returncode == 0
+    texts = [(o / "report.json").read_text() for o in (out, tmp_path)]
+    reports = [json.loads(text) for text in texts]
+    assert [r.pop("run")["n_jobs"] for r in reports] == [2, 1]
+    pairs = zip(reports[0]["attacks"], reports[1]["attacks"], strict=True)
+    assert [a["name"] for a, b in pairs if a != b] == []
+    assert report_dumps(reports[0]) == report_dumps(reports[1])
+    assert texts[0] == report_dumps(json.loads(texts[0]))  # the file is in that one form
+
+
 def test_audit_shows_a_progress_bar(audited):
     result, _ = audited
     assert "100%" in result.stderr and "sweep" in result.stderr
