@@ -85,16 +85,16 @@ class AuditConfig:
 
     def __post_init__(self):
         """Refuse a number no audit can run with (AuditError), before anything runs."""
-        check_whole_number("The seed", self.random_state, low=0, high=MAX_SEED)
+        _check_whole_number("The seed", self.random_state, low=0, high=MAX_SEED)
         for what, value in (("shadow models", self.n_shadow_models), ("jobs", self.n_jobs)):
             if value is not None:
-                check_whole_number(f"The number of {what}", value, low=1)
-        check_whole_number(  # the sweep's LiRA needs two
+                _check_whole_number(f"The number of {what}", value, low=1)
+        _check_whole_number(  # the sweep's LiRA needs two
             "The number of sweep shadow models", self.n_sweep_shadow_models, low=2
         )
 
 
-def check_whole_number(what: str, value, *, low: int, high: int | None = None) -> None:
+def _check_whole_number(what: str, value, *, low: int, high: int | None = None) -> None:
     """AuditError unless ``value`` is a whole number from ``low`` (to ``high``)."""
     whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
     if whole and low <= value and (high is None or value <= high):
