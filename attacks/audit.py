@@ -65,6 +65,8 @@ DEFAULT_ATTACKS = tuple(ATTACKS)
 
 #: A progress callback gets a stage name and the fraction of the audit done.
 Progress = Callable[[str, float], None]
+#: The largest seed: NumPy's RandomState takes 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,25 @@ class AuditConfig:
     sweep: bool = True
     n_sweep_shadow_models: int = 4
     inputs: tuple[dict, ...] = field(default=())
+
+    def __post_init__(self):
+        """Refuse a number no audit can run with (AuditError), before anything runs."""
+        _check_whole_number("The seed", self.random_state, low=0, high=MAX_SEED)
+        for what, value in (("shadow models", self.n_shadow_models), ("jobs", self.n_jobs)):
+            if value is not None:
+                _check_whole_number(f"The number of {what}", value, low=1)
+        _check_whole_number(  # the sweep's LiRA needs two
+            "The number of sweep shadow models", self.n_sweep_shadow_models, low=2
+        )
+
+
+def _check_whole_number(what: str, value, *, low: int, high: int | None = None) -> None:
+    """AuditError unless ``value`` is a whole number from ``low`` (to ``high``)."""
+    whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if whole and low <= value and (high is None or value <= high):
+        return
+    limits = f"of at least {low}" if high is None else f"from {low} to {high}"
+    raise AuditError(f"{what} must be a whole number {limits}, not {value}.")
 
 
 @dataclass(frozen=True)
@@ -119,7 +140,7 @@ def audit_run(
     top_k = min(policy["audit", "top_k"], target.n_members)
     if rounds is None and any(ATTACKS[name][2] for name in config.attacks):
         rounds = _pool_rounds(target, config, policy, rec_X, rec_y, progress)
-    fitted, attacks = _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress)
+    fitted, attacks, seconds = _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress)
     sweep = _run_sweep(target, config, attacks, progress) if config.sweep else None
     record_part = _record_part(target, record, rec_y, fitted) if record is not None else None
     verdict = verdict_decide(attacks=attacks, rules=rules, record=record_part, policy=policy)
@@ -135,7 +156,9 @@ def audit_run(
         verdict,
         fitted,
         rounds,
-        time.perf_counter() - started,
+        report.run_part(
+            seconds=time.perf_counter() - started, attack_seconds=seconds, n_jobs=config.n_jobs
+        ),
     )
 
 
@@ -199,7 +222,7 @@ def _pool_rounds(target, config, policy, rec_X, rec_y, progress) -> PoolRounds:
 
 def _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress):
     """Run each attack in isolation: a failure is reported and the others go on."""
-    fitted, results = {}, []
+    fitted, results, seconds = {}, [], {}
     n_shadows = rounds.n_models if rounds is not None else 0
     for i, name in enumerate(config.attacks):
         title, factory, uses_pool = ATTACKS[name]
@@ -212,9 +235,10 @@ def _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress):
                 target, pool=rounds.get() if uses_pool else None, X_extra=rec_X, y_extra=rec_y
             )
         except Exception as exc:  # noqa: BLE001 - isolation boundary: reported, never swallowed
-            seconds = time.perf_counter() - started
-            results.append(report.failed_attack_dict(name, title, _sentence(exc), seconds))
+            results.append(report.failed_attack_dict(name, title, _sentence(exc)))
             continue
+        finally:
+            seconds[name] = time.perf_counter() - started
         fitted[name] = attack
         exposed = report.exposed_records(
             target, attack, k=top_k, raw_values=config.include_raw_values
@@ -226,10 +250,9 @@ def _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress):
                 attack,
                 details=_details(attack),
                 exposed=exposed,
-                seconds=time.perf_counter() - started,
             )
         )
-    return fitted, results
+    return fitted, results, seconds
 
 
 def _details(attack) -> dict:
@@ -364,7 +387,7 @@ def _record_attack(name, attack, row) -> dict:
 
 
 def _assemble(
-    target, config, policy, attacks, rules, sweep, record_part, verdict, fitted, rounds, seconds
+    target, config, policy, attacks, rules, sweep, record_part, verdict, fitted, rounds, run
 ) -> dict:
     strongest = _strongest(attacks)
     out = {
@@ -385,12 +408,11 @@ def _assemble(
         "reproducibility": report.reproducibility(
             seed=config.random_state,
             n_shadow_models=rounds.n_models if rounds is not None else 0,
-            n_jobs=config.n_jobs,
             attacks=config.attacks,
-            seconds=seconds,
         ),
         "raw_values_included": config.include_raw_values,
         "shadow_rounds": None if rounds is None else rounds.summary(shadow_rule(config, policy)),
+        "run": run,
     }
     if record_part is not None:
         out["record"] = record_part

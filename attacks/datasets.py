@@ -8,12 +8,15 @@ because the recipe does; it restores their state before returning.
 
 from __future__ import annotations
 
+import math
 import random
 from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 from scipy.stats import poisson
+
+from attacks.exceptions import AuditError
 
 LABEL = "response"
 FEATURES = ["diabetes", "asthma", "bmi_group", "blood_pressure", "smoker", "age"]
@@ -52,6 +55,8 @@ def famous_patient_data() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def famous_patient_model(train: pd.DataFrame, gamma: float = 3.0):
     """The example's target: SVC(C=1, gamma, probability=True), seeded as published."""
+    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0 < gamma < math.inf:
+        raise AuditError(f"The example's gamma must be a number above 0, not {gamma}.")
     from sklearn.svm import SVC
 
     from attacks.shadows import fit_quietly
@@ -115,9 +120,10 @@ def write_famous_patient_example(directory, *, gamma: float = 3.0) -> dict[str, 
 
     import skops.io
 
+    train, test = famous_patient_data()
+    model = famous_patient_model(train, gamma)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    train, test = famous_patient_data()
     paths = {
         role: directory / name
         for role, name in (
@@ -128,7 +134,7 @@ def write_famous_patient_example(directory, *, gamma: float = 3.0) -> dict[str, 
             ("description", "description.json"),
         )
     }
-    skops.io.dump(famous_patient_model(train, gamma), paths["model"])
+    skops.io.dump(model, paths["model"])
     train.to_csv(paths["train"], index=False)
     test.to_csv(paths["test"], index=False)
     paths["record"].write_text(json.dumps(FAMOUS_PATIENT, indent=2) + "\n")

@@ -35,6 +35,8 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from attacks.report import report_run
+
 __all__ = ["render_pdf"]
 
 # --- Page geometry --------------------------------------------------------------------
@@ -202,6 +204,11 @@ def _dict(value) -> dict:
 
 def _list(value, limit: int = MAX_ROWS) -> list:
     return value[:limit] if isinstance(value, list) else []
+
+
+def _run(report: dict) -> dict:
+    """How this run went (time, seconds, jobs), whichever schema wrote the report."""
+    return _dict(report_run(report))
 
 
 def _dicts(value) -> list[dict]:
@@ -551,7 +558,7 @@ def _meta_pairs(report: dict) -> list[tuple]:
     model_type = _dict(report.get("model")).get("type")
     return [
         ("Model type", _text(model_type)),
-        ("Generated", _timestamp(report.get("generated_at"))),
+        ("Generated", _timestamp(_run(report).get("generated_at"))),
         ("Tool", f"{_text(tool.get('name'), 'tre-audit')} {_text(tool.get('version'), '')}"),
         ("Report schema", _text(report.get("schema_version"))),
     ]
@@ -688,7 +695,7 @@ def _attacks_section(report: dict) -> tuple[str, list]:
             "confidence, which the AUC can hide.",
             "body",
         ),
-        _attack_summary_table(attacks),
+        _attack_summary_table(attacks, report),
     ]
     if any(_unresolvable(a) for a in attacks):
         flow.append(_unresolvable_note(report))
@@ -699,12 +706,12 @@ def _attacks_section(report: dict) -> tuple[str, list]:
     return "Attacks", flow
 
 
-def _attack_summary_table(attacks: list[dict]) -> Table:
+def _attack_summary_table(attacks: list[dict], report: dict) -> Table:
     rows = [
         ["Attack", "AUC (95% CI)", "TPR at FPR", "", "", "Advantage", "Time (s)", "Error"],
         ["", "", *[FPR_LABELS[k] for k in FPR_KEYS], "", "", ""],
     ]
-    rows += [_attack_row(a) for a in attacks]
+    rows += [_attack_row(a, report) for a in attacks]
     spans = [("SPAN", (c, 0), (c, 1)) for c in (0, 1, 5, 6, 7)] + [("SPAN", (2, 0), (4, 0))]
     return _table(
         rows,
@@ -714,13 +721,13 @@ def _attack_summary_table(attacks: list[dict]) -> Table:
     )
 
 
-def _attack_row(attack: dict) -> list:
+def _attack_row(attack: dict, report: dict) -> list:
     return [
         _attack_title(attack),
         _auc_text(attack.get("auc"), attack.get("auc_ci")),
         *[_tpr_cell(attack, k) for k in FPR_KEYS],
         _f3(attack.get("advantage")),
-        _seconds(attack.get("seconds")),
+        _seconds(_attack_seconds(attack, report)),
         _text(attack.get("error"), ""),
     ]
 
@@ -750,6 +757,10 @@ def _tie_range(attack: dict, key: str) -> tuple[float, float] | None:
     return bounds[0], bounds[1]
 
 
+def _attack_seconds(attack: dict, report: dict):
+    return _dict(_run(report).get("attack_seconds")).get(str(attack.get("name")))
+
+
 def _seconds(value) -> str:
     number = _num(value)
     return MISSING if number is None else f"{number:,.1f}"
@@ -777,7 +788,7 @@ def _attack_block(attack: dict, report: dict) -> KeepTogether:
     if attack.get("error"):
         return KeepTogether([heading, _failure_box(attack.get("error"))])
     chart = _roc_chart(attack, _log_floor(attack, report))
-    tables = [_tpr_table(attack), Spacer(1, 6), _attack_details_table(attack)]
+    tables = [_tpr_table(attack), Spacer(1, 6), _attack_details_table(attack, report)]
     if chart is None:
         return KeepTogether([heading, *tables])
     chart_width = ROC_SIZE_IN[0] * 72 + 6
@@ -805,12 +816,12 @@ def _right_column_width() -> float:
     return CONTENT_WIDTH - ROC_SIZE_IN[0] * 72 - 12
 
 
-def _attack_details_table(attack: dict) -> Table:
+def _attack_details_table(attack: dict, report: dict) -> Table:
     pairs = [
         ("AUC (95% CI)", _auc_text(attack.get("auc"), attack.get("auc_ci"))),
         ("Advantage (max TPR - FPR)", _f3(attack.get("advantage"))),
         ("Smallest resolvable FPR", _pct(attack.get("min_resolvable_fpr"))),
-        ("Time", f"{_seconds(attack.get('seconds'))} s"),
+        ("Time", f"{_seconds(_attack_seconds(attack, report))} s"),
     ]
     pairs += [(_label(k), _detail_value(v)) for k, v in _dict(attack.get("details")).items()]
     pairs += [
@@ -1311,7 +1322,7 @@ def _naming_note(raw: bool) -> str:
 
 def _reproducibility_section(report: dict) -> tuple[str, list]:
     repro, policy = _dict(report.get("reproducibility")), _dict(report.get("policy"))
-    run = _kv_table(_run_pairs(repro), _widths(1, 1.9, total=CONTENT_WIDTH * 0.6 - 6))
+    run = _kv_table(_run_pairs(repro, _run(report)), _widths(1, 1.9, total=CONTENT_WIDTH * 0.6 - 6))
     flow = [_side_by_side([run, _versions_table(_dict(repro.get("versions")))], _widths(0.6, 0.4))]
     flow += [_p("Risk policy", "h3"), _kv_table(_policy_pairs(policy), _widths(1, 4))]
     thresholds = _dict(policy.get("thresholds"))
@@ -1320,15 +1331,15 @@ def _reproducibility_section(report: dict) -> tuple[str, list]:
     return "Reproducibility", flow
 
 
-def _run_pairs(repro: dict) -> list[tuple]:
+def _run_pairs(repro: dict, run: dict) -> list[tuple]:
     attacks = ", ".join(_text(a) for a in _list(repro.get("attacks"))) or MISSING
     return [
         ("Seed", _text(repro.get("seed"))),
         ("Shadow models", _text(repro.get("n_shadow_models"))),
-        ("Parallel jobs", _text(repro.get("n_jobs"))),
+        ("Parallel jobs", _text(run.get("n_jobs"))),
         ("Attacks run", attacks),
         ("Platform", _text(repro.get("platform"))),
-        ("Audit wall time", f"{_seconds(repro.get('seconds'))} s"),
+        ("Audit wall time", f"{_seconds(run.get('seconds'))} s"),
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import platform
@@ -11,12 +12,14 @@ from importlib import metadata
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from attacks.base import MembershipAttack
 from attacks.target import Target
 
-SCHEMA_VERSION = "1.0"
+#: 2.0 moved what varies between runs of the same audit into ``run`` (see report_run).
+SCHEMA_VERSION = "2.0"
 VERSIONED_PACKAGES = ("numpy", "scipy", "scikit-learn", "pandas", "skops", "tre-audit")
 
 
@@ -25,7 +28,6 @@ def attack_dict(
     title: str,
     attack: MembershipAttack,
     *,
-    seconds: float,
     details: dict,
     exposed: list[dict],
 ) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def attack_dict(
     return {
         "name": name,
         "title": title,
-        "params": json_safe(attack.get_params()),
+        "params": json_safe(_without_execution(attack.get_params())),
         "error": None,
         "auc": m.auc,
         "auc_ci": list(m.auc_ci),
@@ -43,13 +45,12 @@ def attack_dict(
         "min_resolvable_fpr": m.min_resolvable_fpr,
         "advantage": m.advantage,
         "roc": {"fpr": m.roc_fpr, "tpr": m.roc_tpr},
-        "seconds": round(seconds, 3),
         "details": json_safe(details),
         "most_exposed": exposed,
     }
 
 
-def failed_attack_dict(name: str, title: str, error: str, seconds: float) -> dict[str, Any]:
+def failed_attack_dict(name: str, title: str, error: str) -> dict[str, Any]:
     """One entry of ``attacks[]`` for an attack that failed: every metric null."""
     return {
         "name": name,
@@ -63,7 +64,6 @@ def failed_attack_dict(name: str, title: str, error: str, seconds: float) -> dic
         "min_resolvable_fpr": None,
         "advantage": None,
         "roc": None,
-        "seconds": round(seconds, 3),
         "details": {},
         "most_exposed": [],
     }
@@ -120,7 +120,7 @@ def data_summary(target: Target, label: str) -> dict[str, Any]:
     }
 
 
-def reproducibility(*, seed, n_shadow_models, n_jobs, attacks, seconds) -> dict[str, Any]:
+def reproducibility(*, seed, n_shadow_models, attacks) -> dict[str, Any]:
     """What it takes to run the same audit again and get the same report."""
     versions = {"python": sys.version.split()[0]}
     for package in VERSIONED_PACKAGES:
@@ -131,20 +131,58 @@ def reproducibility(*, seed, n_shadow_models, n_jobs, attacks, seconds) -> dict[
     return {
         "seed": seed,
         "n_shadow_models": n_shadow_models,
-        "n_jobs": n_jobs,
         "attacks": list(attacks),
         "versions": versions,
         "platform": platform.platform(),
-        "seconds": round(seconds, 3),
     }
 
 
 def header() -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "tool": {"name": "tre-audit", "version": _own_version()},
     }
+
+
+def run_part(*, seconds: float, attack_seconds: dict[str, float], n_jobs: int | None) -> dict:
+    """The ``run`` object: when the audit ran, how long it took and on how many processes.
+
+    It is the one part of the report in which two audits with the same seed differ.
+    """
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "attack_seconds": {name: round(s, 3) for name, s in attack_seconds.items()},
+        "n_jobs": n_jobs,
+    }
+
+
+def report_run(report: dict) -> dict[str, Any]:
+    """The report's ``run`` object, also for a report of schema 1, which spread it over
+    the header (``generated_at``), each attack (``seconds``) and ``reproducibility``."""
+    run = report.get("run")
+    if isinstance(run, dict):
+        return run
+    repro, attacks = _dict(report.get("reproducibility")), report.get("attacks")
+    attacks = [a for a in attacks if isinstance(a, dict)] if isinstance(attacks, list) else []
+    return {
+        "generated_at": report.get("generated_at"),
+        "seconds": repro.get("seconds"),
+        "attack_seconds": {str(a.get("name")): a.get("seconds") for a in attacks},
+        "n_jobs": repro.get("n_jobs"),
+    }
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+#: Parameters that change how fast an attack runs, not what it finds (``run`` has them).
+EXECUTION_PARAMS = ("n_jobs",)
+
+
+def _without_execution(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in EXECUTION_PARAMS}
 
 
 def _own_version() -> str:
@@ -155,11 +193,14 @@ def _own_version() -> str:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` as JSON-able data: numpy scalars unwrapped, NaN as None, objects as repr."""
+    """``value`` as JSON-able data: numpy scalars unwrapped, NaN as None, sets sorted, any
+    other object :func:`described <describe>` (never its repr, which may hold an address)."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((json_safe(v) for v in value), key=repr)
     if isinstance(value, np.ndarray):
         return json_safe(value.tolist())
     if isinstance(value, np.generic):
@@ -168,9 +209,39 @@ def json_safe(value: Any) -> Any:
         return None
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    return repr(value)
+    return describe(value)
+
+
+def describe(value: object) -> str:
+    """A stable name for an object JSON has no form for, the same in every run.
+
+    An estimator is shown as its class and the parameters it changed
+    (``"DecisionTreeClassifier(max_depth=3)"``), a class or function by its name,
+    anything else by its type (``"RandomState instance"``).
+    """
+    if isinstance(value, BaseEstimator):
+        changed = json_safe(_changed_params(value))
+        return f"{type(value).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+    name = getattr(value, "__qualname__", None)
+    return name if isinstance(name, str) else f"{type(value).__name__} instance"
+
+
+def _changed_params(estimator: BaseEstimator) -> dict[str, Any]:
+    """The parameters that differ from the class's defaults, compared as scikit-learn's
+    own repr compares them (by repr, so arrays and NaN compare too)."""
+    defaults = inspect.signature(type(estimator).__init__).parameters
+    return {
+        k: v
+        for k, v in estimator.get_params(deep=False).items()
+        if k not in defaults or repr(v) != repr(defaults[k].default)
+    }
 
 
 def report_dumps(report: dict[str, Any]) -> str:
-    """The report as stable, pretty JSON text (no NaN, which JSON forbids)."""
-    return json.dumps(report, indent=2, allow_nan=False) + "\n"
+    """The report as ``report.json`` text, wherever it is written (the CLI, the service).
+
+    Keys are sorted, so a report read back from a database that reorders them
+    (PostgreSQL's jsonb) gives the same bytes; floats keep Python's shortest
+    round-trip form; NaN, which JSON forbids, is refused.
+    """
+    return json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n"

@@ -118,16 +118,15 @@ def uploads_scan(
     test: Upload,
     label: str,
     policy: Policy,
-    n_shadow_models: int = 8,
-    random_state: int = 0,
-    n_jobs: int | None = None,
+    config: AuditConfig,
     max_bytes: int = DEFAULT_MAX_BYTES,
     limits: SandboxLimits = AUDIT_LIMITS,
 ) -> dict:
     """The structural rules and the hyperparameter sweep alone, run in a sandbox.
 
-    With no audit to compare against, the sweep scores the submitted setting
-    itself; ``n_shadow_models`` is its ``max_reference_models``.
+    The sweep takes ``config``'s seed and jobs; with no audit to compare against it
+    scores the submitted setting itself, and ``n_sweep_shadow_models`` is its
+    ``max_reference_models``.
 
     Returns
     -------
@@ -143,8 +142,11 @@ def uploads_scan(
         "uploads": _wire_uploads(model=model, train=train, test=test),
         "label": label,
         "policy": dataclasses.asdict(policy),
-        "sweep": {"max_reference_models": n_shadow_models, "random_state": random_state},
-        "n_jobs": n_jobs,
+        "sweep": {
+            "max_reference_models": config.n_sweep_shadow_models,
+            "random_state": config.random_state,
+        },
+        "n_jobs": config.n_jobs,
         "max_bytes": max_bytes,
     }
     try:

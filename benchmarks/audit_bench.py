@@ -417,18 +417,19 @@ def _rate(value) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _attack_summary(entry: dict) -> dict:
+def _attack_summary(entry: dict, run: dict) -> dict:
     return {
         "auc": entry["auc"],
         "tpr_at_1pct": _rate((entry.get("tpr_at_fpr") or {}).get("0.01")),
-        "seconds": entry.get("seconds"),
+        "seconds": (run.get("attack_seconds") or {}).get(entry["name"], entry.get("seconds")),
         "error": entry["error"],
     }
 
 
 def report_strength(report: dict) -> dict:
     """Per attack AUC and TPR@1%, the strongest attack (highest AUC) and the models trained."""
-    attacks = {a["name"]: _attack_summary(a) for a in report["attacks"]}
+    run = report.get("run") or {}
+    attacks = {a["name"]: _attack_summary(a, run) for a in report["attacks"]}
     ran = {k: v for k, v in attacks.items() if v["error"] is None}
     best = max(ran, key=lambda k: (ran[k]["auc"], k))
     return {

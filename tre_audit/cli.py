@@ -12,6 +12,8 @@ stderr, its data values left out (``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import os
 import sys
 import time
@@ -64,8 +66,15 @@ def _os_error(exc: OSError) -> str:
     return f"{exc.filename}: {reason}." if exc.filename else f"{reason}."
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error in one line, exit 2, as every other refusal (subcommands too)."""
+
+    def error(self, message: str):
+        self.exit(BAD_INPUT, f"tre-audit: error: {message} (see {self.prog} --help).\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tre-audit", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tre-audit", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an internal error"
     )
@@ -131,7 +140,7 @@ def _add_submit(commands) -> None:
     submit.add_argument("--model-type", default="", help="for example: random forest, 100 trees")
     submit.add_argument("--preprocessing", default="", help="what was done before fitting")
     submit.add_argument("--purpose", default="", help="what the model will be used for")
-    submit.add_argument("--project", type=int, help="id of a project you are a member of")
+    submit.add_argument("--project", type=_positive, help="id of a project you are a member of")
     submit.add_argument("--wait", action="store_true", help="wait until the audit has finished")
     _add_server_args(submit)
     submit.set_defaults(handler=_submit)
@@ -163,11 +172,9 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", required=True, type=Path, help="training set (.csv or .parquet)")
     p.add_argument("--test", required=True, type=Path, help="held-out set (.csv or .parquet)")
     p.add_argument("--label", required=True, help="name of the label column")
-    p.add_argument("--shadows", type=_positive, help="shadow models (default: the policy's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--jobs", type=_positive, help="processes for shadow models (default: all cores)"
-    )
+    p.add_argument("--shadows", type=int, help="shadow models (default: the policy's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
+    p.add_argument("--jobs", type=int, help="processes for shadow models (default: all cores)")
     p.add_argument("--policy", type=Path, help="risk policy (TOML); default: the built-in policy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -188,7 +195,6 @@ def _audit(args) -> int:
     from attacks.report import report_dumps
     from attacks.sandboxed import uploads_audit
 
-    _check_out_dir(args.out, force=args.force)
     config = AuditConfig(
         n_shadow_models=args.shadows,
         random_state=args.seed,
@@ -197,6 +203,7 @@ def _audit(args) -> int:
         sweep=not args.no_sweep,
         include_raw_values=args.include_raw_values,
     )
+    _check_out_dir(args.out, force=args.force)
     with _ProgressBar(args.quiet) as progress:
         report = uploads_audit(
             **_uploads(args),
@@ -224,15 +231,14 @@ def _example(args) -> int:
 
 
 def _scan(args) -> int:
+    from attacks.audit import AuditConfig
     from attacks.sandboxed import uploads_scan
 
+    config = AuditConfig(random_state=args.seed, n_jobs=args.jobs)
+    if args.shadows is not None:
+        config = dataclasses.replace(config, n_sweep_shadow_models=args.shadows)
     result = uploads_scan(
-        **_uploads(args),
-        label=args.label,
-        policy=_policy(args.policy),
-        n_shadow_models=args.shadows or 8,
-        random_state=args.seed,
-        n_jobs=args.jobs,
+        **_uploads(args), label=args.label, policy=_policy(args.policy), config=config
     )
     _print_scan(result)
     if args.out is not None:
@@ -335,8 +341,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError("must be more than 0 and finite")
     return value
 
 

@@ -1,4 +1,4 @@
-"""A realistic ``report.json`` dict (schema 1.0) for PDF and report tests.
+"""A realistic ``report.json`` dict (schema 2.0) for PDF and report tests.
 
 Every key of docs/report-schema.md is filled, with the awkward cases a
 renderer must handle: a failed attack, a TPR level finer than 1 / n
@@ -38,14 +38,14 @@ FEATURES = [
 ]
 _NORMAL = NormalDist()
 _TRAIN_SHA = hashlib.sha256(b"train.parquet").hexdigest()
+ATTACK_SECONDS = {"shadow": 3.2, "lira": 41.7, "lira_offline": 0.8, "rmia": 6.3, "worst_case": 12.4}
 
 
 def sample_report() -> dict:
     """A complete report of a leaky random forest, as the audit writes it."""
     attacks = _attacks()
     return {
-        "schema_version": "1.0",
-        "generated_at": "2025-03-14T10:22:31+00:00",
+        "schema_version": "2.0",
         "tool": {"name": "tre-audit", "version": "0.1.0"},
         "verdict": _verdict(),
         "model": _model(),
@@ -59,7 +59,27 @@ def sample_report() -> dict:
         "policy": _policy(),
         "reproducibility": _reproducibility(),
         "raw_values_included": False,
+        "run": {
+            "generated_at": "2025-03-14T10:22:31+00:00",
+            "seconds": 71.3,
+            "attack_seconds": ATTACK_SECONDS,
+            "n_jobs": 4,
+        },
     }
+
+
+def schema_1(report: dict) -> dict:
+    """The same report as schema 1.0 wrote it (as reports stored before 2.0 are): no
+    ``run``, its fields in the header, in each attack and in ``reproducibility``."""
+    old = {k: v for k, v in report.items() if k != "run"}
+    run = report["run"]
+    old |= {"schema_version": "1.0", "generated_at": run["generated_at"]}
+    old["attacks"] = [a | {"seconds": run["attack_seconds"][a["name"]]} for a in report["attacks"]]
+    old["reproducibility"] = report["reproducibility"] | {
+        "n_jobs": run["n_jobs"],
+        "seconds": run["seconds"],
+    }
+    return old
 
 
 def _verdict() -> dict:
@@ -170,7 +190,6 @@ def _attacks() -> list[dict]:
         "shadow",
         "Shadow model (Shokri)",
         1.1,
-        3.2,
         params={"n_shadow_models": 16},
         details={"shadow_member_confidence": 0.947, "shadow_non_member_confidence": 0.781},
     )
@@ -178,7 +197,6 @@ def _attacks() -> list[dict]:
         "lira",
         "LiRA (online)",
         2.0,
-        41.7,
         params={"n_shadow_models": 16},
         details={"n_shadow_models": 16},
     )
@@ -189,7 +207,6 @@ def _attacks() -> list[dict]:
         "rmia",
         "RMIA",
         1.4,
-        6.3,
         params={"n_reference_models": 16, "gamma": 2.0},
         details={"n_reference_models": 16},
     )
@@ -197,14 +214,13 @@ def _attacks() -> list[dict]:
         "worst_case",
         "Worst case (attack model on outputs)",
         1.7,
-        12.4,
         params={"n_splits": 5, "n_baselines": 5},
         details={"baseline_aucs": [0.503, 0.488, 0.517, 0.495, 0.509], "p_value": 1.2e-9},
     )
     return [shadow, lira, offline, rmia, worst]
 
 
-def _attack(name, title, separation, seconds, *, params, details) -> dict:
+def _attack(name, title, separation, *, params, details) -> dict:
     fpr, tpr = _roc(separation)
     return {
         "name": name,
@@ -220,7 +236,6 @@ def _attack(name, title, separation, seconds, *, params, details) -> dict:
         "min_resolvable_fpr": 1 / N_NON_MEMBERS,
         "advantage": round(2 * _NORMAL.cdf(separation / 2) - 1, 4),
         "roc": {"fpr": fpr, "tpr": tpr},
-        "seconds": seconds,
         "details": details,
         "most_exposed": _exposed(separation),
     }
@@ -238,7 +253,6 @@ def _failed(name, title, error) -> dict:
         "min_resolvable_fpr": None,
         "advantage": None,
         "roc": None,
-        "seconds": 0.8,
         "details": {},
         "most_exposed": [],
     }
@@ -394,9 +408,7 @@ def _reproducibility() -> dict:
     return {
         "seed": 20250314,
         "n_shadow_models": 16,
-        "n_jobs": 4,
         "attacks": ["shadow", "lira", "lira_offline", "rmia", "worst_case"],
         "versions": versions,
         "platform": "Linux-6.8.0-45-generic-x86_64-with-glibc2.39",
-        "seconds": 71.3,
     }

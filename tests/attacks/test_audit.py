@@ -1,12 +1,17 @@
 """End-to-end audits: the cases the issue names, and the report contract."""
 
+import dataclasses
 import json
+import pickle
+import random
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from attacks.audit import (
+    DEFAULT_ATTACKS,
+    MAX_SEED,
     AuditConfig,
     Record,
     Upload,
@@ -77,7 +82,7 @@ def test_gamma_0_1_looks_safe_to_the_example_but_not_to_stronger_attacks(famous_
 
 def test_report_keeps_its_contract(famous_reports):
     report = json.loads(report_dumps(famous_reports[3]))
-    assert report["schema_version"] == "1.0"
+    assert report["schema_version"] == "2.0"
     assert report["verdict"]["risk"] in {"low", "medium", "high"}
     assert all({"risk", "source", "text"} <= set(r) for r in report["verdict"]["reasons"])
     for attack in report["attacks"]:
@@ -117,6 +122,37 @@ def test_same_seed_same_report_whatever_the_attack_order(famous_mitigated):
     assert run(("lira", "rmia", "shadow")) == run(("shadow", "rmia", "lira"))
 
 
+def _without_run(report: dict) -> str:
+    return json.dumps({k: v for k, v in report.items() if k != "run"}, sort_keys=True)
+
+
+def test_the_same_seed_gives_the_same_report_bytes_with_one_or_two_jobs(famous_leaky):
+    config = AuditConfig(n_shadow_models=4, label="response", n_sweep_shadow_models=2)
+    record = Record(X=pd.DataFrame([FAMOUS_PATIENT]))
+    first, again, two_jobs = (
+        audit_run(
+            famous_leaky, config=dataclasses.replace(config, n_jobs=n), policy=POLICY, record=record
+        )
+        for n in (1, 1, 2)
+    )
+    assert set(first["run"]) == {"generated_at", "seconds", "attack_seconds", "n_jobs"}
+    assert set(first["run"]["attack_seconds"]) == set(DEFAULT_ATTACKS)
+    assert (first["run"]["n_jobs"], two_jobs["run"]["n_jobs"]) == (1, 2)
+    assert _without_run(first) == _without_run(again)
+    assert _without_run(first) == _without_run(two_jobs)
+    assert first["model"]["params"]["random_state"] == "RandomState instance"
+    assert "0x" not in _without_run(first)
+
+
+def test_an_audit_never_draws_from_the_global_generators(famous_leaky):
+    """In one process (one job), so a draw from NumPy's or Python's global RNG shows."""
+    before = (pickle.dumps(np.random.get_state()), random.getstate())
+    config = AuditConfig(n_shadow_models=2, n_jobs=1, label="response", n_sweep_shadow_models=2)
+    report = audit_run(famous_leaky, config=config, policy=POLICY)
+    assert [a["error"] for a in report["attacks"]] == [None] * len(DEFAULT_ATTACKS)
+    assert (pickle.dumps(np.random.get_state()), random.getstate()) == before
+
+
 def test_one_failing_attack_does_not_stop_the_others(famous_leaky):
     policy_text = None  # default policy
     config = AuditConfig(
@@ -142,6 +178,34 @@ def test_a_record_outside_the_data_is_scored_too(famous_leaky):
     assert report["record"]["pool_row"] is None
     assert report["record"]["label_source"] == "given"
     assert all(0 <= a["membership_probability"] <= 1 for a in report["record"]["attacks"])
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("random_state", -1),
+        ("random_state", 2**32),
+        ("random_state", 1.0),
+        ("random_state", True),
+        ("random_state", None),
+        ("n_shadow_models", 0),
+        ("n_jobs", 0),
+        ("n_jobs", -1),
+        ("n_sweep_shadow_models", 1),
+    ],
+)
+def test_a_number_no_audit_can_run_with_is_refused_in_one_sentence(field, value):
+    with pytest.raises(AuditError, match=r"^The [a-z ]+ must be a whole number [^\n]+\.$"):
+        AuditConfig(**{field: value})
+
+
+def test_the_largest_seed_audits(famous_leaky):
+    config = AuditConfig(
+        random_state=MAX_SEED, n_shadow_models=2, n_jobs=1, attacks=("lira", "shadow"), sweep=False
+    )
+    report = audit_run(famous_leaky, config=config, policy=POLICY)
+    assert [a["error"] for a in report["attacks"]] == [None, None]
+    assert report["reproducibility"]["seed"] == MAX_SEED
 
 
 def test_unknown_attack_is_refused(famous_leaky):

@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 from attacks.pdf import render_pdf
-from tests.attacks.report_fixture import sample_report
+from tests.attacks.report_fixture import sample_report, schema_1
 
 PAGE = re.compile(rb"/Type /Page[^s]")
 STREAM = re.compile(rb"stream\r?\n(.*?)endstream", re.DOTALL)
@@ -183,3 +183,11 @@ def test_keeping_the_current_setting_reads_as_such():
     text = _pdf_text(render_pdf(report))
     assert "keep the current setting" in text
     assert "None" not in text.split("Recommendation")[1][:80]
+
+
+def test_a_report_stored_as_schema_1_shows_the_same_run():
+    report = _without_charts(sample_report())
+    new, old = (_pdf_text(render_pdf(r)) for r in (report, schema_1(report)))
+    assert "71.3 s" in new and "41.7 s" in new and "14 Mar 2025, 10:22 UTC" in new
+    assert re.search(r"Parallel jobs +4 ", new)
+    assert re.sub(r"schema( +)2\.0", r"schema\g<1>1.0", new) == old

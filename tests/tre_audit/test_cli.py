@@ -60,6 +60,22 @@ def test_audit_writes_json_and_pdf_and_exits_zero(audited):
     assert {i["role"] for i in report["inputs"]} == {"model", "train", "test", "record"}
 
 
+def test_the_same_seed_writes_the_same_report_json_with_one_job(audited, example, tmp_path):
+    from attacks.report import report_dumps
+
+    _, out = audited
+    args = list(audit_args(example, tmp_path, "--record", example / "famous_patient.json"))
+    args[args.index("--jobs") + 1] = "1"
+    assert run(*args).returncode == 0
+    texts = [(o / "report.json").read_text() for o in (out, tmp_path)]
+    reports = [json.loads(text) for text in texts]
+    assert [r.pop("run")["n_jobs"] for r in reports] == [2, 1]
+    pairs = zip(reports[0]["attacks"], reports[1]["attacks"], strict=True)
+    assert [a["name"] for a, b in pairs if a != b] == []
+    assert report_dumps(reports[0]) == report_dumps(reports[1])
+    assert texts[0] == report_dumps(json.loads(texts[0]))  # the file is in that one form
+
+
 def test_audit_shows_a_progress_bar(audited):
     result, _ = audited
     assert "100%" in result.stderr and "sweep" in result.stderr
@@ -123,9 +139,40 @@ def test_bad_policy_and_attack_names_exit_2(example, tmp_path):
     )
 
 
-def test_argument_errors_exit_2():
-    result = run("audit", "--model")
-    assert result.returncode == 2
+def test_argument_errors_exit_2_in_one_line():
+    assert "expected one argument" in _one_line_error(run("audit", "--model"))
+
+
+#: Files that are never read: every number is checked before any file is opened.
+UNREAD = ("--model", "m.skops", "--train", "t.csv", "--test", "h.csv", "--label", "y")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("audit", *UNREAD, "--out", "o", "--seed", "-1"), "seed must be a whole number from 0"),
+        (("audit", *UNREAD, "--out", "o", "--seed", str(2**32)), "to 4294967295, not 4294967296"),
+        (("audit", *UNREAD, "--out", "o", "--seed", "1.5"), "--seed: invalid int value"),
+        (("audit", *UNREAD, "--out", "o", "--shadows", "0"), "shadow models must be a whole"),
+        (("audit", *UNREAD, "--out", "o", "--shadows", "many"), "--shadows: invalid int"),
+        (("audit", *UNREAD, "--out", "o", "--jobs", "-2"), "jobs must be a whole number"),
+        (("scan", *UNREAD, "--seed", "-1"), "seed must be a whole number"),
+        (("scan", *UNREAD, "--shadows", "1"), "sweep shadow models must be a whole number"),
+        (("scan", *UNREAD, "--jobs", "0"), "jobs must be a whole number"),
+        (("example", "famous-patient", "--out", "o", "--gamma", "-1"), "gamma must be a number"),
+        (("example", "famous-patient", "--out", "o", "--gamma", "nan"), "not nan"),
+        (("status", "0"), "argument id: must be at least 1"),
+        (("status", "3", "--interval", "inf"), "--interval: must be more than 0 and finite"),
+        (("status", "3", "--wait", "--timeout", "nan"), "--timeout: must be more than 0"),
+        (("submit", *UNREAD, "--title", "t", "--project", "0"), "--project: must be at least 1"),
+    ],
+)
+def test_every_numeric_option_is_checked_exit_2_in_one_line(tmp_path, args, message):
+    result = subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
+    assert message in _one_line_error(result)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even --out
 
 
 def test_scan_prints_rules_and_a_recommendation(example, tmp_path):

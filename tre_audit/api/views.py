@@ -24,6 +24,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from attacks.report import report_dumps
 from tre_audit.api import serializers as s
 from tre_audit.api.throttling import TokenRateThrottle
 from tre_audit.reviews import selectors as review_selectors
@@ -202,7 +203,7 @@ class ReportJsonView(APIView):
     def get(self, request, submission_id: int):
         """The report of the current version's newest finished audit."""
         run = _report_run(_visible(request, submission_id))
-        return Response(run.report)
+        return HttpResponse(report_dumps(run.report), content_type="application/json")
 
 
 class ReportPdfView(APIView):

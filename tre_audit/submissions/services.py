@@ -26,6 +26,7 @@ from attacks.audit import AuditConfig, Upload
 from attacks.exceptions import AuditError, PolicyError
 from attacks.pdf import render_pdf
 from attacks.policy import Policy, load_policy
+from attacks.report import report_dumps
 from attacks.sandboxed import uploads_audit, uploads_check
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
@@ -795,7 +796,7 @@ def release_bundle_build(*, submission: Submission, run: AuditRun, with_model: b
     """A zip of the model (unless withheld), report.pdf, report.json and a manifest of hashes."""
     files = {f.role: f for f in submission.files.filter(version=run.version)}
     members = {
-        "report.json": json.dumps(run.report, indent=2, sort_keys=True).encode(),
+        "report.json": report_dumps(run.report).encode(),
         "report.pdf": file_read(stored=run.report_pdf),
     }
     if with_model:

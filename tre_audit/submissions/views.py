@@ -13,6 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from attacks.audit import Upload
+from attacks.report import report_dumps
 from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
@@ -173,7 +174,7 @@ def report_pdf(request, submission_id: int):
 def report_json(request, submission_id: int):
     submission = _visible(request, submission_id)
     run = _report_run(request, submission)
-    response = JsonResponse(run.report, json_dumps_params={"indent": 2})
+    response = HttpResponse(report_dumps(run.report), content_type="application/json")
     response["Content-Disposition"] = (
         f'attachment; filename="request-{submission.pk}-v{run.version}-report.json"'
     )

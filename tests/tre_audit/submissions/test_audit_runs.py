@@ -116,6 +116,16 @@ def test_an_audit_that_cannot_run_fails_the_request_with_a_reason(example_files)
     assert submission.status == Status.AUDIT_FAILED
 
 
+def test_a_deployment_configured_with_an_impossible_job_count_fails_with_the_sentence(
+    example_files, settings
+):
+    settings.TRE_AUDIT_JOBS = -1
+    submission = _create(example_files)
+    run = audit_run_execute(run=submission.runs.get())
+    assert run.status == RunStatus.FAILED
+    assert run.error == "The number of jobs must be a whole number of at least 1, not -1."
+
+
 @pytest.mark.parametrize(
     "overrides, refusal",
     [

@@ -8,6 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from attacks.report import report_dumps
 from tests import factories
 from tests.factories import LOGIN, ROLES, assert_response, codes
 from tre_audit.reviews.enums import Role
@@ -86,8 +87,17 @@ def test_the_reports_are_the_stored_ones(client, people):
     client.force_login(people["checker"])
     pdf = client.get(reverse("submissions:report_pdf", args=[submission.pk]))
     assert pdf["Content-Type"] == "application/pdf" and pdf.content == factories.REPORT_PDF
-    report = client.get(reverse("submissions:report_json", args=[submission.pk])).json()
-    assert report == factories.realistic_report("medium")
+    report = client.get(reverse("submissions:report_json", args=[submission.pk]))
+    assert report.json() == factories.realistic_report("medium")
+
+
+def test_the_report_json_download_has_the_bytes_the_cli_writes(client, people):
+    """Read back from the database (jsonb reorders keys), the same text as report_dumps."""
+    submission = request_of(people)
+    client.force_login(people["checker"])
+    report = client.get(reverse("submissions:report_json", args=[submission.pk]))
+    assert report["Content-Type"] == "application/json"
+    assert report.content == report_dumps(factories.realistic_report("medium")).encode()
 
 
 def test_a_report_of_another_request_cannot_be_asked_for_by_run(client, people):
