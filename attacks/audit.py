@@ -138,10 +138,15 @@ def audit_run(
         dataclasses.asdict(f) for f in check_rules(target, thresholds=policy.sections["rules"])
     ]
     top_k = min(policy["audit", "top_k"], target.n_members)
+    shadow_seconds = None
     if rounds is None and any(ATTACKS[name][2] for name in config.attacks):
+        shadows_started = time.perf_counter()
         rounds = _pool_rounds(target, config, policy, rec_X, rec_y, progress)
+        shadow_seconds = time.perf_counter() - shadows_started
     fitted, attacks, seconds = _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress)
-    sweep = _run_sweep(target, config, attacks, progress) if config.sweep else None
+    sweep = None
+    if config.sweep:
+        sweep = _run_sweep(target, config, attacks, rounds, shadow_rule(config, policy), progress)
     record_part = _record_part(target, record, rec_y, fitted) if record is not None else None
     verdict = verdict_decide(attacks=attacks, rules=rules, record=record_part, policy=policy)
     progress("report", 1.0)
@@ -157,7 +162,10 @@ def audit_run(
         fitted,
         rounds,
         report.run_part(
-            seconds=time.perf_counter() - started, attack_seconds=seconds, n_jobs=config.n_jobs
+            seconds=time.perf_counter() - started,
+            attack_seconds=seconds,
+            n_jobs=config.n_jobs,
+            shadow_seconds=shadow_seconds,
         ),
     )
 
@@ -268,8 +276,13 @@ def _details(attack) -> dict:
     return {n.rstrip("_"): getattr(attack, n) for n in names if hasattr(attack, n)}
 
 
-def _run_sweep(target, config, attacks, progress) -> dict:
-    """The sweep, held to the audit's strongest attack; progress between 0.7 and 1.0."""
+def _run_sweep(target, config, attacks, rounds, rule, progress) -> dict:
+    """The sweep, held to the audit's strongest attack; progress between 0.7 and 1.0.
+
+    It draws its reference models with the audit's shadow seed, so the audited
+    setting's are the audit's own shadows, not trained again.
+    """
+    pool = None if rounds is None or rounds.error is not None else rounds.pool
     progress("sweep", 0.7)
     scan = HyperparameterScan(
         max_reference_models=config.n_sweep_shadow_models,
@@ -279,6 +292,9 @@ def _run_sweep(target, config, attacks, progress) -> dict:
         target,
         reference=_sweep_reference(attacks),
         progress=lambda stage, done: progress(stage, 0.7 + 0.3 * done),
+        pool=pool,
+        pool_seed=shadow_base_seed(config),
+        rule=rule,
     )
     return sweep_dict(scan)
 
@@ -323,7 +339,7 @@ def sweep_dict(scan: HyperparameterScan) -> dict:
     return {
         "attack": (
             f"RMIA, {span} reference models per point, successive halving; "
-            f"a recommendation confirmed with {scan.n_confirmation_models_}"
+            f"a recommendation confirmed with up to {scan.n_confirmation_models_}"
         ),
         "points": [plain(p) for p in scan.points_],
         "original": plain(scan.original_),

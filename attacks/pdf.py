@@ -36,6 +36,7 @@ from reportlab.platypus import (
 )
 
 from attacks.report import report_run
+from attacks.rounds import pool_attack_title
 
 __all__ = ["render_pdf"]
 
@@ -1324,11 +1325,36 @@ def _reproducibility_section(report: dict) -> tuple[str, list]:
     repro, policy = _dict(report.get("reproducibility")), _dict(report.get("policy"))
     run = _kv_table(_run_pairs(repro, _run(report)), _widths(1, 1.9, total=CONTENT_WIDTH * 0.6 - 6))
     flow = [_side_by_side([run, _versions_table(_dict(repro.get("versions")))], _widths(0.6, 0.4))]
+    flow += _shadow_rounds_flow(_dict(report.get("shadow_rounds")))
     flow += [_p("Risk policy", "h3"), _kv_table(_policy_pairs(policy), _widths(1, 4))]
     thresholds = _dict(policy.get("thresholds"))
     if thresholds:
         flow += [_p("Policy thresholds", "h3"), _thresholds_grid(thresholds)]
     return "Reproducibility", flow
+
+
+def _shadow_rounds_flow(rounds: dict) -> list:
+    """How many shadow models were trained, round by round, and why no more."""
+    if not rounds:
+        return []
+    steps = []
+    for done in _list(rounds.get("rounds")):
+        done = _dict(done)
+        best = next(
+            (
+                _dict(a)
+                for a in _list(done.get("attacks"))
+                if _dict(a).get("attack") == done.get("strongest")
+            ),
+            {},
+        )
+        name = pool_attack_title(str(best.get("attack")))
+        figure = f" ({_text(name)} AUC {_f3(best.get('auc'))})" if best else ""
+        steps.append(f"{_text(done.get('n_models'))}{figure}")
+    text = _text(rounds.get("stopped"))
+    if steps:
+        text += " Rounds: " + "; ".join(steps) + "."
+    return [_p("Shadow models", "h3"), _t(text)]
 
 
 def _run_pairs(repro: dict, run: dict) -> list[tuple]:

@@ -144,7 +144,13 @@ def header() -> dict[str, Any]:
     }
 
 
-def run_part(*, seconds: float, attack_seconds: dict[str, float], n_jobs: int | None) -> dict:
+def run_part(
+    *,
+    seconds: float,
+    attack_seconds: dict[str, float],
+    n_jobs: int | None,
+    shadow_seconds: float | None = None,
+) -> dict:
     """The ``run`` object: when the audit ran, how long it took and on how many processes.
 
     It is the one part of the report in which two audits with the same seed differ.
@@ -153,6 +159,7 @@ def run_part(*, seconds: float, attack_seconds: dict[str, float], n_jobs: int | 
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "attack_seconds": {name: round(s, 3) for name, s in attack_seconds.items()},
+        "shadow_seconds": None if shadow_seconds is None else round(shadow_seconds, 3),
         "n_jobs": n_jobs,
     }
 

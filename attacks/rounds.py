@@ -173,7 +173,7 @@ def rounds_decide(history: list[Round], rule: RoundRule, *, n_non_members: int):
         moved = "; ".join(text for text, _ in changes)
         return True, (
             f"Converged: from {previous.n_models} to {last.n_models} models, "
-            f"{_title(last.attack)} moved {moved}, within the policy's tolerance."
+            f"{pool_attack_title(last.attack)} moved {moved}, within the policy's tolerance."
         )
     return False, ""
 
@@ -274,5 +274,6 @@ def _tpr_se(fpr, tpr, level: float, value: float, metrics) -> float:
     return float(np.sqrt(max(var, 1.0 / n_pos**2)))
 
 
-def _title(name: str) -> str:
+def pool_attack_title(name: str) -> str:
+    """How a report names a pool attack in running text."""
     return {"lira": "online LiRA", "lira_offline": "offline LiRA", "rmia": "RMIA"}.get(name, name)

@@ -56,6 +56,7 @@ from sklearn.utils.validation import check_is_fitted
 from attacks.exceptions import AttackError, PolicyError
 from attacks.metrics import attack_metrics
 from attacks.rmia import RMIAAttack
+from attacks.rounds import Round, RoundResult, RoundRule, round_counts, rounds_decide
 from attacks.shadows import ShadowPool, fit_quietly, reseeded_clone, shadow_pool_fit
 from attacks.target import Target
 
@@ -616,8 +617,10 @@ class HyperparameterScan(BaseEstimator):
        figure A is the reference's AUC when one is given, else the sweep's own
        RMIA with N reference models. The lowest-risk survivor,
        if it is a change whose interval already lies wholly below A, is
-       attacked again with N reference models and recommended only if its
-       interval still lies wholly below A. Otherwise no change is recommended.
+       attacked again with up to N reference models, in the rounds of the
+       audit's ``rule`` (stopping early where that rule says its figure has
+       settled), and recommended only if its interval still lies wholly below
+       A. Otherwise no change is recommended.
 
     Parameters
     ----------
@@ -680,7 +683,15 @@ class HyperparameterScan(BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, target: Target, reference: SweepReference | None = None, progress=None):
+    def fit(
+        self,
+        target: Target,
+        reference: SweepReference | None = None,
+        progress=None,
+        pool: ShadowPool | None = None,
+        pool_seed: int | None = None,
+        rule: RoundRule | None = None,
+    ):
         """Sweep every parameter of the grid and recommend a setting, or none.
 
         Parameters
@@ -689,6 +700,15 @@ class HyperparameterScan(BaseEstimator):
         reference : SweepReference, optional
             The audit's strongest attack on ``target``'s model. Without it the
             sweep measures the audited setting itself.
+        pool, pool_seed : ShadowPool and int, optional
+            The audit's own shadows of ``target``'s model and the seed they were
+            trained with. Every setting's reference models are then drawn with
+            that seed, so the audited setting's are the audit's and cost nothing.
+        rule : RoundRule, optional
+            The audit's rule for when more models stop changing the answer
+            (:mod:`attacks.rounds`). A candidate is then confirmed in the rule's
+            rounds and stops where the rule says its figure has settled, at N at
+            the most; without it, it is always confirmed with N.
         progress : callable(stage, fraction), optional
             Called before each refit and attack with a stage such as
             ``"sweep: gamma=0.1 (3 of 7, 2 reference models)"`` and the
@@ -699,14 +719,17 @@ class HyperparameterScan(BaseEstimator):
         self
         """
         self._check_params()
+        self._rule = rule
         grid = self._resolve_grid(target)
         self._reset(target, grid, reference)
         if not grid:
             return self
         rng = check_random_state(self.random_state)
-        model_seed, pool_seed = (int(s) for s in rng.randint(2**31 - 1, size=2))
+        model_seed, own_seed = (int(s) for s in rng.randint(2**31 - 1, size=2))
+        pool_seed = own_seed if pool is None else int(pool_seed)
         steps = _Steps(progress, n_stages=len(self.rung_counts_) + 2)
         original = _setting(target, None, None)
+        original.pool = pool
         settings = self._refits(target, grid, model_seed, original, steps)
         survivors = self._halve([original, *settings], pool_seed, steps)
         self.recommendation_ = self._decide(original, survivors, reference, pool_seed, steps)
@@ -754,7 +777,8 @@ class HyperparameterScan(BaseEstimator):
             "reference models each at first; a setting whose AUC interval lay wholly above the "
             "lowest-risk setting's was dropped and the rest got twice as many, up to "
             f"{self.rung_counts_[-1]}. A change is recommended only if, with {n} reference "
-            "models, its 95% AUC interval lies wholly below the current setting's AUC "
+            "models (or fewer, where the audit's own rule for shadow rounds says its figure "
+            "has settled), its 95% AUC interval lies wholly below the current setting's AUC "
             f"({current})."
         )
 
@@ -840,7 +864,7 @@ class HyperparameterScan(BaseEstimator):
             return False
         return True
 
-    def _attack(self, setting: _Setting, n_models: int, pool_seed: int) -> None:
+    def _attack(self, setting: _Setting, n_models: int, pool_seed: int) -> RMIAAttack:
         """Grow the setting's reference pool to ``n_models`` and score it with RMIA.
 
         Reference model k's split and seed depend only on ``pool_seed`` and k
@@ -858,8 +882,9 @@ class HyperparameterScan(BaseEstimator):
             )
             setting.pool = part if setting.pool is None else setting.pool.joined(part)
             self.n_reference_fits_ += n_models - start
-        attack = RMIAAttack(online=True).fit(setting.target, pool=setting.pool)
+        attack = RMIAAttack(online=True).fit(setting.target, pool=setting.pool.first(n_models))
         setting.point = _point(setting, attack, n_models)
+        return attack
 
     def _decide(self, original, survivors, reference, pool_seed: int, steps) -> Recommendation:
         """The rule of step 3 in the class docstring."""
@@ -869,13 +894,36 @@ class HyperparameterScan(BaseEstimator):
         tolerance = self.accuracy_tolerance
         if best is original:
             return _keep_current(current, tolerance)
+        settled = ""
         if best.point.auc_ci[1] < current.auc and best.point.n_reference_models < n:
             steps.confirming(f"confirming {best.label}", n)
-            self._attack(best, n, pool_seed)
-        if best.point.auc_ci[1] < current.auc and best.point.n_reference_models >= n:
-            best.point = replace(best.point, note=f"Recommended, confirmed with {n} models.")
+            settled = self._confirm(best, n, pool_seed)
+        if best.point.auc_ci[1] < current.auc and (best.point.n_reference_models >= n or settled):
+            k = best.point.n_reference_models
+            note = f"Recommended, confirmed with {k} models" + (f". {settled}" if settled else ".")
+            best.point = replace(best.point, note=note)
             return _change_to(best.point, current, best.label)
         return _nothing_clearly_safer(best.point, current, best.label, tolerance)
+
+    def _confirm(self, setting: _Setting, n: int, pool_seed: int) -> str:
+        """Grow the candidate's references towards ``n`` in the audit's rounds.
+
+        Returns the rule's sentence when the figure settled before ``n``, else "".
+        """
+        rule = self._rule
+        if rule is None or rule.min_models == rule.max_models:  # a fixed count: all of it
+            self._attack(setting, n, pool_seed)
+            return ""
+        start = setting.point.n_reference_models
+        rule = replace(rule, min_models=start, max_models=n)
+        history = []
+        for count in round_counts(rule):
+            attack = self._attack(setting, count, pool_seed)
+            history.append(Round(count, [RoundResult.of(count, "rmia", attack)]))
+            stop, reason = rounds_decide(history, rule, n_non_members=setting.target.n_non_members)
+            if stop:
+                return reason if count < n else ""
+        return ""
 
     def _score_current(self, original, reference, pool_seed: int, steps) -> SweepPoint:
         """A: the audit's own figure if given, else RMIA with the confirmation count."""

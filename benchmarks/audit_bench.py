@@ -497,6 +497,11 @@ def job_audit(target, n: int) -> dict:
     return _audit_job(target, n_shadow_models=n, sweep=False)
 
 
+def job_adaptive(target, n: int) -> dict:
+    """The policy's rounds (``n`` unused), without the sweep: what the rule trains."""
+    return _audit_job(target, n_shadow_models=None, sweep=False)
+
+
 def job_full(target, n: int) -> dict:
     """What a user runs: the policy's shadow count (``n`` 0) and the sweep."""
     return _audit_job(target, n_shadow_models=n or None, sweep=True)
@@ -587,6 +592,7 @@ def job_burn(target, n: int) -> dict:
 CLI_FILES = (("model", "skops"), ("train", "csv"), ("test", "csv"))
 JOBS = {
     "audit": job_audit,
+    "adaptive": job_adaptive,
     "full": job_full,
     "cli": job_cli,
     "pool": job_pool,
@@ -680,6 +686,8 @@ def cpu_check() -> dict:
 def bench_case(case: str, counts, repeats: int, log, *, probes: bool) -> dict:
     """Audit at each shadow count; with ``probes`` the pool probe and the sweep too."""
     out: dict = {}
+    log(f"  {case}: audit with the policy's rounds of shadows")
+    out["adaptive"] = repeated("adaptive", case, 0, repeats)
     for n in counts:
         log(f"  {case}: audit with {n} shadows")
         out[str(n)] = repeated("audit", case, n, repeats)
@@ -763,7 +771,8 @@ def baseline_compare(cases: dict, baseline: dict | None) -> dict:
     rows = {}
     for case, c in cases.items():
         for key, entry in c.items():
-            was = baseline["cases"].get(case, {}).get(key)
+            # the rounds' audit is what a user gets: held to the old fixed 16
+            was = baseline["cases"].get(case, {}).get("16" if key == "adaptive" else key)
             if was is not None and "best_auc" in entry:
                 rows[f"{case}_{key}"] = _compare_row(entry, was)
     return rows
@@ -1067,33 +1076,33 @@ def _audit_rows(cases: dict):
     """(case, key, entry) of every audit measured: shadow counts, then the full audit."""
     for case, c in cases.items():
         for key, entry in c.items():
-            if key.isdigit() or key in FULL_AUDITS:
+            if key.isdigit() or key in FULL_AUDITS or key == "adaptive":
                 yield case, key, entry
 
 
 def print_cases(cases: dict) -> None:
     names = ("shadow", "lira", "lira_offline", "rmia", "worst_case")
-    print("\nAudits (N = shadows; full = policy's count and the sweep), medians")
-    head = f"{'case':28}{'N':>5}{'models':>7}{'wall s':>8}{'CPU s':>8}{'sampled':>8}{'peak MB':>8}"
+    print("\nAudits (N = shadows; adaptive = policy's rounds; full = rounds + sweep), medians")
+    head = f"{'case':28}{'N':>9}{'models':>7}{'wall s':>8}{'CPU s':>8}{'sampled':>8}{'peak MB':>8}"
     print(head + f"{'best':>14}{'AUC':>7}{'TPR@1%':>8}  verdict")
     for case, key, e in _audit_rows(cases):
         print(
-            f"{case:28}{key:>5}{_fmt(e['models_trained'], 'd'):>7}{e['seconds']:>8.2f}"
+            f"{case:28}{key:>9}{_fmt(e['models_trained'], 'd'):>7}{e['seconds']:>8.2f}"
             f"{e['cpu_seconds']:>8.2f}{e['cpu_seconds_sampled']:>8.2f}{e['peak_mb']:>8.0f}"
             f"{e['best_attack']:>14}{e['best_auc']:>7.3f}{_fmt(e['best_tpr_at_1pct']):>8}"
             f"  {e['verdict']}"
         )
     print("\nAUC / TPR@1% per attack")
-    print(f"{'case':28}{'N':>5}" + "".join(f"{n:>18}" for n in names))
+    print(f"{'case':28}{'N':>9}" + "".join(f"{n:>18}" for n in names))
     for case, key, e in _audit_rows(cases):
         cells = "".join(f"{_auc_tpr(e['attacks'].get(a)):>18}" for a in names)
-        print(f"{case:28}{key:>5}{cells}")
+        print(f"{case:28}{key:>9}{cells}")
     print("\nSeconds per attack inside the audit (LiRA online includes the shared pool)")
-    print(f"{'case':28}{'N':>5}{'pool':>8}{'pool CPU':>9}" + "".join(f"{n:>13}" for n in names))
+    print(f"{'case':28}{'N':>9}{'pool':>8}{'pool CPU':>9}" + "".join(f"{n:>13}" for n in names))
     for case, key, e in _audit_rows(cases):
         cells = "".join(f"{_fmt(e['attacks'].get(a, {}).get('seconds'), '.2f'):>13}" for a in names)
         pool = f"{_fmt(e['pool_seconds'], '.2f'):>8}{_fmt(e['pool_cpu_seconds'], '.2f'):>9}"
-        print(f"{case:28}{key:>5}{pool}{cells}")
+        print(f"{case:28}{key:>9}{pool}{cells}")
 
 
 def _auc_tpr(attack: dict | None) -> str:

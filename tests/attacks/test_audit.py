@@ -135,7 +135,13 @@ def test_the_same_seed_gives_the_same_report_bytes_with_one_or_two_jobs(famous_l
         )
         for n in (1, 1, 2)
     )
-    assert set(first["run"]) == {"generated_at", "seconds", "attack_seconds", "n_jobs"}
+    assert set(first["run"]) == {
+        "generated_at",
+        "seconds",
+        "attack_seconds",
+        "shadow_seconds",
+        "n_jobs",
+    }
     assert set(first["run"]["attack_seconds"]) == set(DEFAULT_ATTACKS)
     assert (first["run"]["n_jobs"], two_jobs["run"]["n_jobs"]) == (1, 2)
     assert _without_run(first) == _without_run(again)

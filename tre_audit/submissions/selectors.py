@@ -119,6 +119,7 @@ def report_view(report: dict | None) -> dict | None:
         "attacks": [_attack_row(a) for a in report.get("attacks", [])],
         "rules": report.get("rules", []),
         "sweep": _sweep_view(report.get("sweep")),
+        "shadow_rounds": report.get("shadow_rounds"),
         "most_exposed": report.get("most_exposed", [])[:10],
         "model": report.get("model", {}),
         "data": report.get("data", {}),
@@ -174,6 +175,7 @@ def _sweep_view(sweep: dict | None) -> dict | None:
         "attack": sweep.get("attack"),
         "points": sweep.get("points", []),
         "recommendation": sweep.get("recommendation"),
+        "skipped": sweep.get("skipped", []),
         "note": sweep.get("note", ""),
     }
 
@@ -192,5 +194,5 @@ def stage_label(stage: str) -> str:
     from attacks.audit import ATTACKS
 
     if stage in ATTACKS:
-        return f"Running the {ATTACKS[stage][0].split(' (')[0]} attack"
-    return _STAGES.get(stage, stage)
+        return f"Running: {ATTACKS[stage][0].split(' (')[0]}"
+    return _STAGES.get(stage, stage[:1].upper() + stage[1:])
