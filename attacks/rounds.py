@@ -52,7 +52,7 @@ class RoundRule:
     min_models: int = 4
     max_models: int = 64
     tolerance: float = 2.5
-    max_auc_change: float = 0.005
+    max_auc_change: float = 0.01
     min_false_positives: int = 10
 
     @classmethod
