@@ -102,7 +102,7 @@ def _bench(args, tmp: Path, procs: list) -> dict:
             "attempts": run.attempts,
         }
         print(f"bench: {figures['runs'][n_workers]}", flush=True)
-        reports.append(_run_free(run.report))
+        reports.append(_without_run(run.report))
     walls = [figures["runs"][n]["wall_seconds"] for n in args.workers]
     figures["wall_ratio"] = round(walls[-1] / walls[0], 3)
     figures["same_reports"] = all(r == reports[0] for r in reports)
@@ -183,17 +183,9 @@ def _audit_once(researcher, uploads: dict, timeout: float):
     raise SystemExit(f"the audit did not finish in {timeout:.0f} s")
 
 
-def _run_free(value):
-    """The report without its times, and any object repr with an address in it."""
-    if isinstance(value, dict):
-        return {
-            k: _run_free(v)
-            for k, v in value.items()
-            if k not in ("seconds", "generated_at") and " at 0x" not in str(v)[:80]
-        }
-    if isinstance(value, list):
-        return [_run_free(v) for v in value]
-    return value
+def _without_run(report: dict) -> dict:
+    """The report but for its ``run``, the one part that differs between runs."""
+    return {k: v for k, v in report.items() if k != "run"}
 
 
 if __name__ == "__main__":

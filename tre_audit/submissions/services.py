@@ -562,15 +562,17 @@ def audit_run_execute(
         submission_set_status(
             submission=submission, to=Status.AUDITING, by=None, reason=f"audit run {run.id}"
         )
-    if config is None and _fans_out(_audit_config()):
-        return _shadow_round_send(run, n_rounds_done=0)
+    fan_out = config is None and settings.TRE_AUDIT_FANOUT
     try:
+        config = config or _audit_config()
+        if fan_out and _uses_pool(config):
+            return _shadow_round_send(run, n_rounds_done=0)
         with _heartbeat(run):
             report = uploads_audit(
                 **_uploads_of(submission, run.version),
                 label=submission.label,
                 policy=policy_current(),
-                config=config or _audit_config(),
+                config=config,
                 progress=_progress_saver(run),
                 max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES,
             )
@@ -726,8 +728,8 @@ SHADOW_STOPPED_TWICE = (
 )
 
 
-def _fans_out(config: AuditConfig) -> bool:
-    return settings.TRE_AUDIT_FANOUT and any(ATTACKS[name][2] for name in config.attacks)
+def _uses_pool(config: AuditConfig) -> bool:
+    return any(ATTACKS[name][2] for name in config.attacks)
 
 
 def _shadow_round_send(run: AuditRun, *, n_rounds_done: int) -> AuditRun:

@@ -81,26 +81,12 @@ def _run(example_files) -> AuditRun:
     return submission.runs.get()
 
 
-def _run_free(value):
-    """The report without what differs between two runs of it: times, and an object's
-    repr with its address (issue 10 item 5 removes those from the report)."""
-    if isinstance(value, dict):
-        return {
-            k: _run_free(v)
-            for k, v in value.items()
-            if k not in ("seconds", "generated_at") and " at 0x" not in str(v)[:80]
-        }
-    if isinstance(value, list):
-        return [_run_free(v) for v in value]
-    return value
-
-
 def test_a_fanned_out_audit_reports_what_the_one_task_audit_does(example_files, eager):
     fanned = audit_run_execute(run=_run(example_files))
     fanned.refresh_from_db()
     one_task = audit_run_execute(run=_run(example_files), config=_audit_config())
     assert fanned.status == one_task.status == RunStatus.DONE
-    assert _run_free(fanned.report) == _run_free(one_task.report)
+    assert _without_run(fanned.report) == _without_run(one_task.report)
     rounds = fanned.report["shadow_rounds"]
     assert [r["n_models"] for r in rounds["rounds"]][:2] == [2, 4]
     shadows = AuditShadow.objects.filter(run=fanned)
@@ -117,6 +103,15 @@ def test_the_first_round_is_sent_as_a_chord_and_the_run_waits_for_it(example_fil
     assert (run.status, run.shadows_wanted, run.shadows_max) == (RunStatus.RUNNING, 2, 8)
     assert run.stage == "shadow models: 0 of 2 trained"
     assert list(run.shadows.values_list("index", "starts")) == [(0, 0), (1, 0)]
+
+
+def test_an_impossible_service_config_fails_the_run_before_any_shadow_is_sent(
+    example_files, chords, settings
+):
+    settings.TRE_AUDIT_JOBS = -1
+    run = audit_run_execute(run=_run(example_files))
+    assert run.status == RunStatus.FAILED and "number of jobs" in run.error
+    assert chords == [] and not run.shadows.exists()
 
 
 def test_finished_shadows_are_counted_once_each_and_move_the_progress(example_files, chords):
@@ -229,3 +224,8 @@ def test_a_run_whose_shadow_worker_died_waits_for_redelivery_then_is_requeued(
     assert (run.attempts, run.shadows_wanted, run.shadow_rounds) == (2, 2, [])
     assert chords[-1] == (run.id, 2, [0, 1])
     assert run.shadows.get(index=0).finished_at is not None
+
+
+def _without_run(report: dict) -> dict:
+    """The report but for its ``run``, the one part that differs between runs."""
+    return {k: v for k, v in report.items() if k != "run"}
