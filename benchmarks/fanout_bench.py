@@ -12,8 +12,9 @@ skops and CSV). Then, for each worker count, it starts that many Celery workers
 ``TRE_AUDIT_SHADOW_MODELS=--shadows``, ``TRE_AUDIT_SWEEP=false``,
 ``TRE_AUDIT_JOBS=1``), submits the forest once, waits for its audit, and stops
 the workers. Wall seconds run from the submission's commit to the run's end
-(the workers are up and idle before it); CPU seconds are the stopped workers'
-and their children's (``RUSAGE_CHILDREN``). The reports of every count must be
+(the workers are up and idle before it); busy seconds add up how long each task
+took, per task name, from the workers' logs (the shadows' sum against the one
+final step shows what fanning out can save). The reports of every count must be
 the same but for their times (the issue's target: 2 workers at most 0.55x the
 wall time of 1). Another load on the machine inflates every figure: the load
 average is printed.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import re
 import shutil
 import signal
 import sys
@@ -90,14 +91,14 @@ def _bench(args, tmp: Path, procs: list) -> dict:
     for n_workers in args.workers:
         print(f"bench: {n_workers} worker(s); load average {_load()}", flush=True)
         mine: list = []
-        cpu_before = _children_cpu()
-        (tmp / f"w{n_workers}").mkdir()
-        _workers_start(env, tmp / f"w{n_workers}", mine, n_workers)
+        folder = tmp / f"w{n_workers}"
+        folder.mkdir()
+        _workers_start(env, folder, mine, n_workers)
         run, wall = _audit_once(researcher, uploads, args.timeout)
         _stop(mine)
         figures["runs"][n_workers] = {
             "wall_seconds": round(wall, 1),
-            "cpu_seconds": round(_children_cpu() - cpu_before, 1),
+            "busy_seconds": _busy_seconds(folder / "logs"),
             "n_shadow_models": run.report["reproducibility"]["n_shadow_models"],
             "attempts": run.attempts,
         }
@@ -110,9 +111,17 @@ def _bench(args, tmp: Path, procs: list) -> dict:
     return figures
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+#: A worker's log line for a finished task: its name and how long it took.
+_SUCCEEDED = re.compile(r"Task submissions\.(\w+)\[[^]]*\] succeeded in ([0-9.]+)s")
+
+
+def _busy_seconds(logs: Path) -> dict[str, float]:
+    """Seconds the workers spent on each task name, summed over their logs."""
+    busy: dict[str, float] = {}
+    for log in sorted(logs.glob("worker*.log")):
+        for name, seconds in _SUCCEEDED.findall(log.read_text(errors="replace")):
+            busy[name] = busy.get(name, 0.0) + float(seconds)
+    return {name: round(seconds, 1) for name, seconds in busy.items()}
 
 
 def _database_prepare():
