@@ -208,8 +208,8 @@ TRE_AUDIT_JOBS = env_int("TRE_AUDIT_JOBS", 0) or None
 #: Train an audit's shadow models as Celery tasks on the "shadows" queue, any worker
 #: taking one each; false audits in one task, its shadows in that worker's processes.
 TRE_AUDIT_FANOUT = env_bool("TRE_AUDIT_FANOUT", True)
-#: A fanned-out run whose shadows wait in the queue is not lost however long it waits
-#: behind other audits... up to this many seconds without a sign of life.
+#: A fanned-out run whose shadows wait in the queue behind other audits is not lost
+#: until it has gone this many seconds without a sign of life.
 TRE_AUDIT_QUEUE_WAIT_SECONDS = env_int("TRE_AUDIT_QUEUE_WAIT_SECONDS", 24 * 3600)
 
 EMAIL_BACKEND = env("TRE_AUDIT_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

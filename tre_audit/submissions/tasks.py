@@ -98,7 +98,6 @@ audit_shadow_train_task = audit_shadow_train
 
 
 @shared_task(
-    bind=True,
     name="submissions.audit_run_round",
     acks_late=True,
     ignore_result=True,
@@ -107,7 +106,7 @@ audit_shadow_train_task = audit_shadow_train
     max_retries=3,
     on_failure=_audit_run_execute_failure,
 )
-def audit_run_round(self, run_id: int, attempt: int, n_models: int) -> None:
+def audit_run_round(run_id: int, attempt: int, n_models: int) -> None:
     """A round's shadows have returned: measure the pool, then the next round or the report."""
     from tre_audit.submissions.models import AuditRun
     from tre_audit.submissions.services import audit_run_round as run_round
