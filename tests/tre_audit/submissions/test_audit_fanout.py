@@ -81,12 +81,17 @@ def _run(example_files) -> AuditRun:
     return submission.runs.get()
 
 
-def test_a_fanned_out_audit_reports_what_the_one_task_audit_does(example_files, eager):
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_fanned_out_audit_reports_what_the_one_task_audit_does(
+    example_files, eager, settings, sweep
+):
+    settings.TRE_AUDIT_SWEEP = sweep  # the sweep reuses the audit's shadows
     fanned = audit_run_execute(run=_run(example_files))
     fanned.refresh_from_db()
     one_task = audit_run_execute(run=_run(example_files), config=_audit_config())
     assert fanned.status == one_task.status == RunStatus.DONE
     assert _without_run(fanned.report) == _without_run(one_task.report)
+    assert (fanned.report["sweep"] is not None) == sweep
     rounds = fanned.report["shadow_rounds"]
     assert [r["n_models"] for r in rounds["rounds"]][:2] == [2, 4]
     shadows = AuditShadow.objects.filter(run=fanned)
