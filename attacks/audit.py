@@ -497,10 +497,12 @@ def audit_uploads(
     description: Upload | None = None,
     progress: Progress | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    rounds: PoolRounds | None = None,
 ) -> dict:
     """Audit submitted files end to end: the one entry point of the CLI and the service.
 
-    ``max_bytes`` is the caller's upload limit, passed to every loader.
+    ``max_bytes`` is the caller's upload limit, passed to every loader; ``rounds`` as
+    in :func:`audit_run`.
     """
     target = target_from_uploads(
         model=model, train=train, test=test, label=label, max_bytes=max_bytes
@@ -520,7 +522,9 @@ def audit_uploads(
     config = dataclasses.replace(
         config, label=label, inputs=tuple(inputs), data_description=_description(description)
     )
-    return audit_run(target, config=config, policy=policy, record=row, progress=progress)
+    return audit_run(
+        target, config=config, policy=policy, record=row, progress=progress, rounds=rounds
+    )
 
 
 def _record(target: Target, upload: Upload, label: str) -> Record:

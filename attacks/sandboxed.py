@@ -16,6 +16,8 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 from attacks.audit import AuditConfig, Progress, Upload, audit_uploads, target_from_uploads
 from attacks.exceptions import AttackError, AuditError, IntakeError, PolicyError
 from attacks.intake import DEFAULT_MAX_BYTES
@@ -157,6 +159,119 @@ def uploads_scan(
         raise AuditError(str(exc)) from None
 
 
+def uploads_shadow_train(
+    *,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    label: str,
+    index: int,
+    base_seed: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: SandboxLimits = AUDIT_LIMITS,
+) -> np.ndarray:
+    """Shadow ``index`` of an audit (:func:`attacks.shadows.shadow_train`), trained in a sandbox.
+
+    Its training mask follows from ``(base_seed, index)`` and the pool's size, so only
+    its confidences come back, checked: one finite probability per audit record.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_records,)
+
+    Raises
+    ------
+    AuditError
+        As :func:`uploads_audit`, or if the sandbox sent back something else.
+    """
+    kwargs = {
+        "uploads": _wire_uploads(model=model, train=train, test=test),
+        "label": label,
+        "index": index,
+        "base_seed": base_seed,
+        "max_bytes": max_bytes,
+    }
+    try:
+        confidences = sandbox_call(
+            "attacks.sandboxed:_shadow_in_child", kwargs=kwargs, limits=limits, reraise=_RERAISED
+        )
+    except ModelRefused as exc:
+        raise AuditError(str(exc)) from None
+    return confidences_checked(confidences)
+
+
+def confidences_checked(confidences: Any, n_records: int | None = None) -> np.ndarray:
+    """One shadow's confidences as float64, or AuditError if they are not probabilities
+    (of ``n_records`` records, when given)."""
+    ok = (
+        isinstance(confidences, np.ndarray)
+        and confidences.ndim == 1
+        and confidences.dtype.kind == "f"
+        and (n_records is None or len(confidences) == n_records)
+    )
+    if ok:
+        confidences = confidences.astype(np.float64)
+        ok = bool(np.isfinite(confidences).all() and (confidences >= 0).all())
+        ok = ok and bool((confidences <= 1).all())
+    if not ok:
+        raise AuditError("A shadow model's confidences are not one probability per record.")
+    return confidences
+
+
+def uploads_audit_round(
+    *,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    label: str,
+    policy: Policy,
+    config: AuditConfig,
+    shadows: list[np.ndarray | str],
+    history: list[dict],
+    progress: Progress | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: SandboxLimits = AUDIT_LIMITS,
+) -> dict:
+    """One round of an audit whose shadows were trained elsewhere, run in a sandbox.
+
+    The pool attacks are scored on ``shadows`` (shadow ``k``'s confidences, or the
+    sentence saying why it failed) and :func:`attacks.rounds.rounds_decide` is asked
+    whether to stop, given the earlier rounds' ``history``. If it stops (or a shadow
+    failed: the pool attacks then report that error), the whole audit is run on that
+    pool (:func:`attacks.audit.audit_uploads` with ``rounds``).
+
+    Returns
+    -------
+    dict
+        ``{"report": {...}}`` when the audit is done, else ``{"round": {...}}``: this
+        round's entry for ``history``.
+
+    Raises
+    ------
+    AuditError
+        As :func:`uploads_audit`.
+    """
+    kwargs = {
+        "uploads": _wire_uploads(model=model, train=train, test=test),
+        "label": label,
+        "policy": dataclasses.asdict(policy),
+        "config": dataclasses.asdict(config),
+        "shadows": shadows,
+        "history": history,
+        "max_bytes": max_bytes,
+    }
+    try:
+        return sandbox_call(
+            "attacks.sandboxed:_round_in_child",
+            kwargs=kwargs,
+            limits=limits,
+            on_event=_progress_relay(progress),
+            reraise=_RERAISED,
+        )
+    except ModelRefused as exc:
+        raise AuditError(str(exc)) from None
+
+
 def _wire_uploads(**uploads: Upload | None) -> dict[str, list]:
     return {role: [u.name, u.data] for role, u in uploads.items() if u is not None}
 
@@ -213,6 +328,75 @@ def _audit_in_child(
             progress=lambda stage, done: sandbox_emit({"stage": stage, "done": done}),
             max_bytes=max_bytes,
         )
+
+
+def _shadow_in_child(
+    *, uploads: dict, label: str, index: int, base_seed: int, max_bytes: int
+) -> np.ndarray:
+    from attacks.shadows import shadow_train
+
+    with _data_errors():
+        target = target_from_uploads(
+            **_uploads_from_wire(uploads), label=label, max_bytes=max_bytes
+        )
+        return shadow_train(target, index=index, base_seed=base_seed).confidences
+
+
+def _round_in_child(
+    *,
+    uploads: dict,
+    label: str,
+    policy: dict,
+    config: dict,
+    shadows: list,
+    history: list,
+    max_bytes: int,
+) -> dict:
+    from safe_model.sandbox import sandbox_emit
+
+    policy, config = Policy(**policy), _config_from_wire(config)
+    uploads = _uploads_from_wire(uploads)
+    with _data_errors():
+        target = target_from_uploads(**uploads, label=label, max_bytes=max_bytes)
+        rounds, done = _pool_rounds_of(target, config, policy, shadows, history)
+        if not done:
+            return {"round": dataclasses.asdict(rounds.history[-1])}
+        report = audit_uploads(
+            **uploads,
+            label=label,
+            policy=policy,
+            config=config,
+            progress=lambda stage, done: sandbox_emit({"stage": stage, "done": done}),
+            max_bytes=max_bytes,
+            rounds=rounds,
+        )
+    return {"report": report}
+
+
+def _pool_rounds_of(target, config, policy, shadows, history):
+    """(PoolRounds so far, whether to stop): a failed shadow stops the rounds, and each
+    pool attack then reports its sentence."""
+    from attacks.audit import round_measure, shadow_base_seed, shadow_rule
+    from attacks.rounds import PoolRounds, Round, RoundResult, round_counts, rounds_decide
+    from attacks.shadows import ShadowOutput, shadow_mask, shadow_pool_from_outputs
+
+    rule = shadow_rule(config, policy)
+    past = [Round(r["n_models"], [RoundResult(**x) for x in r["results"]]) for r in history]
+    failed = next((s for s in shadows if isinstance(s, str)), None)
+    if failed is not None:
+        return PoolRounds(pool=None, history=past, reason="", error=AuditError(failed)), True
+    n, base = target.n_members + target.n_non_members, shadow_base_seed(config)
+    pool = shadow_pool_from_outputs(
+        ShadowOutput(k, shadow_mask(k, n, base), confidences_checked(c, n), np.empty(0))
+        for k, c in enumerate(shadows)
+    )
+    try:
+        rounds = past + [Round(len(shadows), round_measure(target, config, pool))]
+    except Exception as exc:  # noqa: BLE001 - as in-process: every pool attack reports it
+        return PoolRounds(pool=None, history=past, reason="", error=exc), True
+    stop, reason = rounds_decide(rounds, rule, n_non_members=target.n_non_members)
+    done = stop or len(shadows) >= round_counts(rule)[-1]
+    return PoolRounds(pool=pool, history=rounds, reason=reason), done
 
 
 def _scan_in_child(

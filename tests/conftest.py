@@ -66,8 +66,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _test_settings(settings, tmp_path):
     """Every test stores files in its own folder; passwords hash fast (tests only);
-    throttle counts start from zero."""
+    throttle counts start from zero; an audit runs in one task (no broker here: the
+    fan-out tests turn TRE_AUDIT_FANOUT on)."""
     cache.clear()
+    settings.TRE_AUDIT_FANOUT = False
     settings.TRE_AUDIT_FILE_ROOT = tmp_path / "files"
     settings.TRE_AUDIT_ANCHOR_FILE = tmp_path / "audit-anchor.log"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

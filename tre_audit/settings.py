@@ -163,7 +163,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-CELERY_RESULT_BACKEND = None
+# A fanned-out audit's rounds are chords, which count their finished shadows here:
+# results are small JSON (each shadow's numbers go to the database), kept a day.
+CELERY_RESULT_BACKEND = (
+    env("CELERY_RESULT_BACKEND", "") or CELERY_BROKER_URL.rsplit("/", 1)[0] + "/2"
+)
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_EXPIRES = timedelta(days=1)
+# Workers take both queues unless started with -Q: audits (and their rounds) on
+# "celery", one task per shadow model on "shadows" (see docker/README.md).
+CELERY_TASK_QUEUES = {"celery": {}, "shadows": {}}
+CELERY_TASK_ROUTES = {"submissions.audit_shadow_train": {"queue": "shadows"}}
 CELERY_TASK_ACKS_LATE = True
 # A submission waits for the broker inside the web request: give up within a few
 # seconds, also on a broker that accepts connections but never answers (a socket
@@ -182,6 +192,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # seconds. It must exceed the longest audit; the heartbeat below re-queues a lost
     # audit long before it.
     "visibility_timeout": env_int("TRE_AUDIT_VISIBILITY_TIMEOUT", 3600),
+    # ...looked for every 10 s (kombu's default scans every 100 s), so that a shadow
+    # whose worker was killed is trained again soon after its timeout.
+    "unacked_restore_throttle": 1,
 }
 #: A running audit's worker writes its heartbeat this often (one small UPDATE)...
 TRE_AUDIT_HEARTBEAT_SECONDS = env_int("TRE_AUDIT_HEARTBEAT_SECONDS", 10)
@@ -192,6 +205,12 @@ TRE_AUDIT_STALE_SECONDS = env_int("TRE_AUDIT_STALE_SECONDS", 60)
 TRE_AUDIT_SHADOW_MODELS = env_int("TRE_AUDIT_SHADOW_MODELS", 0) or None
 TRE_AUDIT_SWEEP = env_bool("TRE_AUDIT_SWEEP", True)
 TRE_AUDIT_JOBS = env_int("TRE_AUDIT_JOBS", 0) or None
+#: Train an audit's shadow models as Celery tasks on the "shadows" queue, any worker
+#: taking one each; false audits in one task, its shadows in that worker's processes.
+TRE_AUDIT_FANOUT = env_bool("TRE_AUDIT_FANOUT", True)
+#: A fanned-out run whose shadows wait in the queue behind other audits is not lost
+#: until it has gone this many seconds without a sign of life.
+TRE_AUDIT_QUEUE_WAIT_SECONDS = env_int("TRE_AUDIT_QUEUE_WAIT_SECONDS", 24 * 3600)
 
 EMAIL_BACKEND = env("TRE_AUDIT_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("TRE_AUDIT_FROM_EMAIL", "tre-audit@localhost")

@@ -185,8 +185,10 @@ def worker_factory(celery_broker, settings, tmp_path):
     }
     workers = []
 
-    def start() -> Worker:
-        workers.append(Worker(env, tmp_path / "worker.log").start())
+    def start(**more_env: str) -> Worker:
+        """A worker on the test's broker, ``more_env`` added to its environment."""
+        log = tmp_path / f"worker-{len(workers)}.log"
+        workers.append(Worker({**env, **more_env}, log).start())
         return workers[-1]
 
     yield start

@@ -38,7 +38,8 @@ def test_a_worker_audits_a_submitted_request(worker_factory, example_files):
 
 
 def test_an_audit_survives_its_worker_being_killed(worker_factory, example_files):
-    first = worker_factory()
+    """The audit in one task (its shadows fanned out: tests/integration/test_fanout.py)."""
+    first = worker_factory(TRE_AUDIT_FANOUT="false")
     submission = _submit(example_files)
     wait_for(
         lambda: _run(submission).status == RunStatus.RUNNING,
@@ -48,7 +49,7 @@ def test_an_audit_survives_its_worker_being_killed(worker_factory, example_files
     )
     first.kill()
     assert _run(submission).status == RunStatus.RUNNING  # died mid-audit
-    second = worker_factory()
+    second = worker_factory(TRE_AUDIT_FANOUT="false")
     run = wait_for(lambda: _done(submission), what="the redelivered audit", log=second.log)
     submission.refresh_from_db()
     assert submission.status == Status.AWAITING_REVIEW
@@ -60,8 +61,9 @@ def test_a_model_that_kills_its_worker_process_fails_after_two_attempts(
     worker_factory, example_files
 ):
     """The issue's loop (36 redeliveries): the pool process dies under the audit twice,
-    and the third delivery fails the run with its reason instead of running it again."""
-    worker = worker_factory()
+    and the third delivery fails the run with its reason instead of running it again.
+    (Fanned out, a shadow's task is bounded the same way: tests/tre_audit/submissions.)"""
+    worker = worker_factory(TRE_AUDIT_FANOUT="false")
     submission = _submit(example_files)
     for attempt in (1, 2):
         wait_for(

@@ -124,9 +124,31 @@ class AuditRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # An audit whose shadows are Celery tasks (settings.TRE_AUDIT_FANOUT):
+    shadows_done = models.PositiveIntegerField(default=0)  # trained, of this run
+    shadows_wanted = models.PositiveIntegerField(default=0)  # the pool after this round
+    shadows_max = models.PositiveIntegerField(default=0)  # the policy's maximum
+    shadow_rounds = models.JSONField(default=list)  # each measured round's results
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class AuditShadow(models.Model):
+    """One shadow model of a fanned-out audit run: its confidences (numbers, never the
+    model), or why it failed, and how many times a worker started training it."""
+
+    run = models.ForeignKey(AuditRun, on_delete=models.CASCADE, related_name="shadows")
+    index = models.PositiveIntegerField()
+    starts = models.PositiveIntegerField(default=0)
+    confidences = models.BinaryField(null=True)  # little-endian float64, one per record
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="one_row_per_shadow_of_a_run")
+        ]
 
 
 class PolicyVersion(models.Model):

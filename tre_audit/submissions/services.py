@@ -16,18 +16,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
+from django.db.models import CharField, F, FloatField, Q, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
-from attacks.audit import AuditConfig, Upload
+from attacks.audit import ATTACKS, AuditConfig, Upload, shadow_base_seed, shadow_rule
 from attacks.exceptions import AuditError, PolicyError
 from attacks.pdf import render_pdf
 from attacks.policy import Policy, load_policy
 from attacks.report import report_dumps
-from attacks.sandboxed import uploads_audit, uploads_check
+from attacks.rounds import round_counts
+from attacks.sandboxed import (
+    uploads_audit,
+    uploads_audit_round,
+    uploads_check,
+    uploads_shadow_train,
+)
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
 from tre_audit.submissions.exceptions import (
@@ -41,6 +49,7 @@ from tre_audit.submissions.models import (
     AuditChainHead,
     AuditEntry,
     AuditRun,
+    AuditShadow,
     PolicyVersion,
     Project,
     StoredFile,
@@ -542,7 +551,9 @@ def audit_run_execute(
     """Audit the submission's files and attach the report; a finished run is left alone.
 
     The run is claimed for ``task_id`` first, so a redelivered or re-queued task never
-    runs an audit another worker is running.
+    runs an audit another worker is running. Without a ``config`` the service's own is
+    used, and with ``TRE_AUDIT_FANOUT`` its shadow models are trained as tasks on the
+    ``shadows`` queue: this only sends the first round (see ``audit_run_round``).
     """
     if not _audit_run_claim(run, task_id=task_id):
         return run
@@ -551,13 +562,17 @@ def audit_run_execute(
         submission_set_status(
             submission=submission, to=Status.AUDITING, by=None, reason=f"audit run {run.id}"
         )
+    fan_out = config is None and settings.TRE_AUDIT_FANOUT
     try:
+        config = config or _audit_config()
+        if fan_out and _uses_pool(config):
+            return _shadow_round_send(run, n_rounds_done=0)
         with _heartbeat(run):
             report = uploads_audit(
                 **_uploads_of(submission, run.version),
                 label=submission.label,
                 policy=policy_current(),
-                config=config or _audit_config(),
+                config=config,
                 progress=_progress_saver(run),
                 max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES,
             )
@@ -584,6 +599,8 @@ def _audit_run_claim(run: AuditRun, *, task_id: str) -> bool:
         task_id=task_id,
         started_at=now,
         heartbeat_at=now,
+        shadow_rounds=[],  # a new attempt measures its rounds again; trained shadows stay
+        shadows_wanted=0,
     )
     run.refresh_from_db()
     return claimed == 1
@@ -619,13 +636,33 @@ def _heartbeat(run: AuditRun):
 def audit_runs_reconcile(*, now: datetime | None = None) -> int:
     """Re-queue running audits whose heartbeat is stale (their worker stopped) and resend
     unsent ones; returns how many were sent. A run that stopped twice is failed instead.
+
+    A fanned-out run beats whenever one of its tasks starts, runs or ends. Between them it
+    may wait: it is lost only when its heartbeat is older than the broker's visibility
+    timeout as well (a killed worker's task comes back by then and beats), or, while one
+    of its shadows has not started yet (queued behind other audits), older than
+    ``TRE_AUDIT_QUEUE_WAIT_SECONDS``.
     """
-    cutoff = (now or timezone.now()) - timedelta(seconds=settings.TRE_AUDIT_STALE_SECONDS)
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.TRE_AUDIT_STALE_SECONDS)
     stale = AuditRun.objects.filter(status=RunStatus.RUNNING).filter(
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
     )
-    sent = sum(_audit_run_requeue_lost(run) for run in stale)
+    sent = sum(_audit_run_requeue_lost(run) for run in stale if _fanout_lost(run, now))
     return sent + audit_runs_requeue()
+
+
+def _fanout_lost(run: AuditRun, now: datetime) -> bool:
+    """Whether a stale run is lost; a run in one task is, a fanned-out one may be waiting."""
+    if not run.shadows_wanted:
+        return True
+    waiting = run.shadows.filter(starts=0, finished_at__isnull=True).exists()
+    seconds = settings.TRE_AUDIT_STALE_SECONDS + (
+        settings.TRE_AUDIT_QUEUE_WAIT_SECONDS
+        if waiting
+        else settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    )
+    return (run.heartbeat_at or run.started_at) < now - timedelta(seconds=seconds)
 
 
 def _failed_if_stopped_twice(run: AuditRun) -> bool:
@@ -682,6 +719,152 @@ def _task_revoke(task_id: str) -> None:
         logger.warning("Broker unreachable: task %s was not revoked.", task_id)
 
 
+# Fanned-out audits: a chord per round ---------------------------------------------------
+
+#: Why a shadow model is not trained a third time.
+SHADOW_STOPPED_TWICE = (
+    "A shadow model stopped twice without finishing; its model may crash the process "
+    "that trains it."
+)
+
+
+def _uses_pool(config: AuditConfig) -> bool:
+    return any(ATTACKS[name][2] for name in config.attacks)
+
+
+def _shadow_round_send(run: AuditRun, *, n_rounds_done: int) -> AuditRun:
+    """Start the run's next round of shadows (the first after ``n_rounds_done``)."""
+    rule = shadow_rule(_audit_config(), policy_current())
+    counts = round_counts(rule)
+    start, wanted = (counts[n_rounds_done - 1] if n_rounds_done else 0), counts[n_rounds_done]
+    AuditShadow.objects.bulk_create(
+        [AuditShadow(run=run, index=k) for k in range(start, wanted)], ignore_conflicts=True
+    )
+    _run_update(
+        run,
+        shadows_wanted=wanted,
+        shadows_max=rule.max_models,
+        stage=f"shadow models: {run.shadows_done} of {wanted} trained",
+        heartbeat_at=timezone.now(),
+    )
+    _round_chord_send(run.id, run.attempts, range(start, wanted))
+    return run
+
+
+def _round_chord_send(run_id: int, attempt: int, indices: range) -> None:
+    """One task per new shadow on the ``shadows`` queue, and ``audit_run_round`` once they
+    have all returned (a chord: the result backend counts them)."""
+    from celery import chord
+
+    from tre_audit.submissions.tasks import audit_run_round_task, audit_shadow_train_task
+
+    shadows = [audit_shadow_train_task.si(run_id, attempt, k) for k in indices]
+    chord(shadows)(audit_run_round_task.si(run_id, attempt, indices.stop))
+
+
+def _attempt_current(run: AuditRun, attempt: int) -> bool:
+    run.refresh_from_db()
+    return run.status == RunStatus.RUNNING and run.attempts == attempt
+
+
+def audit_shadow_train(*, run: AuditRun, attempt: int, index: int) -> None:
+    """Train shadow ``index`` of a fanned-out run in a sandbox and store its confidences.
+
+    Idempotent: a shadow already stored, or of an attempt that is no longer the run's,
+    is left alone; one that was started twice already (its worker died under it) is
+    stored as failed, and the pool attacks report why.
+    """
+    shadow = AuditShadow.objects.filter(run=run, index=index).first()
+    if shadow is None or shadow.finished_at is not None or not _attempt_current(run, attempt):
+        return
+    if shadow.starts >= MAX_ATTEMPTS:
+        audit_shadow_store(run=run, index=index, error=SHADOW_STOPPED_TWICE)
+        return
+    AuditShadow.objects.filter(id=shadow.id).update(starts=F("starts") + 1)
+    AuditRun.objects.filter(id=run.id).update(heartbeat_at=timezone.now())
+    try:
+        with _heartbeat(run):
+            confidences = uploads_shadow_train(
+                **_uploads_of(run.submission, run.version),
+                label=run.submission.label,
+                index=index,
+                base_seed=shadow_base_seed(_audit_config()),
+                max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES,
+            )
+    except AuditError as exc:
+        audit_shadow_store(run=run, index=index, error=str(exc))
+        return
+    audit_shadow_store(run=run, index=index, confidences=confidences.astype("<f8").tobytes())
+
+
+@transaction.atomic
+def audit_shadow_store(
+    *, run: AuditRun, index: int, confidences: bytes | None = None, error: str = ""
+) -> bool:
+    """Store one shadow's confidences (or why it failed) once, and count it on the run
+    (one UPDATE, so shadows finishing at once are all counted); True if it was new."""
+    if not AuditShadow.objects.filter(run=run, index=index, finished_at__isnull=True).update(
+        confidences=confidences, error=error, finished_at=timezone.now()
+    ):
+        return False
+    done = F("shadows_done") + 1
+    AuditRun.objects.filter(id=run.id).update(
+        shadows_done=done,
+        progress=0.05 + 0.45 * Cast(done, FloatField()) / Cast(F("shadows_max"), FloatField()),
+        stage=Concat(
+            Value("shadow models: "),
+            Cast(done, CharField()),
+            Value(" of "),
+            Cast(F("shadows_wanted"), CharField()),
+            Value(" trained"),
+            output_field=CharField(),
+        ),
+        heartbeat_at=timezone.now(),
+    )
+    return True
+
+
+def audit_run_round(*, run: AuditRun, attempt: int, n_models: int) -> AuditRun:
+    """After a round's shadows (its chord's callback): measure the pool in a sandbox,
+    then send the next round or attach the report. A repeated or stale callback is a no-op.
+    """
+    if not _attempt_current(run, attempt) or run.shadows_wanted != n_models:
+        return run
+    shadows = run.shadows.filter(index__lt=n_models).order_by("index")
+    try:
+        with _heartbeat(run):
+            out = uploads_audit_round(
+                **_uploads_of(run.submission, run.version),
+                label=run.submission.label,
+                policy=policy_current(),
+                config=_audit_config(),
+                shadows=[_shadow_wire(shadow) for shadow in shadows],
+                history=run.shadow_rounds,
+                progress=_progress_saver(run, floor=0.5),  # the shadows are trained
+                max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES,
+            )
+    except AuditError as exc:
+        return audit_run_fail(run=run, error=str(exc))
+    if "report" in out:
+        return _audit_run_finish(run, out["report"])
+    history = [*run.shadow_rounds, out["round"]]
+    if not AuditRun.objects.filter(
+        id=run.id, status=RunStatus.RUNNING, attempts=attempt, shadows_wanted=n_models
+    ).update(shadow_rounds=history, shadows_wanted=0):
+        return run  # another delivery of this callback got here first
+    run.shadow_rounds = history
+    return _shadow_round_send(run, n_rounds_done=len(history))
+
+
+def _shadow_wire(shadow: AuditShadow):
+    """A stored shadow as the sandbox takes it: its confidences, or why there are none."""
+    if shadow.finished_at is None:
+        return f"Shadow model {shadow.index} was not trained."
+    if shadow.error:
+        return shadow.error
+    return np.frombuffer(bytes(shadow.confidences), dtype="<f8")
+
+
 def _audit_config() -> AuditConfig:
     return AuditConfig(
         n_shadow_models=settings.TRE_AUDIT_SHADOW_MODELS,
@@ -692,6 +875,8 @@ def _audit_config() -> AuditConfig:
 
 @transaction.atomic
 def _audit_run_finish(run: AuditRun, report: dict) -> AuditRun:
+    if AuditRun.objects.select_for_update().get(id=run.id).status != RunStatus.RUNNING:
+        return run  # stopped by an admin, or finished by another delivery meanwhile
     pdf = file_store(data=render_pdf(report))
     _run_update(
         run,
@@ -741,15 +926,15 @@ def _uploads_of(submission: Submission, version: int) -> dict[str, Upload]:
     }
 
 
-def _progress_saver(run: AuditRun):
-    """A progress callback that writes at most every half second."""
+def _progress_saver(run: AuditRun, *, floor: float = 0.0):
+    """A progress callback that writes at most every half second, never below ``floor``."""
     last = [0.0]
 
     def save(stage: str, done: float) -> None:
         now = time.monotonic()
         if now - last[0] >= 0.5 or done >= 1.0:
             last[0] = now
-            _run_update(run, stage=stage, progress=done)
+            _run_update(run, stage=stage, progress=max(done, floor))
 
     return save
 

@@ -40,6 +40,7 @@ def _audit_run_execute_failure(self, exc, task_id, args, kwargs, einfo) -> None:
     bind=True,
     name="submissions.audit_run_execute",
     acks_late=True,
+    ignore_result=True,  # sent from web requests: never wait on the result backend
     autoretry_for=TRANSIENT,
     retry_backoff=True,
     max_retries=3,
@@ -61,6 +62,67 @@ def audit_run_execute(self, run_id: int) -> None:
 
 
 audit_run_execute_task = audit_run_execute
+
+
+@shared_task(
+    name="submissions.audit_shadow_train",
+    acks_late=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=3,
+)
+def audit_shadow_train(run_id: int, attempt: int, index: int) -> int:
+    """One shadow of a fanned-out audit (queue "shadows"); its chord counts the return.
+
+    Anything but a transient error is stored as the shadow's failure, so the round's
+    callback still runs and the pool attacks report it.
+    """
+    from tre_audit.submissions.models import AuditRun
+    from tre_audit.submissions.services import audit_shadow_store
+    from tre_audit.submissions.services import audit_shadow_train as train
+
+    run = AuditRun.objects.filter(id=run_id).first()
+    if run is None:
+        return index
+    try:
+        train(run=run, attempt=attempt, index=index)
+    except TRANSIENT:
+        raise
+    except Exception as exc:
+        error = f"A shadow model stopped unexpectedly ({exception_summary(exc)})."
+        audit_shadow_store(run=run, index=index, error=error)
+    return index
+
+
+audit_shadow_train_task = audit_shadow_train
+
+
+@shared_task(
+    name="submissions.audit_run_round",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=3,
+    on_failure=_audit_run_execute_failure,
+)
+def audit_run_round(run_id: int, attempt: int, n_models: int) -> None:
+    """A round's shadows have returned: measure the pool, then the next round or the report."""
+    from tre_audit.submissions.models import AuditRun
+    from tre_audit.submissions.services import audit_run_round as run_round
+
+    run = AuditRun.objects.filter(id=run_id).first()
+    if run is None:
+        return
+    try:
+        run_round(run=run, attempt=attempt, n_models=n_models)
+    except TRANSIENT:
+        raise
+    except Exception as exc:
+        raise AuditStopped(exception_summary(exc)) from None  # no context: no raw values
+
+
+audit_run_round_task = audit_run_round
 
 
 @worker_ready.connect

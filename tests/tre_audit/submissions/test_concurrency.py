@@ -13,6 +13,7 @@ from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
 from tre_audit.reviews.models import Review
 from tre_audit.reviews.services import review_submit, submission_release
+from tre_audit.submissions import services
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.exceptions import InvalidTransition
 from tre_audit.submissions.models import AuditEntry, Submission
@@ -20,6 +21,9 @@ from tre_audit.submissions.selectors import current_run
 from tre_audit.submissions.services import (
     audit_chain_verify,
     audit_entry_append,
+    audit_run_execute,
+    audit_shadow_store,
+    submission_create,
     submission_new_version,
     submission_withdraw,
 )
@@ -162,3 +166,27 @@ def test_approval_racing_a_new_version_never_counts_for_the_new_version(
         assert approvals.count() == 1 and not approvals.filter(run__version=2).exists()
         assert "Version 2 has been submitted since you opened this page" in str(results[0])
     assert audit_chain_verify().ok
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_shadows_finishing_at_once_are_each_counted_once(
+    round_, example_files, enqueued, monkeypatch, settings
+):
+    settings.TRE_AUDIT_FANOUT, settings.TRE_AUDIT_SHADOW_MODELS = True, 8
+    monkeypatch.setattr(services, "_round_chord_send", lambda *args: None)
+    submission = submission_create(
+        author=factories.create_user(role=Role.RESEARCHER),
+        title="SVC",
+        label="response",
+        declaration=factories.EXACT,
+        **example_files,
+    )
+    run = audit_run_execute(run=submission.runs.get())
+    stores = [lambda k=k: audit_shadow_store(run=run, index=k, confidences=b"") for k in range(8)]
+    redelivered = [lambda: audit_shadow_store(run=run, index=0, error="again")] * 2
+    results = together(*stores, *redelivered)
+    assert results.count(True) == 8
+    run.refresh_from_db()
+    assert (run.shadows_done, run.stage) == (8, "shadow models: 8 of 8 trained")
+    assert run.progress == pytest.approx(0.5)
+    assert [results[0], *results[8:]].count(True) == 1  # shadow 0 stored by one delivery

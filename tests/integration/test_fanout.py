@@ -1,0 +1,97 @@
+"""An audit's shadow models fanned out over real Celery workers (TRE_AUDIT_FANOUT): the
+same report for one worker or two, and a worker killed mid-shadow loses only that one."""
+
+import pytest
+
+from tests import factories
+from tests.integration.conftest import wait_for
+from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.models import AuditRun, AuditShadow
+from tre_audit.submissions.services import audit_chain_verify, submission_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Each worker at concurrency 1 and one thread, fanning out (4 shadows: conftest).
+FANOUT = {"TRE_AUDIT_FANOUT": "true", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def _submit(files):
+    return submission_create(
+        author=factories.create_user(role="researcher"),
+        title="SVC",
+        label="response",
+        declaration=factories.EXACT,
+        **files,
+    )
+
+
+def _done(submission, seen: list | None = None):
+    run = AuditRun.objects.get(submission=submission)
+    assert run.status != RunStatus.FAILED, run.error
+    if seen is not None:
+        seen.append(run.shadows_done)
+    return run if run.status == RunStatus.DONE else None
+
+
+def _ready(worker) -> bool:
+    return worker.log.exists() and " ready." in worker.log.read_text(errors="replace")
+
+
+def _shadows_trained_by(worker) -> int:
+    return worker.log.read_text(errors="replace").count("submissions.audit_shadow_train[")
+
+
+def test_one_worker_and_two_workers_give_the_same_report(worker_factory, example_files):
+    first = worker_factory(**FANOUT)
+    seen = []
+    alone = _submit(example_files)
+    one = wait_for(lambda: _done(alone, seen), what="the audit on one worker", log=first.log)
+    second = worker_factory(**FANOUT)
+    wait_for(lambda: _ready(second), what="the second worker to start", log=second.log)
+    trained_by_first = _shadows_trained_by(first)
+    shared = _submit(example_files)
+    two = wait_for(lambda: _done(shared), what="the audit on two workers", log=second.log)
+    assert _without_run(two.report) == _without_run(one.report)
+    assert two.report["reproducibility"]["n_shadow_models"] == 4
+    assert _shadows_trained_by(first) > trained_by_first and _shadows_trained_by(second) > 0
+    assert seen == sorted(seen) and one.shadows_done == 4  # progress counted each shadow
+    assert one.attempts == two.attempts == 1
+    assert AuditShadow.objects.filter(run=two, starts=1).count() == 4
+    assert audit_chain_verify().ok
+
+
+def _training(submission) -> AuditShadow | None:
+    run = AuditRun.objects.get(submission=submission)
+    assert run.status != RunStatus.FAILED, run.error
+    return run.shadows.filter(starts=1, finished_at__isnull=True).first()
+
+
+def test_a_worker_killed_mid_shadow_loses_that_shadow_only(worker_factory, example_files):
+    """The first shadow a worker trains also starts its sandbox's zygote (seconds of
+    imports): that is the shadow caught in training, and the test checks that it was."""
+    first = worker_factory(**FANOUT)
+    submission = _submit(example_files)
+    shadow = wait_for(
+        lambda: _training(submission),
+        what="a shadow model to be in training",
+        interval=0.02,
+        log=first.log,
+    )
+    first.kill()
+    shadow.refresh_from_db()
+    assert shadow.finished_at is None, "the shadow finished before its worker was killed"
+    second = worker_factory(**FANOUT)
+    run = wait_for(lambda: _done(submission), what="the killed shadow's redelivery", log=second.log)
+    starts = dict(run.shadows.values_list("index", "starts"))
+    assert starts == {k: 2 if k == shadow.index else 1 for k in range(4)}
+    assert run.attempts == 1 and run.shadows_done == 4
+    assert run.report["shadow_rounds"]["n_models"] == 4
+    assert not [a for a in run.report["attacks"] if a["error"]]
+    submission.refresh_from_db()
+    assert submission.status == Status.AWAITING_REVIEW
+    assert audit_chain_verify().ok
+
+
+def _without_run(report: dict) -> dict:
+    """The report but for its ``run``, the one part that differs between runs."""
+    return {k: v for k, v in report.items() if k != "run"}
