@@ -129,6 +129,9 @@ class AuditRun(models.Model):
     shadows_wanted = models.PositiveIntegerField(default=0)  # the pool after this round
     shadows_max = models.PositiveIntegerField(default=0)  # the policy's maximum
     shadow_rounds = models.JSONField(default=list)  # each measured round's results
+    # The saved policy version the run is judged by, pinned when it starts (0: the
+    # default file), so a policy saved mid-audit changes neither its rounds nor its report.
+    policy_version = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

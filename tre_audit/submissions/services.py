@@ -571,7 +571,7 @@ def audit_run_execute(
             report = uploads_audit(
                 **_uploads_of(submission, run.version),
                 label=submission.label,
-                policy=policy_current(),
+                policy=policy_of_run(run=run),
                 config=config,
                 progress=_progress_saver(run),
                 max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES,
@@ -734,7 +734,7 @@ def _uses_pool(config: AuditConfig) -> bool:
 
 def _shadow_round_send(run: AuditRun, *, n_rounds_done: int) -> AuditRun:
     """Start the run's next round of shadows (the first after ``n_rounds_done``)."""
-    rule = shadow_rule(_audit_config(), policy_current())
+    rule = shadow_rule(_audit_config(), policy_of_run(run=run))
     counts = round_counts(rule)
     start, wanted = (counts[n_rounds_done - 1] if n_rounds_done else 0), counts[n_rounds_done]
     AuditShadow.objects.bulk_create(
@@ -836,7 +836,7 @@ def audit_run_round(*, run: AuditRun, attempt: int, n_models: int) -> AuditRun:
             out = uploads_audit_round(
                 **_uploads_of(run.submission, run.version),
                 label=run.submission.label,
-                policy=policy_current(),
+                policy=policy_of_run(run=run),
                 config=_audit_config(),
                 shadows=[_shadow_wire(shadow) for shadow in shadows],
                 history=run.shadow_rounds,
@@ -947,7 +947,28 @@ def _run_update(run: AuditRun, **fields) -> None:
 
 def policy_current() -> Policy:
     """The newest saved policy, versioned by its number here; the default file before any."""
-    saved = PolicyVersion.objects.order_by("-version").first()
+    return _policy_of(PolicyVersion.objects.order_by("-version").first())
+
+
+def policy_of_run(*, run: AuditRun) -> Policy:
+    """The policy ``run`` is judged by: the newest when it first asks, then that one.
+
+    Pinned by a conditional update, so every round and task of the run reads the same
+    policy even when an admin saves a new version meanwhile.
+    """
+    if run.policy_version is None:
+        newest = PolicyVersion.objects.order_by("-version").values_list("version", flat=True)
+        AuditRun.objects.filter(id=run.id, policy_version__isnull=True).update(
+            policy_version=newest.first() or 0
+        )
+        run.policy_version = AuditRun.objects.values_list("policy_version", flat=True).get(
+            id=run.id
+        )
+    saved = PolicyVersion.objects.filter(version=run.policy_version).first()
+    return _policy_of(saved)
+
+
+def _policy_of(saved: PolicyVersion | None) -> Policy:
     if saved is None:
         return load_policy()
     return dataclasses.replace(load_policy(saved.text), version=str(saved.version))

@@ -174,6 +174,22 @@ def test_a_round_sends_the_next_one_and_a_repeated_callback_changes_nothing(exam
     assert len(chords) == 2 and len(run.shadow_rounds) == 1
 
 
+def test_a_policy_saved_mid_audit_changes_neither_its_rounds_nor_its_report(example_files, chords):
+    run = audit_run_execute(run=_run(example_files))
+    pinned = run.policy_version
+    wider = SMALL_ROUNDS.replace("max_shadow_models = 8", "max_shadow_models = 2")
+    policy_version_create(
+        text=wider, note="saved while the audit runs", by=factories.create_user(role=Role.TRE_ADMIN)
+    )
+    for k in (0, 1):
+        audit_shadow_train(run=run, attempt=1, index=k)
+    run = audit_run_round(run=run, attempt=1, n_models=2)
+    run.refresh_from_db()
+    assert run.policy_version == pinned
+    assert [c[2] for c in chords] == [[0, 1], [2, 3]]  # the new maximum of 2 would stop here
+    assert run.status == RunStatus.RUNNING and run.shadows_max == 8
+
+
 def test_a_failed_shadow_ends_the_rounds_and_each_pool_attack_reports_it(example_files, chords):
     run = audit_run_execute(run=_run(example_files))
     audit_shadow_train(run=run, attempt=1, index=0)
