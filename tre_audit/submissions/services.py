@@ -637,11 +637,11 @@ def audit_runs_reconcile(*, now: datetime | None = None) -> int:
     """Re-queue running audits whose heartbeat is stale (their worker stopped) and resend
     unsent ones; returns how many were sent. A run that stopped twice is failed instead.
 
-    A fanned-out run beats whenever one of its tasks starts, runs or ends. Between them it
-    may wait: it is lost only when its heartbeat is older than the broker's visibility
-    timeout as well (a killed worker's task comes back by then and beats), or, while one
-    of its shadows has not started yet (queued behind other audits), older than
-    ``TRE_AUDIT_QUEUE_WAIT_SECONDS``.
+    A fanned-out run beats whenever one of its tasks starts, runs or ends. With a shadow
+    in training and no beat, its worker stopped: the run is lost as a one-task run is.
+    Between tasks it may wait: it is lost only when its heartbeat is older than the
+    broker's visibility timeout as well, or, while one of its shadows has not started yet
+    (queued behind other audits), older than ``TRE_AUDIT_QUEUE_WAIT_SECONDS``.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.TRE_AUDIT_STALE_SECONDS)
@@ -653,8 +653,16 @@ def audit_runs_reconcile(*, now: datetime | None = None) -> int:
 
 
 def _fanout_lost(run: AuditRun, now: datetime) -> bool:
-    """Whether a stale run is lost; a run in one task is, a fanned-out one may be waiting."""
+    """Whether a stale run is lost; a run in one task is, a fanned-out one may be waiting.
+
+    A shadow started but not finished beats the run's heartbeat while it trains: with
+    the heartbeat stale, the worker training it stopped (a whole worker killed leaves
+    its message unacknowledged for the visibility timeout, an hour), so the run is
+    re-queued now and keeps every shadow already stored.
+    """
     if not run.shadows_wanted:
+        return True
+    if run.shadows.filter(starts__gt=0, finished_at__isnull=True).exists():
         return True
     waiting = run.shadows.filter(starts=0, finished_at__isnull=True).exists()
     seconds = settings.TRE_AUDIT_STALE_SECONDS + (

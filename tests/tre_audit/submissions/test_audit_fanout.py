@@ -224,7 +224,7 @@ def test_a_run_whose_shadows_wait_in_the_queue_is_not_lost(
     assert audit_runs_reconcile(now=given_up) == 1 and sent == [run.id]
 
 
-def test_a_run_whose_shadow_worker_died_waits_for_redelivery_then_is_requeued(
+def test_a_run_whose_shadow_worker_died_is_requeued_once_its_heartbeat_is_stale(
     example_files, chords, monkeypatch, settings
 ):
     run = audit_run_execute(run=_run(example_files))
@@ -233,10 +233,9 @@ def test_a_run_whose_shadow_worker_died_waits_for_redelivery_then_is_requeued(
     run.refresh_from_db()
     sent = _sent(monkeypatch)
     stale = settings.TRE_AUDIT_STALE_SECONDS
-    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
-    redelivery_due = run.heartbeat_at + timedelta(seconds=stale + visibility - 1)
-    assert audit_runs_reconcile(now=redelivery_due) == 0 and sent == []
-    lost = run.heartbeat_at + timedelta(seconds=stale + visibility + 1)
+    beating = run.heartbeat_at + timedelta(seconds=stale - 1)
+    assert audit_runs_reconcile(now=beating) == 0 and sent == []
+    lost = run.heartbeat_at + timedelta(seconds=stale + 1)
     assert audit_runs_reconcile(now=lost) == 1 and sent == [run.id]
     run.refresh_from_db()
     assert (run.status, run.stage) == (RunStatus.QUEUED, REQUEUED)
@@ -245,6 +244,24 @@ def test_a_run_whose_shadow_worker_died_waits_for_redelivery_then_is_requeued(
     assert (run.attempts, run.shadows_wanted, run.shadow_rounds) == (2, 2, [])
     assert chords[-1] == (run.id, 2, [0, 1])
     assert run.shadows.get(index=0).finished_at is not None
+    audit_shadow_train(run=run, attempt=2, index=1)  # trained again, once
+    assert run.shadows.get(index=1).starts == 2 and run.shadows.get(index=1).error == ""
+
+
+def test_a_run_between_rounds_waits_for_its_callback_until_the_visibility_timeout(
+    example_files, chords, monkeypatch, settings
+):
+    run = audit_run_execute(run=_run(example_files))
+    for k in (0, 1):
+        audit_shadow_train(run=run, attempt=1, index=k)  # all trained: the callback is due
+    run.refresh_from_db()
+    sent = _sent(monkeypatch)
+    stale = settings.TRE_AUDIT_STALE_SECONDS
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    due = run.heartbeat_at + timedelta(seconds=stale + visibility - 1)
+    assert audit_runs_reconcile(now=due) == 0 and sent == []
+    lost = run.heartbeat_at + timedelta(seconds=stale + visibility + 1)
+    assert audit_runs_reconcile(now=lost) == 1 and sent == [run.id]
 
 
 def _without_run(report: dict) -> dict:
