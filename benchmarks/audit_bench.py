@@ -66,15 +66,9 @@ an upper bound. With ``--repeats N`` each measurement runs N times and medians
 are quoted. Before and after the cases, one CPU-bound process is timed alone and
 two together: a ratio well above 1.0 means another load shared the cores.
 
-``--fanout``: the shared forest at 16 shadows submitted once through the service
-(``submission_create`` on a fresh SQLite database, a private redis-server, 1 and
-then 2 ``celery worker --concurrency 1 -Q <audit queue>,<shadow queue>``
-processes with one thread each: ``FANOUT_ENV``); wall seconds from submission to
-the finished run (and the run's own started-to-finished), the 2/1 ratio (target
-at most 0.55), CPU seconds of the worker trees (sampled as above). It needs the
-fan-out's shadow task (a registered Celery task whose name contains ``shadow``,
-routed to a queue of its own) and stops with a sentence saying so when there is
-none.
+``--fanout`` runs ``benchmarks/fanout_bench.py`` (the shared forest at 16
+shadows through the service on 1 and 2 Celery workers; the ratio's target is
+at most 0.55).
 
 The last line printed is one JSON object holding every figure.
 """
@@ -128,7 +122,6 @@ TARGET_PEAK_MB = 2048.0
 TARGET_FULL_CPU_SECONDS = 36.0
 TARGET_FULL_TPR_AT_1PCT = 0.55
 BASELINE_AUC_TOLERANCE = 0.01
-TARGET_FANOUT_RATIO = 0.55
 #: Issue 10, small-N LiRA: online LiRA at 16 shadows within 0.02 AUC of its value at
 #: 64 (every case measured at both), and at TPR@1% >= 80% on the teaching example.
 LIRA_16_VS_64_AUC_TOLERANCE = 0.02
@@ -158,24 +151,6 @@ FULL_AUDITS = ("full", "cli")
 INFORMATIVE = {"classification_10k_2inf_rf": 2, "shared_forest": 10}
 #: Cases audited at these shadow counts whatever ``--quick`` says.
 ALWAYS_COUNTS = {TEACHING_CASE: (16, 64)}
-
-#: Where the report may say how many reference/shadow models the audit trained,
-#: first found wins (the adaptive rule's key first, then the fixed count).
-
-#: The fan-out row: shared forest, 16 shadows, no sweep, one thread per worker.
-FANOUT_WORKERS = (1, 2)
-FANOUT_SHADOWS = 16
-FANOUT_ENV = {
-    "TRE_AUDIT_SHADOW_MODELS": str(FANOUT_SHADOWS),
-    "TRE_AUDIT_SWEEP": "false",
-    "TRE_AUDIT_JOBS": "1",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
-FANOUT_TIMEOUT = 3600.0
-FANOUT_TITLE = "audit bench fan-out"
-
 
 # --------------------------------------------------------------------------
 # Cases
@@ -610,8 +585,6 @@ def run_job(kind: str, case: str, n: int) -> dict:
     warnings.simplefilter("ignore")
     if kind == "burn":
         return job_burn(None, n)
-    if kind == "fanout":
-        return job_fanout(case, n)
     become_subreaper()
     subject = PREPARE.get(kind, lambda target: target)(case_target(case))
     import attacks.audit  # noqa: F401 - imported before the CPU count starts, as the wall clock
@@ -913,157 +886,6 @@ def _verdict(value: float | None, limit: float, *, at_least: bool = False) -> di
 
 
 # --------------------------------------------------------------------------
-# The fan-out row: real Redis, real Celery workers, one audit through the service
-# --------------------------------------------------------------------------
-
-
-def bench_fanout(workers, log) -> dict:
-    """The shared forest at 16 shadows with each worker count, each in a fresh service."""
-    runs = {}
-    for n in workers:
-        log(f"  fan-out: {n} worker(s), {FANOUT_SHADOWS} shadows, the shared forest")
-        runs[str(n)] = spawn_job("fanout", FULL_AUDIT_CASE, n)
-    return {
-        "runs": runs,
-        "wall_ratio_2_to_1": _ratio(runs, "submit_to_done_seconds"),
-        "run_ratio_2_to_1": _ratio(runs, "seconds"),
-        "target": _verdict(_ratio(runs, "submit_to_done_seconds"), TARGET_FANOUT_RATIO),
-        "env": FANOUT_ENV,
-    }
-
-
-def _ratio(runs: dict, key: str) -> float | None:
-    """2 workers' figure over 1 worker's (None unless both ran)."""
-    one, two = runs.get("1"), runs.get("2")
-    return two[key] / one[key] if one and two else None
-
-
-def job_fanout(case: str, n_workers: int) -> dict:
-    """In this (fresh) process: Redis, a database, ``n_workers`` workers, one audit, timed."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import service_bench
-
-    tmp = Path(tempfile.mkdtemp(prefix="tre-audit-fanout-"))
-    procs: list[subprocess.Popen] = []
-    try:
-        env = service_bench._service_env(argparse.Namespace(debug=False), tmp) | FANOUT_ENV
-        os.environ.update(env)
-        queues = _fanout_queues()
-        env["CELERY_BROKER_URL"] = service_bench._redis_start(tmp, procs)
-        env["CELERY_RESULT_BACKEND"] = env["CELERY_BROKER_URL"]  # the chord's, if read from env
-        os.environ.update(env)
-        service_bench._database_prepare()
-        uploads = _fanout_uploads(case)
-        service_bench._workers_start(env, tmp, procs, n_workers, queues=queues)
-        return _fanout_time(procs[-n_workers:], uploads) | {"queues": queues}
-    finally:
-        service_bench._stop(procs)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _fanout_queues() -> list[str]:
-    """The queues of the service's Celery app that the fan-out's workers serve."""
-    import django
-
-    django.setup()
-    from tre_audit.celery import app
-
-    app.loader.import_default_modules()
-    return fanout_queues(app)
-
-
-def fanout_queues(app) -> list[str]:
-    """The audit task's queue and the shadow task's own queue; exits when there is none."""
-    shadow_tasks = sorted(name for name in app.tasks if "shadow" in name)
-    if not shadow_tasks:
-        raise SystemExit(
-            "fan-out: the Celery app has no shadow task (no registered task name holds "
-            "'shadow'), so shadows are not fanned out yet and there is nothing to time."
-        )
-    audit_queue = _task_queue(app, "submissions.audit_run_execute")
-    shadow_queue = _task_queue(app, shadow_tasks[0])
-    if shadow_queue == audit_queue:
-        raise SystemExit(
-            f"fan-out: the shadow task {shadow_tasks[0]} has no queue of its own "
-            f"(it is routed to {audit_queue!r}): route it to a dedicated queue."
-        )
-    return [audit_queue, shadow_queue]
-
-
-def _task_queue(app, name: str) -> str:
-    """The queue a task is sent to: its route, its own ``queue`` option, or the default."""
-    own = getattr(app.tasks.get(name), "queue", None)
-    queue = app.amqp.router.route({"queue": own} if own else {}, name)["queue"]
-    return getattr(queue, "name", queue)
-
-
-def _fanout_uploads(case: str) -> dict:
-    """A case as a researcher submits it: skops model, CSV tables with a label column."""
-    import skops.io
-
-    from attacks.audit import Upload
-
-    target = case_target(case)
-
-    def table(X, y) -> bytes:
-        return X.assign(label=y).to_csv(index=False).encode()
-
-    return {
-        "model": Upload("model.skops", skops.io.dumps(target.model)),
-        "train": Upload("train.csv", table(target.X_train, target.y_train)),
-        "test": Upload("test.csv", table(target.X_test, target.y_test)),
-    }
-
-
-def _fanout_time(workers: list[subprocess.Popen], uploads: dict) -> dict:
-    """Submit once, wait for the run; its wall seconds and the workers' CPU seconds."""
-    from django.contrib.auth import get_user_model
-
-    from tre_audit.submissions.services import Declaration, submission_create
-
-    author = get_user_model().objects.get(username="bench-researcher")
-    sampler = TreeSampler(roots=[p.pid for p in workers])
-    sampler.start()
-    started = time.perf_counter()
-    submission = submission_create(
-        author=author,
-        title=FANOUT_TITLE,
-        label="label",
-        declaration=Declaration(files_are_exact=True),
-        **uploads,
-    )
-    run = _fanout_wait(submission, workers)
-    out = {"submit_to_done_seconds": time.perf_counter() - started, **sampler.stop()}
-    return out | _fanout_run_figures(run, len(workers))
-
-
-def _fanout_wait(submission, workers: list[subprocess.Popen]):
-    """The submission's run once it is done or failed (exits if a worker dies or on timeout)."""
-    from tre_audit.submissions.enums import RunStatus
-
-    deadline = time.monotonic() + FANOUT_TIMEOUT
-    while time.monotonic() < deadline:
-        run = submission.runs.first()
-        if run is not None and run.status in (RunStatus.DONE, RunStatus.FAILED):
-            return run
-        if any(w.poll() is not None for w in workers):
-            raise SystemExit("fan-out: a worker died during the audit: see its log (--keep).")
-        time.sleep(0.5)
-    raise SystemExit(f"fan-out: the audit did not finish in {FANOUT_TIMEOUT:.0f} s.")
-
-
-def _fanout_run_figures(run, n_workers: int) -> dict:
-    out = {
-        "workers": n_workers,
-        "status": run.status,
-        "error": run.error,
-        "attempts": run.attempts,
-        "seconds": (run.finished_at - run.started_at).total_seconds(),
-    }
-    return out | (report_strength(run.report) if run.report else {})
-
-
-# --------------------------------------------------------------------------
 # Printing
 # --------------------------------------------------------------------------
 
@@ -1184,21 +1006,6 @@ def print_comparison(rows: dict) -> None:
         )
 
 
-def print_fanout(fanout: dict) -> None:
-    print(f"\nFan-out: {FULL_AUDIT_CASE}, {FANOUT_SHADOWS} shadows, one audit through the service")
-    print(f"{'workers':>8}{'run s':>8}{'submit-done s':>15}{'worker CPU s':>14}{'best AUC':>10}")
-    for n, r in fanout["runs"].items():
-        print(
-            f"{n:>8}{r['seconds']:>8.1f}{r['submit_to_done_seconds']:>15.1f}"
-            f"{r['cpu_seconds_sampled']:>14.1f}{_fmt(r.get('best_auc')):>10}  {r['status']}"
-        )
-    word = {True: "PASS", False: "FAIL", None: "not measured"}[fanout["target"]["pass"]]
-    print(
-        f"wall ratio 2/1: {_fmt(fanout['wall_ratio_2_to_1'], '.2f')} "
-        f"(target <= {TARGET_FANOUT_RATIO}) {word}"
-    )
-
-
 def print_targets(targets: dict, machine: dict) -> None:
     print(f"\nTargets (stated for 2 cores; this machine: {machine['cores']} cores)")
     for name, t in targets.items():
@@ -1306,13 +1113,11 @@ def main(argv=None) -> None:
     print(json.dumps(result))
 
 
-def fanout_main() -> None:
-    try:
-        fanout = bench_fanout(FANOUT_WORKERS, _log)
-    except RuntimeError as exc:
-        sys.exit(str(exc).splitlines()[-1] if str(exc).strip() else "fan-out failed")
-    print_fanout(fanout)
-    print(json.dumps({"fanout": fanout}))
+def fanout_main() -> int:
+    """The fan-out row is ``benchmarks/fanout_bench.py``: one harness, not two."""
+    import fanout_bench
+
+    return fanout_bench.main([])
 
 
 if __name__ == "__main__":

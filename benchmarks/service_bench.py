@@ -228,13 +228,12 @@ def _web_start(env: dict, tmp: Path, procs: list) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _workers_start(env: dict, tmp: Path, procs: list, n: int, *, queues=()) -> None:
-    """``n`` Celery workers, one task at a time each (on ``queues``, or the default one);
-    returns once all say ready."""
+def _workers_start(env: dict, tmp: Path, procs: list, n: int) -> None:
+    """``n`` Celery workers, one task at a time each (every queue); returns once all say
+    ready."""
     for i in range(1, n + 1):
         command = [sys.executable, "-m", "celery", "-A", "tre_audit.celery", "worker"]
         command += ["--concurrency", "1", "--loglevel", "INFO", "-n", f"bench{i}@%h"]
-        command += ["-Q", ",".join(queues)] if queues else []
         command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         _spawn(command, f"worker{i}", env, tmp, procs)
     logs = [tmp / "logs" / f"worker{i}.log" for i in range(1, n + 1)]

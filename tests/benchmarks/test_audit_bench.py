@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-from celery import Celery
 
 from benchmarks import audit_bench
 
@@ -117,34 +116,3 @@ def test_baseline_compare_skips_cases_the_baseline_does_not_hold():
     baseline = {"cases": {"case": {"16": _entry(0.9)}}}
     assert audit_bench.baseline_compare({"other": {"16": _entry(0.9)}}, baseline) == {}
     assert audit_bench.baseline_compare({"case": {"16": _entry(0.9)}}, None) == {}
-
-
-def _app(shadow_queue: str | None) -> Celery:
-    app = Celery("bench-test", set_as_current=False)
-
-    @app.task(name="submissions.audit_run_execute", shared=False)
-    def audit(run_id):
-        return run_id
-
-    if shadow_queue is not None:
-        app.conf.task_routes = {"submissions.shadow_fit": {"queue": shadow_queue}}
-
-        @app.task(name="submissions.shadow_fit", shared=False)
-        def shadow(seed):
-            return seed
-
-    return app
-
-
-def test_fanout_queues_are_the_audit_queue_and_the_shadow_queue():
-    assert audit_bench.fanout_queues(_app("shadows")) == ["celery", "shadows"]
-
-
-def test_fanout_stops_with_a_sentence_without_a_shadow_task():
-    with pytest.raises(SystemExit, match="no shadow task"):
-        audit_bench.fanout_queues(_app(None))
-
-
-def test_fanout_stops_with_a_sentence_when_shadows_share_the_audit_queue():
-    with pytest.raises(SystemExit, match="no queue of its own"):
-        audit_bench.fanout_queues(_app("celery"))
