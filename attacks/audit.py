@@ -498,15 +498,19 @@ def audit_uploads(
     progress: Progress | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     rounds: PoolRounds | None = None,
+    target: Target | None = None,
 ) -> dict:
     """Audit submitted files end to end: the one entry point of the CLI and the service.
 
     ``max_bytes`` is the caller's upload limit, passed to every loader; ``rounds`` as
-    in :func:`audit_run`.
+    in :func:`audit_run`. ``target`` is the one these uploads make
+    (:func:`target_from_uploads`) when the caller has built it already: a model is
+    not loaded twice.
     """
-    target = target_from_uploads(
-        model=model, train=train, test=test, label=label, max_bytes=max_bytes
-    )
+    if target is None:
+        target = target_from_uploads(
+            model=model, train=train, test=test, label=label, max_bytes=max_bytes
+        )
     inputs = [
         u.describe(role)
         for role, u in (

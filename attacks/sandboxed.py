@@ -101,16 +101,7 @@ def uploads_audit(
         "config": dataclasses.asdict(config),
         "max_bytes": max_bytes,
     }
-    try:
-        return sandbox_call(
-            "attacks.sandboxed:_audit_in_child",
-            kwargs=kwargs,
-            limits=limits,
-            on_event=_progress_relay(progress),
-            reraise=_RERAISED,
-        )
-    except ModelRefused as exc:
-        raise AuditError(str(exc)) from None
+    return _audit_call("_audit_in_child", kwargs, limits, progress=progress)
 
 
 def uploads_scan(
@@ -151,12 +142,7 @@ def uploads_scan(
         "n_jobs": config.n_jobs,
         "max_bytes": max_bytes,
     }
-    try:
-        return sandbox_call(
-            "attacks.sandboxed:_scan_in_child", kwargs=kwargs, limits=limits, reraise=_RERAISED
-        )
-    except ModelRefused as exc:
-        raise AuditError(str(exc)) from None
+    return _audit_call("_scan_in_child", kwargs, limits)
 
 
 def uploads_shadow_train(
@@ -191,12 +177,7 @@ def uploads_shadow_train(
         "base_seed": base_seed,
         "max_bytes": max_bytes,
     }
-    try:
-        confidences = sandbox_call(
-            "attacks.sandboxed:_shadow_in_child", kwargs=kwargs, limits=limits, reraise=_RERAISED
-        )
-    except ModelRefused as exc:
-        raise AuditError(str(exc)) from None
+    confidences = _audit_call("_shadow_in_child", kwargs, limits)
     return confidences_checked(confidences)
 
 
@@ -260,9 +241,15 @@ def uploads_audit_round(
         "history": history,
         "max_bytes": max_bytes,
     }
+    return _audit_call("_round_in_child", kwargs, limits, progress=progress)
+
+
+def _audit_call(function: str, kwargs: dict, limits: SandboxLimits, progress=None):
+    """``function`` of this module run in a sandbox; a crash, hang or overrun there is an
+    AuditError with the sandbox's sentence."""
     try:
         return sandbox_call(
-            "attacks.sandboxed:_round_in_child",
+            f"attacks.sandboxed:{function}",
             kwargs=kwargs,
             limits=limits,
             on_event=_progress_relay(progress),
@@ -369,6 +356,7 @@ def _round_in_child(
             progress=lambda stage, done: sandbox_emit({"stage": stage, "done": done}),
             max_bytes=max_bytes,
             rounds=rounds,
+            target=target,
         )
     return {"report": report}
 

@@ -719,7 +719,6 @@ class HyperparameterScan(BaseEstimator):
         self
         """
         self._check_params()
-        self._rule = rule
         grid = self._resolve_grid(target)
         self._reset(target, grid, reference)
         if not grid:
@@ -732,7 +731,7 @@ class HyperparameterScan(BaseEstimator):
         original.pool = pool
         settings = self._refits(target, grid, model_seed, original, steps)
         survivors = self._halve([original, *settings], pool_seed, steps)
-        self.recommendation_ = self._decide(original, survivors, reference, pool_seed, steps)
+        self.recommendation_ = self._decide(original, survivors, reference, rule, pool_seed, steps)
         self.original_ = original.point
         self.points_ = _points(grid, original, settings, self.original_params_)
         return self
@@ -886,7 +885,9 @@ class HyperparameterScan(BaseEstimator):
         setting.point = _point(setting, attack, n_models)
         return attack
 
-    def _decide(self, original, survivors, reference, pool_seed: int, steps) -> Recommendation:
+    def _decide(
+        self, original, survivors, reference, rule, pool_seed: int, steps
+    ) -> Recommendation:
         """The rule of step 3 in the class docstring."""
         n = self.n_confirmation_models_
         best = survivors[0] if len(survivors) == 1 else min(survivors, key=_risk)
@@ -897,7 +898,7 @@ class HyperparameterScan(BaseEstimator):
         settled = ""
         if best.point.auc_ci[1] < current.auc and best.point.n_reference_models < n:
             steps.confirming(f"confirming {best.label}", n)
-            settled = self._confirm(best, n, pool_seed)
+            settled = self._confirm(best, n, rule, pool_seed)
         if best.point.auc_ci[1] < current.auc and (best.point.n_reference_models >= n or settled):
             k = best.point.n_reference_models
             note = f"Recommended, confirmed with {k} models" + (f". {settled}" if settled else ".")
@@ -905,12 +906,11 @@ class HyperparameterScan(BaseEstimator):
             return _change_to(best.point, current, best.label)
         return _nothing_clearly_safer(best.point, current, best.label, tolerance)
 
-    def _confirm(self, setting: _Setting, n: int, pool_seed: int) -> str:
+    def _confirm(self, setting: _Setting, n: int, rule: RoundRule | None, pool_seed: int) -> str:
         """Grow the candidate's references towards ``n`` in the audit's rounds.
 
         Returns the rule's sentence when the figure settled before ``n``, else "".
         """
-        rule = self._rule
         if rule is None or rule.min_models == rule.max_models:  # a fixed count: all of it
             self._attack(setting, n, pool_seed)
             return ""
