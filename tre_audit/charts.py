@@ -95,7 +95,7 @@ class Frame:
 
 
 ROC_FRAME = Frame(width=448, height=420, left=64, right=24, top=16, bottom=56)
-WIDE_FRAME = Frame(width=560, height=340, left=64, right=24, top=24, bottom=56)
+WIDE_FRAME = Frame(width=480, height=320, left=60, right=20, top=20, bottom=56)
 
 
 # The request page -------------------------------------------------------------
@@ -106,8 +106,8 @@ ROC_NOTE = (
     "has too few non-members to measure a rate."
 )
 SWEEP_NOTE = (
-    "Lower is safer, further right is more accurate. Ringed: the submitted setting "
-    "and the suggested one; the settings of one parameter are joined in sweep order."
+    "Lower is safer, further right is more accurate; the settings of one parameter "
+    "are joined in the order they were swept."
 )
 
 
@@ -135,6 +135,7 @@ def roc_chart(report: dict) -> Chart | None:
     for series, (_, curve) in zip(legend, curves):
         points = [(x(f), y(t)) for f, t in thin_curve(curve, floor=floor)]
         body.append(_path(points, series, "chart-series"))
+    body += _roc_labels(resolvable, floor, x, y)
     title = "ROC curves of the attacks (log-log)"
     desc = _roc_desc(curves, resolvable)
     svg = _svg("roc-chart", title, desc, ROC_FRAME, body)
@@ -231,11 +232,17 @@ def _roc_axes(floor: float, resolvable: float | None, x, y) -> list[str]:
         body.append(
             _line(x(resolvable), f.y0, x(resolvable), f.y1, "chart-floor", "#57606a", "5 3")
         )
-        body.append(_text(x(resolvable) + 4, f.y1 + 14, "1/N", "chart-note"))
     body.append(_line(f.x0, f.y0, f.x1, f.y1, "chart-chance", "#8c959f", "3 3"))
-    body.append(_text(x(0.3), y(0.3) + 16, "chance", "chart-note", anchor="middle"))
-    body += _axis_labels(f, "False-positive rate (non-members accused)", "True-positive rate")
     return body
+
+
+def _roc_labels(resolvable: float | None, floor: float, x, y) -> list[str]:
+    """Drawn after the curves (with a halo) so that no curve hides them."""
+    f = ROC_FRAME
+    body = [_text(x(0.3), y(0.3) + 18, "chance", "chart-note", anchor="middle")]
+    if resolvable and resolvable > floor:
+        body.append(_text(x(resolvable) + 4, f.y0 - 8, "1/N", "chart-note"))
+    return body + _axis_labels(f, "False-positive rate (non-members accused)", "True-positive rate")
 
 
 def _roc_desc(curves: list[tuple[dict, list]], resolvable: float | None) -> str:
@@ -252,7 +259,8 @@ def _tpr_cell(attack: dict, level: float) -> str:
     value = _number(_dict(attack.get("tpr_at_fpr")).get(key))
     if value is not None:
         return _percent(value)
-    return "n/a: " + tpr_unresolved_text(_dict(_dict(attack.get("tpr_unresolved")).get(key)))
+    why = _dict(_dict(attack.get("tpr_unresolved")).get(key))
+    return f"n/a: {tpr_unresolved_text(why)}" if why.get("reason") == "tie" else "n/a (below 1/N)"
 
 
 # The sweep ----------------------------------------------------------------------
@@ -281,10 +289,12 @@ def sweep_chart(sweep: dict | None) -> Chart | None:
         body += _sweep_series(of_param, series, x, y)
     body += _sweep_marks(points, suggested, x, y)
     title = "Risk against accuracy for each setting swept"
-    desc = _sweep_desc(points, suggested)
-    svg = _svg("sweep-chart", title, desc, WIDE_FRAME, body)
+    marked = _sweep_marked(points, suggested)
+    desc = f"Attack AUC against held-out accuracy for {len(points)} setting(s). {marked}"
+    svg = _svg("sweep-chart", title, desc.strip(), WIDE_FRAME, body)
     table = sweep_table(points, suggested)
-    return Chart("sweep-chart", title, desc, svg, table, legend, SWEEP_NOTE)
+    note = f"{marked} {SWEEP_NOTE}".strip()
+    return Chart("sweep-chart", title, desc.strip(), svg, table, legend, note)
 
 
 def sweep_table(points: list[dict], suggested: tuple | None) -> Table:
@@ -345,10 +355,9 @@ def _sweep_marks(points: list[dict], suggested, x, y) -> list[str]:
     submitted = next((p for p in points if p.get("is_original")), None)
     if submitted:
         accuracy, auc = _sweep_xy(submitted)
-        body += _marker("chart-submitted", x(accuracy), y(auc), f"Submitted: {_setting(submitted)}")
+        body += _marker("chart-submitted", x(accuracy), y(auc), "Submitted")
     if suggested:
-        label = f"Suggested: {suggested[2]}"
-        body += _marker("chart-recommended", x(suggested[0]), y(suggested[1]), label)
+        body += _marker("chart-recommended", x(suggested[0]), y(suggested[1]), "Suggested")
     return body
 
 
@@ -364,9 +373,10 @@ def _marker(css: str, px: float, py: float, label: str) -> list[str]:
     ]
 
 
-def _sweep_desc(points: list[dict], suggested) -> str:
+def _sweep_marked(points: list[dict], suggested) -> str:
+    """The ringed settings named, with their figures: the labels' words in full."""
     submitted = next((p for p in points if p.get("is_original")), None)
-    parts = [f"Attack AUC against held-out accuracy for {len(points)} setting(s)."]
+    parts = []
     if submitted:
         parts.append(
             f"Submitted: {_setting(submitted)}, AUC {_decimal(submitted.get('auc'))}, "
@@ -448,7 +458,8 @@ def decision_time_chart(bins: list[dict]) -> Chart | None:
         "Time from submission to first decision",
         bars,
         x_label="Time to the first decision",
-        caption="Requests decided in the window, by how long the first decision took.",
+        caption="Requests decided in the window, by how long the first decision took "
+        "(h: hours, d: days).",
         head="Time to decision",
     )
 
@@ -506,7 +517,7 @@ def _count_grid(top: int, y, f: Frame) -> list[str]:
 
 
 def _week_ticks(weeks: list[dict], x, f: Frame) -> list[str]:
-    every = max(1, math.ceil(len(weeks) / 6))
+    every = max(1, math.ceil(len(weeks) / 4))  # four labels fit on a phone
     return [
         _text(x(i), f.y0 + 18, _day(w["week"]), "chart-tick", anchor="middle")
         for i, w in enumerate(weeks)

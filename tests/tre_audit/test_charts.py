@@ -147,9 +147,19 @@ def test_the_table_behind_lists_the_reports_numbers():
     for attack, row in zip(_ran(report), table.rows, strict=True):
         assert row[0] == attack["title"]
         assert float(row[1]) == pytest.approx(attack["auc"], abs=5e-4)
-        assert row[2].startswith("n/a: too few non-members")  # 0.1% < 1/500
+        assert row[2] == "n/a (below 1/N)"  # 0.1% < 1/500
         for level, cell in (("0.01", row[3]), ("0.1", row[4])):
             assert cell == f"{attack['tpr_at_fpr'][level]:.1%}"
+
+
+def test_a_rate_hidden_by_tied_scores_says_so_in_the_table():
+    report = sample_report()
+    tie = {"reason": "tie", "tied_members": 3, "tied_non_members": 4, "tpr_range": [0.1, 0.2]}
+    report["attacks"][0] |= {"tpr_at_fpr": {"0.01": None}, "tpr_unresolved": {"0.01": tie}}
+
+    row = charts.roc_chart(report).table.rows[0]
+
+    assert row[3] == "n/a: tie: 3 members and 4 non-members score the same; TPR 10.0%–20.0%"
 
 
 @pytest.mark.parametrize(
@@ -190,8 +200,12 @@ def test_the_sweep_chart_marks_the_submitted_and_the_suggested_setting():
     submitted, suggested = (_group(chart, c) for c in ("chart-submitted", "chart-recommended"))
     assert _circle(submitted) == _point_at(chart, "min_samples_leaf = 1")
     assert _circle(suggested) == _point_at(chart, "min_samples_leaf = 10")
-    assert submitted.find(f"{SVG}text").text == "Submitted: min_samples_leaf = 1"
-    assert suggested.find(f"{SVG}text").text == "Suggested: min_samples_leaf = 10"
+    assert submitted.find(f"{SVG}text").text == "Submitted"
+    assert suggested.find(f"{SVG}text").text == "Suggested"
+    assert chart.note.startswith(
+        "Submitted: min_samples_leaf = 1, AUC 0.842, accuracy 81.2%. "
+        "Suggested: min_samples_leaf = 10, AUC 0.603, accuracy 80.5%. Lower is safer"
+    )
     assert [s.label for s in chart.legend] == ["min_samples_leaf", "max_depth"]
 
 

@@ -441,14 +441,15 @@ def _diff_kind(line: str) -> str:
 CHART_WEEKS = 12
 #: Kinds of audit entry the activity chart counts, by the key its rows use.
 ACTIVITY_KEYS = ("submitted", *DECIDED)
-#: Time-to-decision bins: (upper bound, label); the last bin is open-ended.
+#: Time-to-decision bins: (upper bound, label); the last bin is open-ended. The labels
+#: are short (h hours, d days) so that six fit under a chart on a phone.
 DECISION_TIME_BINS = (
-    (timedelta(hours=1), "under 1 h"),
+    (timedelta(hours=1), "< 1 h"),
     (timedelta(hours=4), "1–4 h"),
     (timedelta(days=1), "4–24 h"),
-    (timedelta(days=3), "1–3 days"),
-    (timedelta(days=7), "3–7 days"),
-    (None, "over 7 days"),
+    (timedelta(days=3), "1–3 d"),
+    (timedelta(days=7), "3–7 d"),
+    (None, "> 7 d"),
 )
 
 

@@ -156,4 +156,4 @@ def test_the_charts_take_the_same_queries_for_many_requests(
         page = _index(client, at=NOW)
 
     assert len(many) == len(few)
-    assert '<th scope="row">over 7 days</th>' in page
+    assert '<th scope="row">&gt; 7 d</th>' in page
