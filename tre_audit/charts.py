@@ -201,10 +201,9 @@ def roc_table(curves: list[tuple[dict, list]], resolvable: float | None) -> Tabl
         (_title(a), _decimal(a.get("auc")), *(_tpr_cell(a, level) for level in FPR_LEVELS))
         for a, _ in curves
     )
-    floor = (
-        f" 1/N = {_percent(resolvable)}: no rate below it can be measured." if resolvable else ""
-    )
-    caption = f"Share of training records each attack finds at a false-positive rate.{floor}"
+    caption = "Share of training records each attack finds at a false-positive rate."
+    if resolvable:
+        caption += f" 1/N = {_percent(resolvable)}: no rate below it can be measured."
     return Table(caption, columns, rows)
 
 
@@ -587,13 +586,19 @@ def _axis_labels(f: Frame, x_label: str, y_label: str) -> list[str]:
 
 
 def _grid(decades: list[float], x, y, f: Frame) -> list[str]:
-    """Log grid lines at each decade on both axes, labelled in percent."""
+    """Log grid lines at each decade on both axes, labelled in percent.
+
+    With many non-members the axes span many decades: at most about five are
+    labelled (counting down from 100%), so the labels never overlap.
+    """
     body = []
-    for d in decades:
+    every = math.ceil(len(decades) / 5)
+    for i, d in enumerate(reversed(decades)):
         body.append(_line(x(d), f.y0, x(d), f.y1, "chart-grid", "#d0d7de"))
         body.append(_line(f.x0, y(d), f.x1, y(d), "chart-grid", "#d0d7de"))
-        body.append(_text(x(d), f.y0 + 18, _level(d), "chart-tick", anchor="middle"))
-        body.append(_text(f.x0 - 6, y(d) + 4, _level(d), "chart-tick", anchor="end"))
+        if i % every == 0:
+            body.append(_text(x(d), f.y0 + 18, _level(d), "chart-tick", anchor="middle"))
+            body.append(_text(f.x0 - 6, y(d) + 4, _level(d), "chart-tick", anchor="end"))
     return body
 
 
@@ -682,7 +687,7 @@ def _percent(value) -> str:
 
 def _level(value: float) -> str:
     """A round rate for an axis tick or an FPR level: 0.1%, 1%, 10%, 80.5%."""
-    return f"{value * 100:g}%"
+    return f"{value * 100:.10f}".rstrip("0").rstrip(".") + "%"
 
 
 def _percent_digits(value: float) -> int:

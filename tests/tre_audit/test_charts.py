@@ -93,6 +93,16 @@ def test_the_1_over_n_line_sits_at_1_over_n_on_the_log_axis(n_non_members, axis_
                                         "no rate below it can be measured.")  # fmt: skip
 
 
+def test_a_large_audit_labels_at_most_five_decades():
+    report = sample_report()
+    report["data"]["n_non_members"] = 10_000_000
+    ticks = [t.text for t in _svg(charts.roc_chart(report)).iter(f"{SVG}text")]
+
+    labels = [t for t in ticks if t.endswith("%")]
+    assert labels[::2] == ["100%", "1%", "0.01%", "0.0001%", "0.000001%"]  # of 9 decades
+    assert labels[1::2] == labels[::2]  # each on both axes
+
+
 def test_a_curve_is_drawn_in_full_from_the_axis_floor_to_the_top_right_corner():
     """FPR 0 has no place on a log axis: the curve starts where it crosses the floor."""
     chart = charts.roc_chart(_with_roc([0.0, 0.002, 0.5, 1.0], [0.0, 0.04, 0.9, 1.0]))
