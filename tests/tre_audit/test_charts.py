@@ -301,3 +301,13 @@ def test_the_request_page_shows_the_charts_with_their_tables(client):
     assert page.count("&lt;b&gt;Shadow&lt;/b&gt;") >= 3  # curve title, legend, table
     assert "<b>Shadow</b>" not in page
     assert "style=" not in page
+
+
+@pytest.mark.django_db
+def test_a_request_not_yet_audited_shows_no_chart(client):
+    submission = submitted_request()
+    client.force_login(submission.author)
+
+    page = client.get(reverse("submissions:detail", args=[submission.pk])).content.decode()
+
+    assert 'id="report-charts"' not in page and "chart-svg" not in page
