@@ -179,15 +179,13 @@ def thin_curve(curve: list[tuple[float, float]], *, floor: float) -> list[tuple[
 def _from_floor(curve: list[tuple[float, float]], floor: float) -> list[tuple[float, float]]:
     """The vertices at FPR >= ``floor``, led by the point where the curve crosses ``floor``.
 
-    Between two vertices a ROC is a straight line (a threshold chosen at random
-    between them), so the crossing is interpolated; on log axes that line from
-    (0, 0) rises with slope 1, parallel to chance.
+    Every ROC runs from (0, 0) to (1, 1), and between two vertices it is a straight
+    line (a threshold chosen at random between them), so a curve stored without
+    its ends gets them and the crossing is interpolated; on log axes that line
+    from (0, 0) rises with slope 1, parallel to chance.
     """
-    curve = [(_clip(f, 0.0), t) for f, t in curve]
-    later = [i for i, (f, _) in enumerate(curve) if f >= floor]
-    if not later:
-        return [(floor, curve[-1][1]), (1.0, curve[-1][1])]
-    first = later[0]
+    curve = [(0.0, 0.0), *((_clip(f, 0.0), t) for f, t in curve), (1.0, 1.0)]
+    first = next(i for i, (f, _) in enumerate(curve) if f >= floor)  # (1, 1) at the latest
     if first == 0 or curve[first][0] == floor:
         return curve[first:]
     (fa, ta), (fb, tb) = curve[first - 1], curve[first]

@@ -116,6 +116,14 @@ def test_a_curve_is_drawn_in_full_from_the_axis_floor_to_the_top_right_corner():
     assert y_start == pytest.approx(y_two_percent, abs=0.1)
 
 
+def test_a_curve_stored_without_its_ends_still_runs_corner_to_corner():
+    chart = charts.roc_chart(_with_roc([0.01, 0.2, 0.5], [0.3, 0.6, 0.8]))
+
+    vertices = _vertices(_curves(chart)[0])
+    frame = charts.ROC_FRAME
+    assert vertices[0][0] == frame.x0 and vertices[-1] == (frame.x1, frame.y1)
+
+
 def test_a_long_curve_is_thinned_to_a_bounded_number_of_points_and_keeps_both_ends():
     n = 5_000
     fpr = [i / n for i in range(n + 1)]
