@@ -186,7 +186,7 @@ def _from_floor(curve: list[tuple[float, float]], floor: float) -> list[tuple[fl
     """
     curve = [(0.0, 0.0), *((_clip(f, 0.0), t) for f, t in curve), (1.0, 1.0)]
     first = next(i for i, (f, _) in enumerate(curve) if f >= floor)  # (1, 1) at the latest
-    if first == 0 or curve[first][0] == floor:
+    if curve[first][0] == floor:
         return curve[first:]
     (fa, ta), (fb, tb) = curve[first - 1], curve[first]
     return [(floor, ta + (tb - ta) * (floor - fa) / (fb - fa)), *curve[first:]]
