@@ -316,4 +316,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # two models have a "kind": each choice set named for what it is
+    "ENUM_NAME_OVERRIDES": {
+        "KindEnum": "tre_audit.serving.enums.EndpointKind",
+        "NotificationKindEnum": "tre_audit.inbox.enums.Kind",
+    },
 }
