@@ -3,12 +3,13 @@
 import pytest
 from django.contrib.auth.models import Group
 
-from attacks.audit import AuditConfig
+from attacks.audit import AuditConfig, Upload
 from tests import factories
 from tre_audit.inbox.enums import Kind
 from tre_audit.inbox.models import Notification
 from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.exceptions import ReviewInvalid
+from tre_audit.reviews.models import Review
 from tre_audit.reviews.services import (
     pending_sign_offs,
     review_sign_off,
@@ -19,7 +20,11 @@ from tre_audit.submissions import services
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import AuditRun
 from tre_audit.submissions.selectors import current_run
-from tre_audit.submissions.services import audit_run_execute, audit_run_fail
+from tre_audit.submissions.services import (
+    audit_run_execute,
+    audit_run_fail,
+    submission_new_version,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -81,6 +86,21 @@ def test_an_audit_done_tells_its_author_and_every_other_active_checker(
     assert Notification.objects.count() == 3
     assert _mailed(mailoutbox) == sorted(u.email for u in [author, *checkers])
     assert all(f"http://127.0.0.1:8000{page}" in mail.body for mail in mailoutbox)
+
+
+def test_a_new_versions_audit_enters_the_queue_again(
+    monkeypatch, enqueued, audit_gives_high_risk, committed
+):
+    monkeypatch.setattr(services, "_check_uploads", lambda **_: None)  # tested on their own
+    submission = factories.create_audited_submission(Status.CHANGES_REQUESTED)
+    (checker,) = Review.objects.values_list("reviewer__username", flat=True)
+    files = {role: Upload(name=f"{role}.csv", data=b"v2") for role in ("model", "train", "test")}
+    submission_new_version(submission=submission, by=submission.author, **files)
+    with committed():
+        audit_run_execute(run=submission.runs.get(version=2), config=AuditConfig())
+    (row,) = Notification.objects.filter(kind=Kind.QUEUE)
+    assert (row.user.get_username(), row.url) == (checker, submission.get_absolute_url())
+    assert row.body.startswith("Version 2 of 'Readmission forest'")
 
 
 def test_a_failed_audit_tells_its_author_only(mailoutbox, committed):
