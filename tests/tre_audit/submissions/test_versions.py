@@ -613,3 +613,22 @@ def test_no_banner_when_no_change_is_asked_for(client, status):
 def test_the_banner_goes_once_a_new_version_is_sent(client, two_versions):
     submission, _, _ = two_versions
     assert BANNER not in page(client, submission.author, submission)
+
+
+def test_the_migration_records_each_earlier_version_with_its_logged_note(example_files):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("tre_audit.submissions.migrations.0008_submission_versions")
+    submission = factories.create_audited_submission(Status.CHANGES_REQUESTED)
+    submission_new_version(
+        submission=submission, by=submission.author, note="leaf 20: as asked", **example_files
+    )
+    SubmissionVersion.objects.all().delete()  # as before the migration
+    migration.versions_record(apps, None)
+    records = SubmissionVersion.objects.filter(submission=submission).order_by("number")
+    assert [(r.number, r.note, r.label) for r in records] == [
+        (1, "", "response"),
+        (2, "leaf 20: as asked", "response"),
+    ]
