@@ -425,9 +425,7 @@ def submission_new_version(
     _check_uploads(model=model, train=train, test=test, label=label)
     with transaction.atomic():
         _check_takes_new_version(submission_lock(submission=submission))
-        changed = [name for name, value in declared.items() if getattr(submission, name) != value]
-        for name in changed:
-            setattr(submission, name, declared[name])
+        changed = _declaration_apply(submission, declared)
         submission.version += 1
         submission.save(update_fields=["version", "updated_at", *changed])
         submission_set_status(
@@ -451,6 +449,14 @@ def _declared_checked(declared: Mapping[str, str]) -> dict[str, str]:
     if given.get("hosting", Hosting.PUBLIC_FILE) not in Hosting.values:
         raise SubmissionError("Choose where the model will be hosted from the options given.")
     return given
+
+
+def _declaration_apply(submission: Submission, declared: dict[str, str]) -> list[str]:
+    """Set the declared fields that differ on ``submission`` (unsaved); their names."""
+    changed = [name for name, value in declared.items() if getattr(submission, name) != value]
+    for name in changed:
+        setattr(submission, name, declared[name])
+    return changed
 
 
 def _new_version_reason(version: int, note: str, changed: list[str]) -> str:

@@ -599,7 +599,12 @@ def test_the_author_reads_what_the_checkers_asked_for_at_the_top(client, example
     date = f"{review.created_at:%-d %b %Y}"
     assert f"{BANNER}</strong> Set min_samples_leaf to 20. — cleo, {date}" in body
     assert body.index(BANNER) < body.index('id="status-label"')  # right under the title
-    assert 'href="#new-version"' in body and 'id="new-version"' in body
+    assert 'href="?new_version=1#new-version"' in body
+    client.force_login(submission.author)
+    url = reverse("submissions:detail", args=[submission.pk])
+    opened = client.get(url, {"new_version": "1"}).content.decode()
+    assert re.search(r'<details class="card" open><summary>Submit a new version', opened)
+    assert not re.search(r'<details class="card" open><summary>Submit a new version', body)
     assert BANNER not in page(client, checker, submission)
     assert BANNER not in page(client, factories.create_user(role=Role.TRE_ADMIN), submission)
 
