@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
 
@@ -88,7 +89,7 @@ class SubmissionVersion(models.Model):
     purpose = models.TextField(blank=True)
     hosting = models.CharField(max_length=32, choices=Hosting.choices, default=Hosting.PUBLIC_FILE)
     files_are_exact = models.BooleanField(default=False)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now)  # when it was sent
 
     class Meta:
         ordering = ["number"]

@@ -637,3 +637,7 @@ def test_the_migration_records_each_earlier_version_with_its_logged_note(example
         (1, "", "response"),
         (2, "leaf 20: as asked", "response"),
     ]
+    sent = AuditEntry.objects.get(
+        submission=submission, after=Status.SUBMITTED, before=Status.CHANGES_REQUESTED
+    )
+    assert [r.created_at for r in records] == [submission.created_at, sent.created_at]
