@@ -32,20 +32,6 @@ def review_list_visible_to(*, user: AbstractBaseUser, submission: Submission) ->
     return []
 
 
-def comment_list_visible_to(*, user: AbstractBaseUser, submission: Submission) -> list[Comment]:
-    """Comments on the current audit, under the same independence rule as reviews.
-
-    A checker who has not yet reviewed sees only their own comments and the
-    author's answers, so no other checker's opinion reaches them first.
-    """
-    comments = Comment.objects.filter(run=current_run(submission)).select_related("author")
-    if user_has_role(user, Role.TRE_ADMIN) or submission.author_id == user.pk:
-        return list(comments)
-    if Review.objects.filter(run=current_run(submission), reviewer=user).exists():
-        return list(comments)
-    return [c for c in comments if c.author_id in (user.pk, submission.author_id)]
-
-
 def version_history_visible_to(*, user: AbstractBaseUser, submission: Submission) -> list[dict]:
     """Every version of the request, newest first (``version_rows``), each earlier one
     with the reviews and comments ``user`` may read of it.
@@ -110,6 +96,20 @@ def changes_requested_for(*, user: AbstractBaseUser, submission: Submission) -> 
         .order_by("-created_at")
         .first()
     )
+
+
+def comment_list_visible_to(*, user: AbstractBaseUser, submission: Submission) -> list[Comment]:
+    """Comments on the current audit, under the same independence rule as reviews.
+
+    A checker who has not yet reviewed sees only their own comments and the
+    author's answers, so no other checker's opinion reaches them first.
+    """
+    comments = Comment.objects.filter(run=current_run(submission)).select_related("author")
+    if user_has_role(user, Role.TRE_ADMIN) or submission.author_id == user.pk:
+        return list(comments)
+    if Review.objects.filter(run=current_run(submission), reviewer=user).exists():
+        return list(comments)
+    return [c for c in comments if c.author_id in (user.pk, submission.author_id)]
 
 
 def review_queue_for(*, user: AbstractBaseUser) -> list[dict]:

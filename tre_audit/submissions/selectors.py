@@ -64,52 +64,6 @@ def current_run(submission: Submission) -> AuditRun | None:
     )
 
 
-def current_runs(submissions: list[Submission]) -> dict[int, AuditRun]:
-    """Each submission's current run (as ``current_run``), in one query; no reports loaded."""
-    version = {s.pk: s.version for s in submissions}
-    runs = {}
-    done = AuditRun.objects.filter(submission__in=version, status=RunStatus.DONE).order_by(
-        "created_at"
-    )
-    for run in done.only("id", "submission_id", "version", "risk"):
-        if run.version == version[run.submission_id]:
-            runs[run.submission_id] = run
-    return runs
-
-
-def submission_rows(*, user: AbstractBaseUser) -> list[dict]:
-    """The requests ``user`` may see, newest activity first, each with its current risk."""
-    submissions = list(submission_list_visible_to(user=user).order_by("-updated_at"))
-    runs = current_runs(submissions)
-    return [
-        {"submission": s, "risk": runs[s.pk].risk if s.pk in runs else None} for s in submissions
-    ]
-
-
-def run_list_for(*, submission: Submission) -> list[AuditRun]:
-    """Every audit of every version, newest first."""
-    return list(submission.runs.order_by("-version", "-created_at"))
-
-
-def version_compare(*, submission: Submission) -> list[dict]:
-    """One row per version: files' hashes, verdict and each attack's AUC, side by side."""
-    rows = []
-    for run in submission.runs.filter(status=RunStatus.DONE).order_by("version", "created_at"):
-        report = run.report or {}
-        files = {f.role: f.stored_id for f in submission.files.filter(version=run.version)}
-        rows.append(
-            {
-                "version": run.version,
-                "run": run.id,
-                "risk": report.get("verdict", {}).get("risk"),
-                "files": files,
-                "auc": {a.get("name"): a.get("auc") for a in report.get("attacks", [])},
-                "finished_at": run.finished_at,
-            }
-        )
-    return rows
-
-
 def version_rows(*, submission: Submission) -> list[dict]:
     """Every version of the request, newest first: the author's note on what changed, the
     declaration fields it changed, and its audit's verdict (risk and summary) or state.
@@ -166,6 +120,52 @@ def _declaration_changed(before: SubmissionVersion | None, after: SubmissionVers
         return []
     old, new = before.declaration(), after.declaration()
     return [DECLARATION_LABELS[name] for name in DECLARATION_LABELS if old[name] != new[name]]
+
+
+def current_runs(submissions: list[Submission]) -> dict[int, AuditRun]:
+    """Each submission's current run (as ``current_run``), in one query; no reports loaded."""
+    version = {s.pk: s.version for s in submissions}
+    runs = {}
+    done = AuditRun.objects.filter(submission__in=version, status=RunStatus.DONE).order_by(
+        "created_at"
+    )
+    for run in done.only("id", "submission_id", "version", "risk"):
+        if run.version == version[run.submission_id]:
+            runs[run.submission_id] = run
+    return runs
+
+
+def submission_rows(*, user: AbstractBaseUser) -> list[dict]:
+    """The requests ``user`` may see, newest activity first, each with its current risk."""
+    submissions = list(submission_list_visible_to(user=user).order_by("-updated_at"))
+    runs = current_runs(submissions)
+    return [
+        {"submission": s, "risk": runs[s.pk].risk if s.pk in runs else None} for s in submissions
+    ]
+
+
+def run_list_for(*, submission: Submission) -> list[AuditRun]:
+    """Every audit of every version, newest first."""
+    return list(submission.runs.order_by("-version", "-created_at"))
+
+
+def version_compare(*, submission: Submission) -> list[dict]:
+    """One row per version: files' hashes, verdict and each attack's AUC, side by side."""
+    rows = []
+    for run in submission.runs.filter(status=RunStatus.DONE).order_by("version", "created_at"):
+        report = run.report or {}
+        files = {f.role: f.stored_id for f in submission.files.filter(version=run.version)}
+        rows.append(
+            {
+                "version": run.version,
+                "run": run.id,
+                "risk": report.get("verdict", {}).get("risk"),
+                "files": files,
+                "auc": {a.get("name"): a.get("auc") for a in report.get("attacks", [])},
+                "finished_at": run.finished_at,
+            }
+        )
+    return rows
 
 
 FPR_LEVELS = ("0.001", "0.01", "0.1")
