@@ -641,3 +641,14 @@ def test_the_migration_records_each_earlier_version_with_its_logged_note(example
         submission=submission, after=Status.SUBMITTED, before=Status.CHANGES_REQUESTED
     )
     assert [r.created_at for r in records] == [submission.created_at, sent.created_at]
+
+
+def test_a_version_still_in_its_audit_says_so_and_version_1_stays_readable(client, example_files):
+    submission = submitted(example_files)
+    checker = factories.create_user(role=Role.CHECKER)
+    decide(submission, checker, Decision.REQUEST_CHANGES, "Too small.", comment="Raise it.")
+    submission_new_version(submission=submission, by=submission.author, **example_files)
+    body = page(client, checker, submission)
+    current_open, current = version_block(body, 2)
+    assert current_open and "being audited" in current and "The author gave no note" in current
+    assert "Too small." in version_block(body, 1)[1]
