@@ -71,7 +71,15 @@ def declaration_from(data: dict) -> Declaration:
 
 
 class NewVersionSerializer(VersionFilesSerializer):
+    """New files, what changed, and any declaration field this version changes (one left
+    out keeps the current version's)."""
+
     note = serializers.CharField(max_length=500, help_text="What changed; checkers see it.")
+    label = serializers.CharField(max_length=200, required=False, help_text="The outcome column.")
+    model_type = serializers.CharField(max_length=200, required=False)
+    preprocessing = serializers.CharField(required=False)
+    purpose = serializers.CharField(required=False)
+    hosting = serializers.ChoiceField(choices=Hosting.choices, required=False)
 
 
 class ReasonSerializer(serializers.Serializer):

@@ -246,6 +246,7 @@ class NewVersionView(APIView):
                 train=data["train"],
                 test=data["test"],
                 note=data["note"],
+                declared={k: data[k] for k in services.NEW_VERSION_DECLARED if k in data},
             )
         return _detail(request, submission, status.HTTP_201_CREATED)
 

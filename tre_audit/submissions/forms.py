@@ -1,10 +1,13 @@
 """Forms: parse and size-check what a researcher sends; the services judge the content."""
 
+import copy
+
 from django import forms
+from django.forms.models import model_to_dict
 
 from tre_audit.submissions.enums import Hosting
 from tre_audit.submissions.models import Project
-from tre_audit.submissions.services import upload_size_refusal
+from tre_audit.submissions.services import NEW_VERSION_DECLARED, upload_size_refusal
 
 
 class LimitedFileField(forms.FileField):
@@ -69,10 +72,28 @@ class SubmissionForm(VersionFilesForm):
             self.fields["project"].queryset = Project.objects.filter(members=user)
 
 
+def _kept_if_blank(field: forms.Field) -> forms.Field:
+    """A copy of a declaration field that a new version may leave blank (kept as it was)."""
+    field = copy.deepcopy(field)
+    field.required = False
+    return field
+
+
 class NewVersionForm(VersionFilesForm):
     note = forms.CharField(
         max_length=500, label="What changed", help_text="Shown to the checkers with the new audit."
     )
+    # The declaration, pre-filled with the current version's: change what differs.
+    label = _kept_if_blank(SubmissionForm.base_fields["label"])
+    model_type = _kept_if_blank(SubmissionForm.base_fields["model_type"])
+    preprocessing = _kept_if_blank(SubmissionForm.base_fields["preprocessing"])
+    purpose = _kept_if_blank(SubmissionForm.base_fields["purpose"])
+    hosting = _kept_if_blank(SubmissionForm.base_fields["hosting"])
+
+    def __init__(self, *args, submission=None, **kwargs):
+        if submission is not None:
+            kwargs.setdefault("initial", model_to_dict(submission, fields=NEW_VERSION_DECLARED))
+        super().__init__(*args, **kwargs)
 
 
 class ReasonForm(forms.Form):

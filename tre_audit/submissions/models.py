@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from tre_audit.submissions.enums import FileRole, Hosting, RunStatus, Status
 
@@ -60,6 +61,45 @@ class Submission(models.Model):
 
     def get_absolute_url(self):
         return reverse("submissions:detail", args=[self.pk])
+
+
+#: The declaration's fields (on ``Submission`` for the current version, on each
+#: ``SubmissionVersion`` as sent), with the names people read.
+DECLARATION_LABELS = {
+    "label": "Label column",
+    "model_type": "Model type",
+    "preprocessing": "Preprocessing",
+    "purpose": "Purpose",
+    "hosting": "Hosting",
+    "files_are_exact": "Files declared exact",
+}
+
+
+class SubmissionVersion(models.Model):
+    """One version of a request as its author sent it: the declaration with it, and the
+    author's note on what changed. The request's own fields are the current version's."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    note = models.TextField(blank=True)  # "what changed", for the checkers; empty for the first
+    # The declaration, as on Submission
+    label = models.CharField(max_length=200, default="label")
+    model_type = models.CharField(max_length=200, blank=True)
+    preprocessing = models.TextField(blank=True)
+    purpose = models.TextField(blank=True)
+    hosting = models.CharField(max_length=32, choices=Hosting.choices, default=Hosting.PUBLIC_FILE)
+    files_are_exact = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)  # when it was sent
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(fields=["submission", "number"], name="one_row_per_version")
+        ]
+
+    def declaration(self) -> dict:
+        """The declared fields' values, by field name."""
+        return {name: getattr(self, name) for name in DECLARATION_LABELS}
 
 
 class SubmissionFile(models.Model):

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KT
 
 from attacks.metrics import tpr_unresolved_text
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import RunStatus
 from tre_audit.submissions.exceptions import NotAllowed
-from tre_audit.submissions.models import AuditRun, Submission
+from tre_audit.submissions.models import (
+    DECLARATION_LABELS,
+    AuditRun,
+    Submission,
+    SubmissionVersion,
+)
 
 
 def user_roles(user: AbstractBaseUser) -> set[str]:
@@ -56,6 +62,64 @@ def current_run(submission: Submission) -> AuditRun | None:
         .order_by("-created_at")
         .first()
     )
+
+
+def version_rows(*, submission: Submission) -> list[dict]:
+    """Every version of the request, newest first: the author's note on what changed, the
+    declaration fields it changed, and its audit's verdict (risk and summary) or state.
+
+    The verdict is the version's newest finished audit's, else its newest audit's state;
+    reports are not loaded, only the verdict's summary. Versions sent before their
+    records were kept show what the request holds.
+    """
+    records = {v.number: v for v in submission.versions.all()}
+    runs = _verdict_runs(submission)
+    rows = []
+    for number in range(submission.version, 0, -1):
+        record, run = records.get(number), runs.get(number)
+        rows.append(
+            {
+                "number": number,
+                "is_current": number == submission.version,
+                "note": record.note if record else "",
+                "sent_at": record.created_at if record else None,
+                "changed": _declaration_changed(records.get(number - 1), record),
+                "run": run,
+                "risk": run.risk if run and run.status == RunStatus.DONE else None,
+                "summary": getattr(run, "summary", None) or "",
+            }
+        )
+    return rows
+
+
+def _verdict_runs(submission: Submission) -> dict[int, AuditRun]:
+    runs = {}
+    ordered = submission.runs.annotate(summary=KT("report__verdict__summary")).order_by(
+        "version", "created_at", "id"
+    )
+    for run in ordered.only("id", "version", "status", "risk", "error", "finished_at"):
+        if run.status == RunStatus.DONE or runs.get(run.version, run).status != RunStatus.DONE:
+            runs[run.version] = run
+    return runs
+
+
+def declaration_changes(*, submission: Submission) -> list[str]:
+    """The names (as people read them) of the declaration fields the current version
+    changed since the one before; none for the first version."""
+    records = {
+        v.number: v
+        for v in submission.versions.filter(number__in=[submission.version - 1, submission.version])
+    }
+    return _declaration_changed(
+        records.get(submission.version - 1), records.get(submission.version)
+    )
+
+
+def _declaration_changed(before: SubmissionVersion | None, after: SubmissionVersion | None):
+    if before is None or after is None:
+        return []
+    old, new = before.declaration(), after.declaration()
+    return [DECLARATION_LABELS[name] for name in DECLARATION_LABELS if old[name] != new[name]]
 
 
 def current_runs(submissions: list[Submission]) -> dict[int, AuditRun]:

@@ -12,9 +12,10 @@ import os
 import threading
 import time
 import zipfile
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
@@ -46,6 +47,7 @@ from tre_audit.submissions.exceptions import (
     UploadRefused,
 )
 from tre_audit.submissions.models import (
+    DECLARATION_LABELS,
     AuditChainHead,
     AuditEntry,
     AuditRun,
@@ -55,6 +57,7 @@ from tre_audit.submissions.models import (
     StoredFile,
     Submission,
     SubmissionFile,
+    SubmissionVersion,
 )
 from tre_audit.submissions.notifications import notify_audit_finished
 from tre_audit.submissions.selectors import user_is_author_or_admin, user_roles
@@ -383,12 +386,16 @@ def submission_create(
             by=author,
             reason=title,
         )
+        _version_record(submission, note="")
         _version_store(submission, model=model, train=train, test=test)
     return submission
 
 
 #: Where a request may be when its author sends a new version.
 NEW_VERSION_FROM = {Status.AUDIT_FAILED, Status.AWAITING_REVIEW, Status.CHANGES_REQUESTED}
+
+#: The declaration's fields a new version may change (the files are declared exact once).
+NEW_VERSION_DECLARED = ("label", "model_type", "preprocessing", "purpose", "hosting")
 
 
 def submission_new_version(
@@ -399,27 +406,73 @@ def submission_new_version(
     train: Upload,
     test: Upload,
     note: str = "",
+    declared: Mapping[str, str] | None = None,
 ) -> Submission:
     """Store a new version's files and audit it again; earlier versions are kept.
+
+    ``declared`` holds the declaration's fields this version gives (any of
+    ``NEW_VERSION_DECLARED``); a field left out or blank stays as it was. The request
+    then carries the new declaration, the version's record keeps it with the note, and
+    the audit entry names the fields that changed.
 
     The reviews of the earlier audit no longer apply: checkers review the new one.
     """
     if submission.author_id != by.pk:
         raise NotAllowed("Only the author can submit a new version of a request.")
     _check_takes_new_version(submission)  # refused before the files are read
-    _check_uploads(model=model, train=train, test=test, label=submission.label)
+    declared = _declared_checked(declared or {})
+    label = declared.get("label", submission.label)
+    _check_uploads(model=model, train=train, test=test, label=label)
     with transaction.atomic():
         _check_takes_new_version(submission_lock(submission=submission))
+        changed = _declaration_apply(submission, declared)
         submission.version += 1
-        submission.save(update_fields=["version", "updated_at"])
+        submission.save(update_fields=["version", "updated_at", *changed])
         submission_set_status(
             submission=submission,
             to=Status.SUBMITTED,
             by=by,
-            reason=f"version {submission.version}" + (f": {note}" if note else ""),
+            reason=_new_version_reason(submission.version, note, changed),
         )
+        _version_record(submission, note=note)
         _version_store(submission, model=model, train=train, test=test)
     return submission
+
+
+def _declared_checked(declared: Mapping[str, str]) -> dict[str, str]:
+    """The fields given, blank ones dropped; refused if one is not a declared field or
+    the hosting is not one the service knows."""
+    unknown = sorted(set(declared) - set(NEW_VERSION_DECLARED))
+    if unknown:
+        raise SubmissionError(f"A new version cannot change {unknown[0]}.")
+    given = {name: str(value).strip() for name, value in declared.items() if str(value).strip()}
+    if given.get("hosting", Hosting.PUBLIC_FILE) not in Hosting.values:
+        raise SubmissionError("Choose where the model will be hosted from the options given.")
+    return given
+
+
+def _declaration_apply(submission: Submission, declared: dict[str, str]) -> list[str]:
+    """Set the declared fields that differ on ``submission`` (unsaved); their names."""
+    changed = [name for name, value in declared.items() if getattr(submission, name) != value]
+    for name in changed:
+        setattr(submission, name, declared[name])
+    return changed
+
+
+def _new_version_reason(version: int, note: str, changed: list[str]) -> str:
+    reason = f"version {version}" + (f": {note}" if note else "")
+    if changed:
+        names = ", ".join(DECLARATION_LABELS[name].lower() for name in changed)
+        reason += f" (declaration changed: {names})"
+    return reason
+
+
+def _version_record(submission: Submission, *, note: str) -> SubmissionVersion:
+    """The current version as sent: its number, the note and the declaration with it."""
+    declared = {name: getattr(submission, name) for name in DECLARATION_LABELS}
+    return SubmissionVersion.objects.create(
+        submission=submission, number=submission.version, note=note.strip(), **declared
+    )
 
 
 def _check_takes_new_version(submission: Submission) -> None:
@@ -1006,8 +1059,12 @@ def policy_version_create(*, text: str, note: str, by: AbstractBaseUser) -> Poli
     return saved
 
 
-def release_bundle_build(*, submission: Submission, run: AuditRun, with_model: bool) -> StoredFile:
-    """A zip of the model (unless withheld), report.pdf, report.json and a manifest of hashes."""
+def release_bundle_build(
+    *, submission: Submission, run: AuditRun, with_model: bool, now: datetime | None = None
+) -> StoredFile:
+    """A zip of the model (unless withheld), report.pdf, report.json and a manifest: the
+    members' hashes, the request it releases, who approved it and the release date
+    (``now``). Names, decisions and reasons only: no value of the data goes in."""
     files = {f.role: f for f in submission.files.filter(version=run.version)}
     members = {
         "report.json": report_dumps(run.report).encode(),
@@ -1021,14 +1078,64 @@ def release_bundle_build(*, submission: Submission, run: AuditRun, with_model: b
         "request": submission.pk,
         "title": submission.title,
         "version": run.version,
+        "researcher": submission.author.get_username(),
+        "project": submission.project.name if submission.project else None,
+        "released_at": _iso(now or timezone.now()),
         "audit_run": run.id,
         "risk": run.report["verdict"]["risk"],
+        "approvals": _manifest_approvals(run),
         "model_withheld": not with_model,
         "model_sha256": files[FileRole.MODEL].stored.sha256,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
     }
     members["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
     return file_store(data=_zip(members))
+
+
+def _manifest_approvals(run: AuditRun) -> list[dict]:
+    """Each checker's decision on the released audit, with the admin's sign-off if any."""
+    from tre_audit.reviews.models import Review  # the reviews app builds on this one
+
+    reviews = Review.objects.filter(run=run).select_related("reviewer", "signed_off_by")
+    return [
+        {
+            "checker": review.reviewer.get_username(),
+            "decision": review.decision,
+            "decision_label": review.get_decision_display(),
+            "reason": review.reason,
+            "condition": review.condition,
+            "condition_label": review.get_condition_display(),
+            "decided_at": _iso(review.created_at),
+            "sign_off": _manifest_sign_off(review),
+        }
+        for review in reviews.order_by("created_at", "id")
+    ]
+
+
+def _manifest_sign_off(review) -> dict | None:
+    """Who signed a high-risk approval off, when, and why (the reason is the one the
+    audit log holds: its sign-off entry by that admin, written with the sign-off)."""
+    if review.signed_off_at is None:
+        return None
+    entry = (
+        AuditEntry.objects.filter(
+            submission_id=review.submission_id,
+            action="sign-off",
+            actor_id=review.signed_off_by_id,
+            created_at__gte=review.signed_off_at,
+        )
+        .order_by("id")
+        .first()
+    )
+    return {
+        "by": review.signed_off_by.get_username(),
+        "at": _iso(review.signed_off_at),
+        "reason": entry.reason if entry else "",
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _zip(members: dict[str, bytes]) -> bytes:

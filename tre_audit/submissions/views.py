@@ -107,6 +107,11 @@ def _detail_context(request, submission: Submission) -> dict:
         "stage": selectors.stage_label(latest.stage if latest else ""),
         "comments": review_selectors.comment_list_visible_to(user=user, submission=submission),
         "versions": selectors.version_compare(submission=submission),
+        "version_history": review_selectors.version_history_visible_to(
+            user=user, submission=submission
+        ),
+        "declaration_changed": selectors.declaration_changes(submission=submission),
+        "changes_asked": review_selectors.changes_requested_for(user=user, submission=submission),
         "files": submission.files.filter(version=submission.version).select_related("stored"),
         "is_running": submission.status in (Status.SUBMITTED, Status.AUDITING),
         "user_can_review": review_services.user_can_review(user, submission),
@@ -125,7 +130,7 @@ def _detail_context(request, submission: Submission) -> dict:
         "user_can_download_bundle": submission.release_bundle_id is not None and acts_for,
         "endpoints": list(submission.endpoints.order_by("-created_at")) if acts_for else [],
         "user_can_deploy": serving_services.user_can_deploy(user, submission),
-        "new_version_form": NewVersionForm(),
+        "new_version_form": NewVersionForm(submission=submission),
         "withdraw_form": ReasonForm(),
         "review_form": ReviewForm(findings=titles),
         "comment_form": CommentForm(findings=titles),
@@ -201,7 +206,7 @@ def submission_compare(request, submission_id: int):
 @require_POST
 def submission_new_version(request, submission_id: int):
     submission = _visible(request, submission_id)
-    form = NewVersionForm(request.POST, request.FILES)
+    form = NewVersionForm(request.POST, request.FILES, submission=submission)
     if form.is_valid():
         data = form.cleaned_data
         try:
@@ -209,6 +214,7 @@ def submission_new_version(request, submission_id: int):
                 submission=submission,
                 by=request.user,
                 note=data["note"],
+                declared={name: data[name] for name in services.NEW_VERSION_DECLARED},
                 **_uploads({r: data[r] for r in ("model", "train", "test")}),
             )
         except NotAllowed as exc:

@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import zipfile
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import Group
@@ -106,10 +107,10 @@ def test_a_release_holds_the_model_and_report_with_a_manifest_of_their_hashes():
 
 def test_the_bundle_is_the_same_bytes_each_time_it_is_built():
     submission = approved()
-    run = current_run(submission)
-    first = release_bundle_build(submission=submission, run=run, with_model=True)
-    again = release_bundle_build(submission=submission, run=run, with_model=True)
-    withheld = release_bundle_build(submission=submission, run=run, with_model=False)
+    run, now = current_run(submission), datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    first = release_bundle_build(submission=submission, run=run, with_model=True, now=now)
+    again = release_bundle_build(submission=submission, run=run, with_model=True, now=now)
+    withheld = release_bundle_build(submission=submission, run=run, with_model=False, now=now)
     assert first.sha256 == again.sha256 != withheld.sha256
 
 

@@ -1,7 +1,10 @@
 """A request over time: new versions, withdrawal, retry, resending audits the broker
 never got, and versions of the risk policy."""
 
+import re
+
 import pytest
+from django.urls import reverse
 
 from attacks.audit import Upload
 from attacks.policy import default_policy_text, load_policy
@@ -9,7 +12,7 @@ from tests import factories
 from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.models import Review
 from tre_audit.reviews.selectors import review_list_visible_to
-from tre_audit.reviews.services import review_submit, user_can_review
+from tre_audit.reviews.services import comment_add, review_submit, user_can_review
 from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.exceptions import (
     InvalidTransition,
@@ -24,10 +27,12 @@ from tre_audit.submissions.models import (
     StoredFile,
     Submission,
     SubmissionFile,
+    SubmissionVersion,
 )
 from tre_audit.submissions.selectors import current_run, version_compare
 from tre_audit.submissions.services import (
     NOT_QUEUED,
+    Declaration,
     audit_chain_verify,
     audit_run_retry,
     audit_runs_requeue,
@@ -340,3 +345,310 @@ def test_a_refused_policy_saves_nothing(text, note, message):
     assert not PolicyVersion.objects.exists()
     assert not AuditEntry.objects.filter(action="policy").exists()
     assert policy_current() == load_policy()
+
+
+# Versions as a history -----------------------------------------------------------------
+
+DECLARED = Declaration(
+    model_type="SVC", preprocessing="none", purpose="Teaching", files_are_exact=True
+)
+
+
+def submitted(example_files, author=None):
+    """A request sent through the service and audited: version 1, awaiting review."""
+    submission = submission_create(
+        author=author or factories.create_user(role=Role.RESEARCHER),
+        title="SVC",
+        label="response",
+        declaration=DECLARED,
+        **example_files,
+    )
+    factories.complete_audit(submission)
+    submission.refresh_from_db()
+    return submission
+
+
+def decide(submission, checker, decision, reason, **extra):
+    return review_submit(
+        submission=submission,
+        run_id=current_run(submission).id,
+        reviewer=checker,
+        decision=decision,
+        reason=reason,
+        evidence=["rule:min_leaf_records"],
+        **extra,
+    )
+
+
+def test_the_first_version_is_recorded_with_its_declaration(example_files):
+    submission = submitted(example_files)
+    record = submission.versions.get()
+    assert (record.number, record.note, record.purpose, record.label) == (
+        1,
+        "",
+        "Teaching",
+        "response",
+    )
+
+
+def test_a_new_version_may_change_the_declaration_and_the_old_one_is_kept(example_files):
+    submission = submitted(example_files)
+    new = submission_new_version(
+        submission=submission,
+        by=submission.author,
+        note="leaf 20",
+        declared={"purpose": "Teaching and a paper", "hosting": "query_only", "model_type": " "},
+        **example_files,
+    )
+    new.refresh_from_db()
+    assert (new.purpose, new.hosting, new.model_type) == (
+        "Teaching and a paper",
+        "query_only",
+        "SVC",
+    )
+    first, second = SubmissionVersion.objects.filter(submission=new).order_by("number")
+    assert (first.purpose, first.hosting) == ("Teaching", "public_file")
+    assert (second.number, second.note, second.purpose) == (2, "leaf 20", "Teaching and a paper")
+    entry = AuditEntry.objects.filter(submission=new, action="status").last()
+    assert entry.reason == "version 2: leaf 20 (declaration changed: purpose, hosting)"
+    assert audit_chain_verify().ok
+
+
+@pytest.mark.parametrize(
+    "declared, message",
+    [
+        ({"files_are_exact": False}, "cannot change files_are_exact"),
+        ({"hosting": "cloud"}, "hosted"),
+    ],
+)
+def test_a_new_version_refuses_a_declaration_it_cannot_take(example_files, declared, message):
+    submission = submitted(example_files)
+    before = snapshot() + [SubmissionVersion.objects.count()]
+    with pytest.raises(SubmissionError, match=message):
+        submission_new_version(
+            submission=submission, by=submission.author, declared=declared, **example_files
+        )
+    assert snapshot() + [SubmissionVersion.objects.count()] == before
+
+
+def test_a_new_label_is_checked_against_the_new_files(example_files):
+    submission = submitted(example_files)
+    with pytest.raises(UploadRefused, match="outcome"):
+        submission_new_version(
+            submission=submission,
+            by=submission.author,
+            declared={"label": "outcome"},
+            **example_files,
+        )
+    submission.refresh_from_db()
+    assert (submission.version, submission.label) == (1, "response")
+
+
+@pytest.fixture
+def two_versions(example_files):
+    """Version 1 commented on and sent back by one checker; version 2 (which changed the
+    purpose) approved once by another."""
+    submission = submitted(example_files, author=factories.create_user("ada", Role.RESEARCHER))
+    first, second = (factories.create_user(name, Role.CHECKER) for name in ("cleo", "dan"))
+    comment_add(
+        submission=submission,
+        author=first,
+        text="Leaves hold one record.",
+        finding="rule:min_leaf_records",
+    )
+    comment_add(submission=submission, author=submission.author, text="Raising the leaf size.")
+    decide(
+        submission,
+        first,
+        Decision.REQUEST_CHANGES,
+        "Leaves too small on v1.",
+        comment="Set min_samples_leaf to 20.",
+    )
+    submission_new_version(
+        submission=submission,
+        by=submission.author,
+        note="min_samples_leaf=20 as asked",
+        declared={"purpose": "Teaching and a paper"},
+        **example_files,
+    )
+    factories.complete_audit(submission, risk="low")
+    submission.refresh_from_db()
+    decide(submission, second, Decision.APPROVE, "Version 2 is within policy.")
+    return submission, first, second
+
+
+def page(client, user, submission) -> str:
+    client.force_login(user)
+    response = client.get(reverse("submissions:detail", args=[submission.pk]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def version_block(body: str, number: int) -> tuple[bool, str]:
+    """Whether version ``number``'s block is open, and its text."""
+    found = re.search(
+        rf'<details class="card version" id="version-{number}"( open)?>(.*?)</details>', body, re.S
+    )
+    assert found, f"no block for version {number}"
+    return bool(found.group(1)), found.group(2)
+
+
+@pytest.mark.parametrize("reader", ["author", "first checker", "admin"])
+def test_version_1s_review_and_comments_stay_on_the_page_under_it_folded(
+    client, two_versions, reader
+):
+    submission, first, _ = two_versions
+    user = {
+        "author": submission.author,
+        "first checker": first,
+        "admin": factories.create_user(role=Role.TRE_ADMIN),
+    }[reader]
+    body = page(client, user, submission)
+    is_open, old = version_block(body, 1)
+    assert not is_open
+    assert "Leaves too small on v1." in old and "Set min_samples_leaf to 20." in old
+    assert "Leaves hold one record." in old and "Raising the leaf size." in old
+    assert "on Leaves can hold one record" in old  # the finding by its title, not its id
+    assert "Version 2 is within policy." not in old
+    current_open, current = version_block(body, 2)
+    assert current_open and "min_samples_leaf=20 as asked" in current
+    assert "Declaration changed: Purpose." in current
+
+
+def test_a_checker_who_has_not_reviewed_version_2_sees_version_1_but_not_version_2s_review(
+    client, two_versions
+):
+    submission, _, second = two_versions
+    newcomer = factories.create_user("eve", Role.CHECKER)
+    body = page(client, newcomer, submission)
+    _, old = version_block(body, 1)
+    assert "Leaves too small on v1." in old and "Leaves hold one record." in old
+    assert "Version 2 is within policy." not in body
+    assert "Version 2 is within policy." in page(client, second, submission)
+
+
+def test_a_project_member_reads_only_the_authors_comments_of_earlier_versions(client, two_versions):
+    from tre_audit.submissions.models import Project
+
+    submission, _, _ = two_versions
+    member = factories.create_user(role=Role.RESEARCHER)
+    project = Project.objects.create(name="SVCs")
+    project.members.add(submission.author, member)
+    Submission.objects.filter(pk=submission.pk).update(project=project)
+    _, old = version_block(page(client, member, submission), 1)
+    assert "Raising the leaf size." in old
+    assert "Leaves hold one record." not in old and "Leaves too small on v1." not in old
+
+
+def test_the_declaration_shows_the_current_version_and_what_it_changed(client, two_versions):
+    submission, _, _ = two_versions
+    body = page(client, submission.author, submission)
+    assert "Changed since version 1: Purpose." in body
+    purpose_row = re.search(r"<th scope=\"row\">Purpose</th><td>(.*?)</td>", body, re.S).group(1)
+    assert "Teaching and a paper" in purpose_row and "changed in version 2" in purpose_row
+    model_row = re.search(r"<th scope=\"row\">Model type</th><td>(.*?)</td>", body, re.S).group(1)
+    assert "changed in version" not in model_row
+
+
+def test_a_single_version_has_no_history_section(client, example_files):
+    submission = submitted(example_files)
+    assert 'id="versions-h"' not in page(client, submission.author, submission)
+
+
+def test_the_new_version_form_is_filled_with_the_current_declaration(client, example_files):
+    submission = submitted(example_files)
+    body = page(client, submission.author, submission)
+    form = body[body.index('id="new-version"') :]
+    assert re.search(r'name="model_type"[^>]*value="SVC"', form)
+    assert re.search(r'<textarea name="purpose"[^>]*>\s*Teaching</textarea>', form)
+
+
+def test_the_web_form_sends_a_changed_declaration(client, example_files):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    submission = submitted(example_files)
+    client.force_login(submission.author)
+    files = {role: SimpleUploadedFile(u.name, u.data) for role, u in example_files.items()}
+    data = {"note": "query only now", "hosting": "query_only", "purpose": "", **files}
+    response = client.post(reverse("submissions:new_version", args=[submission.pk]), data)
+    assert response.status_code == 302
+    submission.refresh_from_db()
+    assert (submission.version, submission.hosting, submission.purpose) == (
+        2,
+        "query_only",
+        "Teaching",
+    )
+
+
+# The researcher's banner ---------------------------------------------------------------
+
+BANNER = "The checkers asked for changes:"
+
+
+def test_the_author_reads_what_the_checkers_asked_for_at_the_top(client, example_files):
+    submission = submitted(example_files)
+    checker = factories.create_user("cleo", Role.CHECKER)
+    review = decide(
+        submission,
+        checker,
+        Decision.REQUEST_CHANGES,
+        "Too small leaves.",
+        comment="Set min_samples_leaf to 20.",
+    )
+    body = page(client, submission.author, submission)
+    date = f"{review.created_at:%-d %b %Y}"
+    assert f"{BANNER}</strong> Set min_samples_leaf to 20. — cleo, {date}" in body
+    assert body.index(BANNER) < body.index('id="status-label"')  # right under the title
+    assert 'href="?new_version=1#new-version"' in body
+    client.force_login(submission.author)
+    url = reverse("submissions:detail", args=[submission.pk])
+    opened = client.get(url, {"new_version": "1"}).content.decode()
+    assert re.search(r'<details class="card" open><summary>Submit a new version', opened)
+    assert not re.search(r'<details class="card" open><summary>Submit a new version', body)
+    assert BANNER not in page(client, checker, submission)
+    assert BANNER not in page(client, factories.create_user(role=Role.TRE_ADMIN), submission)
+
+
+@pytest.mark.parametrize("status", [Status.AWAITING_REVIEW, Status.REJECTED, Status.APPROVED])
+def test_no_banner_when_no_change_is_asked_for(client, status):
+    submission = factories.create_audited_submission(status)
+    assert BANNER not in page(client, submission.author, submission)
+
+
+def test_the_banner_goes_once_a_new_version_is_sent(client, two_versions):
+    submission, _, _ = two_versions
+    assert BANNER not in page(client, submission.author, submission)
+
+
+def test_the_migration_records_each_earlier_version_with_its_logged_note(example_files):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("tre_audit.submissions.migrations.0008_submission_versions")
+    submission = factories.create_audited_submission(Status.CHANGES_REQUESTED)
+    submission_new_version(
+        submission=submission, by=submission.author, note="leaf 20: as asked", **example_files
+    )
+    SubmissionVersion.objects.all().delete()  # as before the migration
+    migration.versions_record(apps, None)
+    records = SubmissionVersion.objects.filter(submission=submission).order_by("number")
+    assert [(r.number, r.note, r.label) for r in records] == [
+        (1, "", "response"),
+        (2, "leaf 20: as asked", "response"),
+    ]
+    sent = AuditEntry.objects.get(
+        submission=submission, after=Status.SUBMITTED, before=Status.CHANGES_REQUESTED
+    )
+    assert [r.created_at for r in records] == [submission.created_at, sent.created_at]
+
+
+def test_a_version_still_in_its_audit_says_so_and_version_1_stays_readable(client, example_files):
+    submission = submitted(example_files)
+    checker = factories.create_user(role=Role.CHECKER)
+    decide(submission, checker, Decision.REQUEST_CHANGES, "Too small.", comment="Raise it.")
+    submission_new_version(submission=submission, by=submission.author, **example_files)
+    body = page(client, checker, submission)
+    current_open, current = version_block(body, 2)
+    assert current_open and "being audited" in current and "The author gave no note" in current
+    assert "Too small." in version_block(body, 1)[1]
