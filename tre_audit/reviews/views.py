@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from tre_audit.reviews import selectors, services
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
-from tre_audit.reviews.forms import CommentForm, ReviewForm
+from tre_audit.reviews.forms import CommentForm, ReleaseForm, ReviewForm
 from tre_audit.submissions.exceptions import SubmissionError
 from tre_audit.submissions.selectors import finding_titles
 from tre_audit.submissions.views import _detail_context, _visible
@@ -41,8 +41,8 @@ def review_submit_view(request, submission_id: int):
         except (ReviewInvalid, SubmissionError) as exc:  # e.g. a stale page, a broken log
             form.add_error(None, str(exc))
         else:
-            messages.success(request, "Your review was recorded.")
-            return redirect(submission)
+            messages.success(request, "Your review was recorded.", extra_tags="reviews")
+            return redirect(f"{submission.get_absolute_url()}#reviews")
     context = _detail_context(request, submission) | {"review_form": form}
     return render(request, "submissions/detail.html", context, status=400)
 
@@ -61,6 +61,7 @@ def comment_add_view(request, submission_id: int):
         except (ReviewInvalid, SubmissionError) as exc:
             form.add_error(None, str(exc))
         else:
+            messages.success(request, "Your comment was added.", extra_tags="comments")
             return redirect(f"{submission.get_absolute_url()}#comments")
     context = _detail_context(request, submission) | {"comment_form": form}
     return render(request, "submissions/detail.html", context, status=400)
@@ -70,7 +71,12 @@ def comment_add_view(request, submission_id: int):
 @require_POST
 def release_view(request, submission_id: int):
     submission = _visible(request, submission_id)
+    form = ReleaseForm(request.POST)
     try:
+        if not form.is_valid():  # not confirmed: said at the box, unless not theirs to release
+            services.check_user_can_release(request.user, submission)
+            context = _detail_context(request, submission) | {"release_form": form}
+            return render(request, "submissions/detail.html", context, status=400)
         services.submission_release(submission=submission, by=request.user)
     except ReviewNotAllowed as exc:
         raise PermissionDenied(str(exc)) from None

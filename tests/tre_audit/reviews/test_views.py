@@ -52,11 +52,14 @@ def checker():
 
 
 def post(client, user, name, submission, data=None):
-    """POST as ``user``; a review carries the current run, as the page's form does."""
+    """POST as ``user``; a review carries the current run and a release is confirmed, as the
+    page's forms do."""
     if user is not None:
         client.force_login(user)
     if name == "submit" and data is not None and current_run(submission) is not None:
         data = {"run_id": current_run(submission).id, **data}
+    if name == "release":
+        data = {"confirm": "on", **(data or {})}
     return client.post(reverse(f"reviews:{name}", args=[submission.pk]), data or {})
 
 
@@ -204,7 +207,7 @@ def test_two_approvals_then_the_author_releases_a_verifiable_bundle(client, peop
     post(client, checker(), "submit", submission, APPROVAL)
     assert status_of(submission) == Status.APPROVED
     release = reverse("reviews:release", args=[submission.pk])
-    assert f'action="{release}"' in page(client, people["author"], submission)
+    assert f'action="{release}#release-form"' in page(client, people["author"], submission)
     response = post(client, people["author"], "release", submission)
     assert response.status_code == 302 and status_of(submission) == Status.RELEASED
     members = _bundle(client, submission)
