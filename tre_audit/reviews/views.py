@@ -39,12 +39,18 @@ def review_submit_view(request, submission_id: int):
         except ReviewNotAllowed as exc:
             raise PermissionDenied(str(exc)) from None
         except (ReviewInvalid, SubmissionError) as exc:  # e.g. a stale page, a broken log
-            form.add_error(None, str(exc))
+            form.add_error(_field_of(exc, form), str(exc))
         else:
             messages.success(request, "Your review was recorded.", extra_tags="reviews")
             return redirect(f"{submission.get_absolute_url()}#reviews")
     context = _detail_context(request, submission) | {"review_form": form}
     return render(request, "submissions/detail.html", context, status=400)
+
+
+def _field_of(exc: Exception, form) -> str | None:
+    """The field a refusal is about, said at that field; None for the form as a whole."""
+    field = getattr(exc, "field", None)
+    return field if field in form.fields else None
 
 
 @login_required
@@ -59,7 +65,7 @@ def comment_add_view(request, submission_id: int):
         except ReviewNotAllowed as exc:
             raise PermissionDenied(str(exc)) from None
         except (ReviewInvalid, SubmissionError) as exc:
-            form.add_error(None, str(exc))
+            form.add_error(_field_of(exc, form), str(exc))
         else:
             messages.success(request, "Your comment was added.", extra_tags="comments")
             return redirect(f"{submission.get_absolute_url()}#comments")
