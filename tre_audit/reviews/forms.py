@@ -65,3 +65,6 @@ class ReleaseForm(forms.Form):
         label="I understand that this releases the model from the TRE, and cannot be undone.",
         error_messages={"required": "Tick the box to confirm the release."},
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, auto_id="id_release_%s", **kwargs)  # unique beside other forms

@@ -199,3 +199,6 @@ class WithdrawForm(ReasonForm):
         label="I understand that a withdrawn request cannot be reopened.",
         error_messages={"required": "Tick the box to confirm that you withdraw the request."},
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, auto_id="id_withdraw_%s", **kwargs)  # unique beside other forms

@@ -185,7 +185,9 @@ def test_withdrawing_needs_its_box_ticked(client):
     response = client.post(url, {"reason": "Wrong data set"})
     page = _text(response)
     assert response.status_code == 400
-    assert "Tick the box to confirm that you withdraw the request." in _field(page, "confirm")
+    assert "Tick the box to confirm that you withdraw the request." in _field(
+        page, "withdraw_confirm"
+    )
     assert f'action="{url}#withdraw-form"' in page
     submission.refresh_from_db()
     assert submission.status == Status.AWAITING_REVIEW
