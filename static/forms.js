@@ -66,11 +66,8 @@
     });
   }
 
-  function init() {
-    focusFirstError();
-    document.querySelectorAll("input[data-columns-of][list]").forEach(offerColumns);
-  }
-
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
-  else init();
+  // After the load, so that the browser's own scroll to the page's fragment comes first.
+  if (document.readyState === "complete") focusFirstError();
+  else window.addEventListener("load", function () { requestAnimationFrame(focusFirstError); });
+  document.querySelectorAll("input[data-columns-of][list]").forEach(offerColumns);
 })();

@@ -63,3 +63,15 @@ def test_pages_with_kept_files_and_errors_are_accessible(client, example_files):
     detail = client.get(submission.get_absolute_url()).content.decode()
     assert 'id="release-form"' in detail and 'id="withdraw-form"' in detail
     assert accessibility_problems(detail) == []
+
+
+def test_a_deploy_refusal_is_said_in_the_serving_section(client):
+    people = factories.create_people()
+    submission = factories.create_audited_submission(Status.RELEASED, author=people["author"])
+    client.force_login(people["author"])
+    url = reverse("serving:deploy", args=[submission.pk])
+    response = client.post(url, {"kind": ""}, follow=True)
+    assert response.redirect_chain[-1][0] == f"{submission.get_absolute_url()}#serving"
+    top, serving = response.content.decode().split('<h2 id="serving">', 1)
+    assert 'id="serving-messages"' in serving and "Choose how to serve the model." in serving
+    assert "Choose how to serve the model." not in top
