@@ -218,7 +218,8 @@ def submission_new_version(request, submission_id: int):
     key = f"version-{submission.pk}"
     form = NewVersionForm(request.POST, request.FILES, kept=kept_get(request.session, key=key))
     valid = form.is_valid()
-    form.keep(kept_put(request.session, key=key, uploads=form.arrived))
+    if submission.author_id == request.user.pk:  # no one else's files are stored
+        form.keep(kept_put(request.session, key=key, uploads=form.arrived))
     if valid:
         data = form.cleaned_data
         try:

@@ -197,3 +197,44 @@ def test_withdrawing_needs_its_box_ticked(client):
     assert done.redirect_chain[-1][0].endswith("#change")
     change = _text(done).split('<section id="change"', 1)[1]
     assert 'id="change-messages"' in change and "The request was withdrawn." in change
+
+
+def test_the_header_reader_is_bounded_and_refuses_as_the_table_reader_does(tmp_path):
+    import pandas as pd
+
+    from attacks.exceptions import IntakeError
+    from attacks.intake import columns_named
+
+    frame = pd.DataFrame({"age": [40], "response": [1]})
+    frame.to_parquet(tmp_path / "t.parquet")
+    parquet = (tmp_path / "t.parquet").read_bytes()
+    assert table_columns(parquet, filename="t.parquet") == ["age", "response"]
+    assert table_columns(b"age,response\n40,1\n", filename="t.csv") == ["age", "response"]
+    for data, refusal in [
+        (b"\xff\xfeage\n", "not UTF-8"),
+        (b"a,a\n1,2\n", "repeats the column name"),
+        (b"", "empty"),
+        (b"a\n1\n", None),
+    ]:
+        if refusal is None:
+            assert table_columns(data, filename="t.csv") == ["a"]
+            continue
+        with pytest.raises(IntakeError, match=refusal):
+            table_columns(data, filename="t.csv")
+    with pytest.raises(IntakeError, match="larger"):
+        table_columns(b"a,b\n1,2\n", filename="t.csv", max_bytes=4)
+    named = columns_named([f"c{i}" for i in range(25)])
+    assert named.startswith("'c0', 'c1'") and named.endswith("'c19' and 5 more")
+
+
+def test_files_sent_for_someone_elses_request_are_not_stored(client, example_files):
+    people = factories.create_people()
+    submission = factories.create_audited_submission(
+        Status.CHANGES_REQUESTED, author=people["author"]
+    )
+    client.force_login(people["checker"])  # sees the request, may not change it
+    url = reverse("submissions:new_version", args=[submission.pk])
+    before = StoredFile.objects.count()
+    assert client.post(url, _files(example_files)).status_code == 400  # no note: form error
+    assert StoredFile.objects.count() == before
+    assert SESSION_KEY not in client.session
