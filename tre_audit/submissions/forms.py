@@ -86,9 +86,9 @@ class VersionFilesForm(forms.Form):
     def keep(self, kept: dict[str, KeptFile]) -> None:
         """Show these files as kept, and use them for the inputs a post leaves empty."""
         self.kept = dict(kept)
-        for role, info in self.kept.items():
-            self.fields[role].required = False
-            self.fields[role].kept = info
+        for role in FILE_ROLES:
+            self.fields[role].required = role not in self.kept
+            self.fields[role].kept = self.kept.get(role)
 
     def clean(self):
         cleaned = super().clean()

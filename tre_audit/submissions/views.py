@@ -20,7 +20,7 @@ from tre_audit.reviews.forms import CommentForm, ReleaseForm, ReviewForm
 from tre_audit.serving import services as serving_services
 from tre_audit.submissions import selectors, services
 from tre_audit.submissions.enums import RunStatus, Status
-from tre_audit.submissions.exceptions import NotAllowed, SubmissionError
+from tre_audit.submissions.exceptions import NotAllowed, SubmissionError, UploadRefused
 from tre_audit.submissions.forms import NewVersionForm, ReasonForm, SubmissionForm, WithdrawForm
 from tre_audit.submissions.kept import kept_clear, kept_get, kept_put
 from tre_audit.submissions.models import AuditRun, Submission
@@ -72,9 +72,8 @@ def submission_create(request):
 
 def _submission_create(request, form: SubmissionForm) -> Submission | None:
     """The new request, or None with the form's errors (its good files kept for the next try)."""
-    valid = form.is_valid()
-    form.keep(kept_put(request.session, key="create", uploads=form.arrived))
-    if not valid:
+    if not form.is_valid():
+        form.keep(kept_put(request.session, key="create", uploads=form.arrived))
         return None
     data = form.cleaned_data
     try:
@@ -88,9 +87,19 @@ def _submission_create(request, form: SubmissionForm) -> Submission | None:
             ),
             **form.uploads(),
         )
-    except SubmissionError as exc:
+    except UploadRefused as exc:
+        _files_refused(request, form, key="create", refusal=str(exc))
+    except SubmissionError as exc:  # e.g. a project the author is not in: the files were fine
+        form.keep(kept_put(request.session, key="create", uploads=form.arrived))
         form.add_error(None, str(exc))
-        return None
+    return None
+
+
+def _files_refused(request, form, *, key: str, refusal: str) -> None:
+    """The intake check refused a file, without saying which: none of them is kept."""
+    kept_clear(request.session, key=key)
+    form.keep({})
+    form.add_error(None, f"{refusal} Choose the files again.")
 
 
 @login_required
@@ -217,10 +226,10 @@ def submission_new_version(request, submission_id: int):
     submission = _visible(request, submission_id)
     key = f"version-{submission.pk}"
     form = NewVersionForm(request.POST, request.FILES, kept=kept_get(request.session, key=key))
-    valid = form.is_valid()
-    if submission.author_id == request.user.pk:  # no one else's files are stored
-        form.keep(kept_put(request.session, key=key, uploads=form.arrived))
-    if valid:
+    if not form.is_valid():
+        if submission.author_id == request.user.pk:  # no one else's files are stored
+            form.keep(kept_put(request.session, key=key, uploads=form.arrived))
+    else:
         data = form.cleaned_data
         try:
             services.submission_new_version(
@@ -228,6 +237,8 @@ def submission_new_version(request, submission_id: int):
             )
         except NotAllowed as exc:
             raise PermissionDenied(str(exc)) from None
+        except UploadRefused as exc:
+            _files_refused(request, form, key=key, refusal=str(exc))
         except SubmissionError as exc:
             form.add_error(None, str(exc))
         else:
