@@ -70,6 +70,8 @@ def test_required_fields_are_marked_and_the_label_offers_the_files_columns(clien
 
 
 def test_a_label_error_keeps_the_files_and_lists_the_columns(client, researcher, example_files):
+    """About 4 s: the second post goes through the real sandboxed intake check, which is
+    what shows that the kept files are the ones audited."""
     columns = table_columns(example_files["train"].data, filename=example_files["train"].name)
     response = client.post(CREATE, DECLARATION | {"label": "outcome"} | _files(example_files))
     page = _text(response)
