@@ -81,6 +81,8 @@ class VersionFilesForm(forms.Form):
 
     def __init__(self, *args, kept: dict[str, KeptFile] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        #: The files of a post that passed their own checks: kept if the form fails.
+        self.arrived: dict[str, Upload] = {}
         self.keep(kept or {})
 
     def keep(self, kept: dict[str, KeptFile]) -> None:
@@ -92,7 +94,6 @@ class VersionFilesForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        #: The files of this post that passed their own checks: kept if the form fails.
         self.arrived = {r: cleaned[r] for r in FILE_ROLES if cleaned.get(r) is not None}
         for role in FILE_ROLES:
             if role not in self.arrived and role not in self.errors and role in self.kept:
