@@ -130,6 +130,63 @@ def load_table(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES
     return _checked_table(frame)
 
 
+def table_columns(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
+    """The column names of an untrusted CSV or Parquet file, without reading its rows.
+
+    Parameters
+    ----------
+    data : bytes
+        Content of the uploaded file.
+    filename : str
+        Name the researcher gave the file, read as by :func:`load_table`.
+    max_bytes : int, default=200 MiB
+        Largest accepted file.
+
+    Returns
+    -------
+    list of str
+        The header of a CSV file or the schema's names of a Parquet file.
+
+    Raises
+    ------
+    IntakeError
+        If the file is empty, too large, of an unknown kind, not UTF-8, its
+        header cannot be parsed, or it has no, repeated or too many columns.
+    """
+    data = checked_bytes(data, max_bytes=max_bytes, what="data file", error=IntakeError)
+    if _table_kind(data, filename) == "parquet":
+        names = [str(name) for name in _parquet_schema(data).names]
+        where = "Parquet file"
+    else:
+        names = _csv_header(_utf8_text(data))
+        where = "CSV file"
+    if not names:
+        raise IntakeError(f"The {where} has no columns.")
+    _check_columns(names, where=where)
+    return names
+
+
+#: Most column names a refusal lists: enough to find the label among them.
+MAX_COLUMNS_NAMED = 20
+
+
+def columns_named(names: list[str], *, limit: int = MAX_COLUMNS_NAMED) -> str:
+    """The first ``limit`` column names quoted, then how many more there are.
+
+    Parameters
+    ----------
+    names : list of str
+    limit : int, default=MAX_COLUMNS_NAMED
+
+    Returns
+    -------
+    str
+    """
+    shown = ", ".join(quote(name) for name in names[:limit])
+    hidden = len(names) - limit
+    return f"{shown} and {hidden:,} more" if hidden > 0 else shown
+
+
 def _table_kind(data: bytes, filename: str) -> str:
     if data.startswith(b"PAR1"):
         return "parquet"
@@ -144,17 +201,21 @@ def _table_kind(data: bytes, filename: str) -> str:
 
 
 def _read_csv(data: bytes) -> pd.DataFrame:
+    text = _utf8_text(data)
+    n_columns = _check_columns(_csv_header(text), where="CSV file")
+    frame = _parse_csv(text, nrows=_row_limit(n_columns) + 1)
+    _check_rows(len(frame), n_columns=n_columns, where="CSV file")
+    return frame
+
+
+def _utf8_text(data: bytes) -> str:
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise IntakeError(
             f"The CSV file is not UTF-8 text (first bad byte at offset {exc.start}); "
             "save it as UTF-8."
         ) from exc
-    n_columns = _check_columns(_csv_header(text), where="CSV file")
-    frame = _parse_csv(text, nrows=_row_limit(n_columns) + 1)
-    _check_rows(len(frame), n_columns=n_columns, where="CSV file")
-    return frame
 
 
 def _csv_header(text: str) -> list[str]:
@@ -381,7 +442,10 @@ def _feature_columns(
 ) -> list[str]:
     for frame, where in ((train, "training file"), (test, "test file")):
         if label not in frame.columns:
-            raise IntakeError(f"The label column {quote(label)} is not in the {where}.")
+            raise IntakeError(
+                f"The label column {quote(label)} is not in the {where}; "
+                f"its columns are {columns_named(list(frame.columns))}."
+            )
     train_features = [c for c in train.columns if c != label]
     difference = _difference(train_features, [c for c in test.columns if c != label])
     if difference:

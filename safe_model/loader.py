@@ -200,6 +200,31 @@ def _class_is_allowed(cls: type) -> bool:
     return not cls.__flags__ & _HEAP_TYPE_FLAG or issubclass(cls, _ARRAY_CONTAINERS)
 
 
+def model_file_problem(data: bytes, *, filename: str) -> str | None:
+    """Why a file plainly is not a skops file (a pickle, not a zip archive), or None.
+
+    Reads only the file's name and its first and last bytes, never parses it:
+    cheap and safe outside the sandbox, for a form to refuse such a file at once.
+
+    Parameters
+    ----------
+    data : bytes
+        Content of the uploaded file.
+    filename : str
+        Name the researcher gave the file.
+
+    Returns
+    -------
+    str or None
+        One sentence for the researcher; None when the file may be a skops file.
+    """
+    if _looks_like_pickle(data, filename):
+        return PICKLE_REFUSAL
+    if not data.startswith(b"PK\x03\x04"):
+        return "The model file is not a skops file: it is not a zip archive."
+    return None
+
+
 def _looks_like_pickle(data: bytes, filename: str) -> bool:
     suffixes = [suffix.lower() for suffix in PurePath(str(filename)).suffixes]
     if suffixes[-1:] != [".skops"] and set(suffixes) & PICKLE_SUFFIXES:

@@ -5,7 +5,8 @@ from tre_audit.submissions.selectors import user_roles
 
 
 def roles(request):
-    mine = user_roles(request.user)
+    user = getattr(request, "user", None)  # absent on a 400 refused before the middleware
+    mine = user_roles(user) if user is not None else set()
     return {
         "is_researcher": Role.RESEARCHER in mine,
         "is_checker": Role.CHECKER in mine,

@@ -182,6 +182,7 @@ def _sign_off_all(page: Page, shot: Screenshots) -> None:
 
 def _release_and_download(page: Page, request_url: str, shot: Screenshots, directory) -> bytes:
     page.goto(request_url)
+    page.get_by_label("I understand that this releases the model from the TRE").check()
     page.get_by_role("button", name="Release").click()
     expect(page.get_by_text("Released: the release bundle is ready to download.")).to_be_visible()
     expect(page.locator("#status-label")).to_have_text("Released")

@@ -79,7 +79,7 @@ def test_the_researcher_answers_the_banner_and_a_checker_reads_version_1_on_vers
     expect(banner).to_contain_text(f"The checkers asked for changes: {ASKED} — cleo")
     researcher.screenshot(path=browser_artifacts / "versions-01-banner.png", full_page=True)
     banner.get_by_role("link", name="Submit a new version").click()
-    form = researcher.locator("#new-version")
+    form = researcher.locator("#new-version-form")
     expect(form).to_be_visible()
     expect(form.locator("#id_purpose")).to_have_value("Teaching")
     researcher.fill("#id_note", "min_samples_leaf=20 as asked")

@@ -8,6 +8,7 @@ segfault there would end the test run), the CLI's own process for the CLI.
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import io
 import subprocess
@@ -20,12 +21,15 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from sklearn.tree import DecisionTreeClassifier
 
+from attacks.exceptions import IntakeError
+from attacks.intake import table_columns
 from tests import factories, hostile_files
 from tests.safe_model import crafted_models
 from tests.tre_audit.api.support import client_for
-from tests.tre_audit.submissions.test_views import stored_state
+from tests.tre_audit.submissions.test_views import request_state, stored_state
 from tre_audit import cli
 from tre_audit.reviews.enums import Role
+from tre_audit.submissions.models import StoredFile
 
 #: case: (which upload is hostile, how it is built, a phrase its refusal must hold)
 CASES = {
@@ -147,16 +151,30 @@ def _form(uploads, label):
     return form_fields(label) | files
 
 
+def _label_in(uploads, label: str) -> str:
+    """The form checks the label against the training file's header before the intake
+    check runs: a hostile training file gets a label it has, for the intake check to answer."""
+    name, data = uploads["train"]
+    try:
+        columns = table_columns(data, filename=name)
+    except IntakeError:
+        return label
+    return label if label in columns else columns[-1]
+
+
 @pytest.mark.django_db
-def test_the_web_form_refuses_it_and_stores_nothing(client, settings, case):
+def test_the_web_form_refuses_it_and_stores_nothing(client, settings, case, request):
     uploads, label, phrase = case
     client.force_login(factories.create_user("researcher", Role.RESEARCHER))
-    before = stored_state(settings)
-    response = client.post(reverse("submissions:create"), _form(uploads, label))
+    before = request_state()
+    response = client.post(reverse("submissions:create"), _form(uploads, _label_in(uploads, label)))
     assert response.status_code == 400
     errors = html.unescape(response.content.decode())
     assert phrase.lower() in errors.lower()
-    assert stored_state(settings) == before
+    assert request_state() == before
+    hostile = uploads[CASES[request.node.callspec.params["case"]][0]]
+    assert not StoredFile.objects.filter(sha256=hashlib.sha256(hostile[1]).hexdigest()).exists()
+    assert StoredFile.objects.count() == errors.count("Kept: ")  # only honest files are kept
 
 
 @pytest.mark.django_db

@@ -1,6 +1,9 @@
 """The admin dashboard's forms: they parse input; the services decide and write."""
 
 from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 
 from tre_audit.reviews.enums import Role
 
@@ -37,6 +40,17 @@ class UserCreateForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
+
+    def clean(self):
+        """A weak password is said at its field (the service checks it again)."""
+        cleaned = super().clean()
+        if cleaned.get("password") and cleaned.get("username"):
+            user = get_user_model()(username=cleaned["username"], email=cleaned.get("email", ""))
+            try:
+                validate_password(cleaned["password"], user)
+            except ValidationError as exc:
+                self.add_error("password", exc)
+        return cleaned
 
 
 class PolicyForm(forms.Form):

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
@@ -141,8 +142,8 @@ def user_roles(request, user_id: int):
         raise PermissionDenied(str(exc)) from None
     except ReviewInvalid as exc:
         return _users_page_error(request, roles_errors={user.pk: str(exc)})
-    messages.success(request, f"Roles of {user.get_username()} saved.")
-    return redirect("dashboard:users")
+    messages.success(request, f"Roles of {user.get_username()} saved.", extra_tags="users")
+    return redirect(f"{reverse('dashboard:users')}#users")
 
 
 @tre_admin_required
@@ -164,8 +165,8 @@ def user_new(request):
     except ReviewInvalid as exc:
         form.add_error(None, str(exc))
         return _users_page_error(request, create_form=form)
-    messages.success(request, f"User {user.get_username()} created.")
-    return redirect("dashboard:users")
+    messages.success(request, f"User {user.get_username()} created.", extra_tags="new-user")
+    return redirect(f"{reverse('dashboard:users')}#new-user")
 
 
 def _users_page_error(request, **context):
@@ -195,7 +196,11 @@ def policy_new(request):
         except SubmissionError as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Policy version {saved.version} saved: new audits use it.")
-            return redirect("dashboard:policy")
+            messages.success(
+                request,
+                f"Policy version {saved.version} saved: new audits use it.",
+                extra_tags="policy-form",
+            )
+            return redirect(f"{reverse('dashboard:policy')}#policy-form")
     context = {"policy": selectors.policy_overview(), "form": form}
     return render(request, "dashboard/policy.html", context, status=400)

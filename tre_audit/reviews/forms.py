@@ -56,3 +56,15 @@ class CommentForm(forms.Form):
     def __init__(self, *args, findings: dict[str, str], **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["finding"].choices = [("", "The request as a whole"), *findings.items()]
+
+
+class ReleaseForm(forms.Form):
+    """Releasing cannot be undone: the person says they mean it, with or without JavaScript."""
+
+    confirm = forms.BooleanField(
+        label="I understand that this releases the model from the TRE, and cannot be undone.",
+        error_messages={"required": "Tick the box to confirm the release."},
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, auto_id="id_release_%s", **kwargs)  # unique beside other forms

@@ -112,16 +112,25 @@ def _check_not_superseded(submission: Submission, run: AuditRun | None) -> None:
 
 def _check_review(decision, reason, comment, justification, high_risk) -> None:
     if not reason.strip():
-        raise ReviewInvalid("Give the reason for your decision and the evidence it relies on.")
+        raise ReviewInvalid(
+            "Give the reason for your decision and the evidence it relies on.", field="reason"
+        )
     if decision == Decision.REQUEST_CHANGES and not comment.strip():
-        raise ReviewInvalid("Say what should change: a comment is required to request changes.")
+        raise ReviewInvalid(
+            "Say what should change: a comment is required to request changes.", field="comment"
+        )
     if decision == Decision.APPROVE and high_risk and not justification.strip():
-        raise ReviewInvalid("Approving against a high-risk verdict needs a written justification.")
+        raise ReviewInvalid(
+            "Approving against a high-risk verdict needs a written justification.",
+            field="justification",
+        )
 
 
 def _check_evidence(evidence, sources) -> None:
     if sources and not evidence:
-        raise ReviewInvalid("Cite the findings of the report your decision relies on.")
+        raise ReviewInvalid(
+            "Cite the findings of the report your decision relies on.", field="evidence"
+        )
     unknown = sorted(set(evidence) - set(sources))
     if unknown:
         raise ReviewInvalid(f"{unknown[0]} is not a finding of this audit's report.")
@@ -264,7 +273,7 @@ def comment_add(
     if not user_can_comment(author, submission):
         raise ReviewNotAllowed("You cannot comment on this request.")
     if not text.strip():
-        raise ReviewInvalid("Write the comment first.")
+        raise ReviewInvalid("Write the comment first.", field="text")
     run = current_run(submission)
     if finding and finding not in finding_sources(run):
         raise ReviewInvalid("Comment on a finding of this audit's report.")

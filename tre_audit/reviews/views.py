@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from tre_audit.reviews import selectors, services
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
-from tre_audit.reviews.forms import CommentForm, ReviewForm
+from tre_audit.reviews.forms import CommentForm, ReleaseForm, ReviewForm
 from tre_audit.submissions.exceptions import SubmissionError
 from tre_audit.submissions.selectors import finding_titles
 from tre_audit.submissions.views import _detail_context, _visible
@@ -39,12 +39,18 @@ def review_submit_view(request, submission_id: int):
         except ReviewNotAllowed as exc:
             raise PermissionDenied(str(exc)) from None
         except (ReviewInvalid, SubmissionError) as exc:  # e.g. a stale page, a broken log
-            form.add_error(None, str(exc))
+            form.add_error(_field_of(exc, form), str(exc))
         else:
-            messages.success(request, "Your review was recorded.")
-            return redirect(submission)
+            messages.success(request, "Your review was recorded.", extra_tags="reviews")
+            return redirect(f"{submission.get_absolute_url()}#reviews")
     context = _detail_context(request, submission) | {"review_form": form}
     return render(request, "submissions/detail.html", context, status=400)
+
+
+def _field_of(exc: Exception, form) -> str | None:
+    """The field a refusal is about, said at that field; None for the form as a whole."""
+    field = getattr(exc, "field", None)
+    return field if field in form.fields else None
 
 
 @login_required
@@ -59,8 +65,9 @@ def comment_add_view(request, submission_id: int):
         except ReviewNotAllowed as exc:
             raise PermissionDenied(str(exc)) from None
         except (ReviewInvalid, SubmissionError) as exc:
-            form.add_error(None, str(exc))
+            form.add_error(_field_of(exc, form), str(exc))
         else:
+            messages.success(request, "Your comment was added.", extra_tags="comments")
             return redirect(f"{submission.get_absolute_url()}#comments")
     context = _detail_context(request, submission) | {"comment_form": form}
     return render(request, "submissions/detail.html", context, status=400)
@@ -70,7 +77,12 @@ def comment_add_view(request, submission_id: int):
 @require_POST
 def release_view(request, submission_id: int):
     submission = _visible(request, submission_id)
+    form = ReleaseForm(request.POST)
     try:
+        if not form.is_valid():  # not confirmed: said at the box, unless not theirs to release
+            services.check_user_can_release(request.user, submission)
+            context = _detail_context(request, submission) | {"release_form": form}
+            return render(request, "submissions/detail.html", context, status=400)
         services.submission_release(submission=submission, by=request.user)
     except ReviewNotAllowed as exc:
         raise PermissionDenied(str(exc)) from None

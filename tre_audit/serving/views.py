@@ -22,17 +22,19 @@ def endpoint_deploy(request, submission_id: int):
     submission = _visible(request, submission_id)
     kind = request.POST.get("kind", "")
     if kind not in EndpointKind.values:
-        messages.error(request, "Choose how to serve the model.")
-        return redirect(submission)
+        messages.error(request, "Choose how to serve the model.", extra_tags="serving")
+        return redirect(f"{submission.get_absolute_url()}#serving")
     try:
         endpoint = services.endpoint_deploy(submission=submission, kind=kind, by=request.user)
     except ServingNotAllowed as exc:
         raise PermissionDenied(str(exc)) from None
     except ServingError as exc:
-        messages.error(request, str(exc))
+        messages.error(request, str(exc), extra_tags="serving")
     else:
         messages.success(
-            request, f"{endpoint.get_kind_display()} endpoint #{endpoint.pk} is running."
+            request,
+            f"{endpoint.get_kind_display()} endpoint #{endpoint.pk} is running.",
+            extra_tags="serving",
         )
     return redirect(f"{submission.get_absolute_url()}#serving")
 

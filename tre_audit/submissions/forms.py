@@ -3,35 +3,116 @@
 import copy
 
 from django import forms
+from django.conf import settings
 from django.forms.models import model_to_dict
 
+from attacks.audit import Upload
+from attacks.exceptions import IntakeError
+from attacks.intake import columns_named, table_columns
+from safe_model.loader import model_file_problem
+from safe_model.refusal import quote
 from tre_audit.submissions.enums import Hosting
-from tre_audit.submissions.models import Project
+from tre_audit.submissions.kept import FILE_ROLES, KeptFile
+from tre_audit.submissions.models import Project, StoredFile
 from tre_audit.submissions.services import NEW_VERSION_DECLARED, upload_size_refusal
+
+#: A training file with more columns than this offers them as suggestions, not a list.
+MAX_LABEL_CHOICES = 500
 
 
 class LimitedFileField(forms.FileField):
-    """A file no larger than the service's upload limit, checked before it is read."""
+    """A file no larger than the service's upload limit, checked before it is read.
+
+    It cleans to an :class:`~attacks.audit.Upload`, or None when no file came.
+    """
 
     def clean(self, data, initial=None):
         upload = super().clean(data, initial)
-        refusal = upload and upload_size_refusal(name=upload.name, size=upload.size)
+        if not upload:
+            return None
+        refusal = upload_size_refusal(name=upload.name, size=upload.size)
         if refusal:
             raise forms.ValidationError(refusal)
-        return upload
+        checked = Upload(name=upload.name, data=upload.read())
+        refusal = self.refusal(checked)
+        if refusal:
+            raise forms.ValidationError(refusal)
+        return checked
+
+    def refusal(self, upload: Upload) -> str | None:
+        """Why this file cannot be what the field asks for; None if it may be."""
+        return None
+
+
+class ModelFileField(LimitedFileField):
+    """A model file that is no pickle and at least a zip archive; the sandbox checks the rest."""
+
+    def refusal(self, upload: Upload) -> str | None:
+        return model_file_problem(upload.data, filename=upload.name)
+
+
+class TableFileField(LimitedFileField):
+    """A CSV or Parquet file whose header can be read."""
+
+    def refusal(self, upload: Upload) -> str | None:
+        try:
+            _columns(upload)
+        except IntakeError as exc:
+            return str(exc)
+        return None
+
+
+def _columns(upload: Upload) -> list[str]:
+    return table_columns(
+        upload.data, filename=upload.name, max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES
+    )
 
 
 class VersionFilesForm(forms.Form):
-    model = LimitedFileField(
+    """The three files of a version; those kept from an earlier post need not be sent again."""
+
+    model = ModelFileField(
         label="Model file (.skops)",
         help_text="Save with skops.io.dump; pickle and joblib files are refused.",
     )
-    train = LimitedFileField(
+    train = TableFileField(
         label="Training set (CSV or Parquet)", help_text="Exactly the rows the model was fitted on."
     )
-    test = LimitedFileField(
+    test = TableFileField(
         label="Held-out set (CSV or Parquet)", help_text="Rows the model never saw in training."
     )
+
+    def __init__(self, *args, kept: dict[str, KeptFile] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: The files of a post that passed their own checks: kept if the form fails.
+        self.arrived: dict[str, Upload] = {}
+        self.keep(kept or {})
+
+    def keep(self, kept: dict[str, KeptFile]) -> None:
+        """Show these files as kept, and use them for the inputs a post leaves empty."""
+        self.kept = dict(kept)
+        for role in FILE_ROLES:
+            self.fields[role].required = role not in self.kept
+            self.fields[role].kept = self.kept.get(role)
+
+    def clean(self):
+        cleaned = super().clean()
+        self.arrived = {r: cleaned[r] for r in FILE_ROLES if cleaned.get(r) is not None}
+        for role in FILE_ROLES:
+            if role not in self.arrived and role not in self.errors and role in self.kept:
+                cleaned[role] = self._kept_upload(role)
+        return cleaned
+
+    def _kept_upload(self, role: str) -> Upload | None:
+        try:
+            return self.kept[role].upload()
+        except (OSError, StoredFile.DoesNotExist):
+            self.add_error(role, "The kept file is no longer available: choose it again.")
+            return None
+
+    def uploads(self) -> dict[str, Upload]:
+        """The three files to submit (each sent now or kept), once the form is valid."""
+        return {role: self.cleaned_data[role] for role in FILE_ROLES}
 
 
 class SubmissionForm(VersionFilesForm):
@@ -64,12 +145,42 @@ class SubmissionForm(VersionFilesForm):
         label="I declare these files are exactly the model and data used.",
         help_text="The audit is only meaningful for the exact files.",
     )
-    field_order = ["title", "project", "label", "model", "train", "test"]
+    field_order = ["title", "project", "model", "train", "label", "test"]
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
         if user is not None:
             self.fields["project"].queryset = Project.objects.filter(members=user)
+
+    def keep(self, kept: dict[str, KeptFile]) -> None:
+        super().keep(kept)
+        label = self.fields["label"]
+        label.widget.attrs.update({"list": "id_label_columns", "data-columns-of": "id_train"})
+        columns = self._kept_columns()
+        if columns and len(columns) <= MAX_LABEL_CHOICES:
+            choices = [("", "Choose the label column"), *((c, c) for c in columns)]
+            label.widget = forms.Select(choices=choices)
+
+    def _kept_columns(self) -> list[str]:
+        if "train" not in self.kept:
+            return []
+        try:
+            return _columns(self.kept["train"].upload())
+        except (IntakeError, OSError):
+            return []
+
+    def clean(self):
+        cleaned = super().clean()
+        train, label = cleaned.get("train"), cleaned.get("label")
+        if train is not None and label:
+            columns = _columns(train)
+            if label not in columns:
+                self.add_error(
+                    "label",
+                    f"The training file has no column {quote(label)}; "
+                    f"its columns are {columns_named(columns)}.",
+                )
+        return cleaned
 
 
 def _kept_if_blank(field: forms.Field) -> forms.Field:
@@ -98,3 +209,18 @@ class NewVersionForm(VersionFilesForm):
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+
+
+class WithdrawForm(ReasonForm):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=2000,
+        error_messages={"required": "Say why you withdraw the request."},
+    )
+    confirm = forms.BooleanField(
+        label="I understand that a withdrawn request cannot be reopened.",
+        error_messages={"required": "Tick the box to confirm that you withdraw the request."},
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, auto_id="id_withdraw_%s", **kwargs)  # unique beside other forms

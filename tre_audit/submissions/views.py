@@ -12,18 +12,18 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from attacks.audit import Upload
 from attacks.report import report_dumps
 from tre_audit import charts
 from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
-from tre_audit.reviews.forms import CommentForm, ReviewForm
+from tre_audit.reviews.forms import CommentForm, ReleaseForm, ReviewForm
 from tre_audit.serving import services as serving_services
 from tre_audit.submissions import selectors, services
 from tre_audit.submissions.enums import RunStatus, Status
-from tre_audit.submissions.exceptions import NotAllowed, SubmissionError
-from tre_audit.submissions.forms import NewVersionForm, ReasonForm, SubmissionForm
+from tre_audit.submissions.exceptions import NotAllowed, SubmissionError, UploadRefused
+from tre_audit.submissions.forms import NewVersionForm, ReasonForm, SubmissionForm, WithdrawForm
+from tre_audit.submissions.kept import kept_clear, kept_get, kept_put
 from tre_audit.submissions.models import AuditRun, Submission
 
 
@@ -32,10 +32,6 @@ def _visible(request, submission_id: int) -> Submission:
         return selectors.submission_get_visible(user=request.user, submission_id=submission_id)
     except NotAllowed:
         raise Http404("There is no request with that number you can see.") from None
-
-
-def _uploads(files) -> dict[str, Upload]:
-    return {role: Upload(name=files[role].name, data=files[role].read()) for role in files}
 
 
 @login_required
@@ -54,31 +50,57 @@ def submission_list(request):
     return render(request, "submissions/list.html", {"rows": rows})
 
 
+#: The form a page's fragment scrolls to when it comes back with an error.
+CREATE_FORM_ID = "submit-form"
+
+
 @login_required
 def submission_create(request):
     if Role.RESEARCHER not in selectors.user_roles(request.user):
         raise PermissionDenied("Only researchers submit models.")
-    form = SubmissionForm(request.POST or None, request.FILES or None, user=request.user)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            submission = services.submission_create(
-                author=request.user,
-                title=data["title"],
-                label=data["label"],
-                project=data["project"],
-                declaration=services.Declaration(
-                    **{k: data[k] for k in services.Declaration.__dataclass_fields__}
-                ),
-                **_uploads({r: data[r] for r in ("model", "train", "test")}),
-            )
-        except SubmissionError as exc:
-            form.add_error(None, str(exc))
-        else:
+    kept = kept_get(request.session, key="create")
+    form = SubmissionForm(request.POST or None, request.FILES or None, user=request.user, kept=kept)
+    if request.method == "POST":
+        submission = _submission_create(request, form)
+        if submission is not None:
+            kept_clear(request.session, key="create")
             messages.success(request, "Submitted: the audit has been queued.")
             return redirect(submission)
     status = 400 if request.method == "POST" else 200
-    return render(request, "submissions/create.html", {"form": form}, status=status)
+    context = {"form": form, "form_id": CREATE_FORM_ID}
+    return render(request, "submissions/create.html", context, status=status)
+
+
+def _submission_create(request, form: SubmissionForm) -> Submission | None:
+    """The new request, or None with the form's errors (its good files kept for the next try)."""
+    if not form.is_valid():
+        form.keep(kept_put(request.session, key="create", uploads=form.arrived))
+        return None
+    data = form.cleaned_data
+    try:
+        return services.submission_create(
+            author=request.user,
+            title=data["title"],
+            label=data["label"],
+            project=data["project"],
+            declaration=services.Declaration(
+                **{k: data[k] for k in services.Declaration.__dataclass_fields__}
+            ),
+            **form.uploads(),
+        )
+    except UploadRefused as exc:
+        _files_refused(request, form, key="create", refusal=str(exc))
+    except SubmissionError as exc:  # e.g. a project the author is not in: the files were fine
+        form.keep(kept_put(request.session, key="create", uploads=form.arrived))
+        form.add_error(None, str(exc))
+    return None
+
+
+def _files_refused(request, form, *, key: str, refusal: str) -> None:
+    """The intake check refused a file, without saying which: none of them is kept."""
+    kept_clear(request.session, key=key)
+    form.keep({})
+    form.add_error(None, f"{refusal} Choose the files again.")
 
 
 @login_required
@@ -130,10 +152,13 @@ def _detail_context(request, submission: Submission) -> dict:
         "user_can_download_bundle": submission.release_bundle_id is not None and acts_for,
         "endpoints": list(submission.endpoints.order_by("-created_at")) if acts_for else [],
         "user_can_deploy": serving_services.user_can_deploy(user, submission),
-        "new_version_form": NewVersionForm(submission=submission),
-        "withdraw_form": ReasonForm(),
+        "new_version_form": NewVersionForm(
+            submission=submission, kept=kept_get(request.session, key=f"version-{submission.pk}")
+        ),
+        "withdraw_form": WithdrawForm(),
         "review_form": ReviewForm(findings=titles),
         "comment_form": CommentForm(findings=titles),
+        "release_form": ReleaseForm(),
         "titles": titles,
     }
 
@@ -206,8 +231,14 @@ def submission_compare(request, submission_id: int):
 @require_POST
 def submission_new_version(request, submission_id: int):
     submission = _visible(request, submission_id)
-    form = NewVersionForm(request.POST, request.FILES, submission=submission)
-    if form.is_valid():
+    key = f"version-{submission.pk}"
+    form = NewVersionForm(
+        request.POST, request.FILES, submission=submission, kept=kept_get(request.session, key=key)
+    )
+    if not form.is_valid():
+        if submission.author_id == request.user.pk:  # no one else's files are stored
+            form.keep(kept_put(request.session, key=key, uploads=form.arrived))
+    else:
         data = form.cleaned_data
         try:
             services.submission_new_version(
@@ -215,13 +246,16 @@ def submission_new_version(request, submission_id: int):
                 by=request.user,
                 note=data["note"],
                 declared={name: data[name] for name in services.NEW_VERSION_DECLARED},
-                **_uploads({r: data[r] for r in ("model", "train", "test")}),
+                **form.uploads(),
             )
         except NotAllowed as exc:
             raise PermissionDenied(str(exc)) from None
+        except UploadRefused as exc:
+            _files_refused(request, form, key=key, refusal=str(exc))
         except SubmissionError as exc:
             form.add_error(None, str(exc))
         else:
+            kept_clear(request.session, key=key)
             messages.success(request, "New version stored: the audit has been queued again.")
             return redirect(submission)
     context = _detail_context(request, submission) | {"new_version_form": form}
@@ -232,10 +266,12 @@ def submission_new_version(request, submission_id: int):
 @require_POST
 def submission_withdraw(request, submission_id: int):
     submission = _visible(request, submission_id)
-    form = ReasonForm(request.POST)
+    form = WithdrawForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Say why you withdraw the request.")
-        return redirect(submission)
+        if submission.author_id != request.user.pk:
+            raise PermissionDenied("Only the author can withdraw a request.")
+        context = _detail_context(request, submission) | {"withdraw_form": form}
+        return render(request, "submissions/detail.html", context, status=400)
     try:
         services.submission_withdraw(
             submission=submission, by=request.user, reason=form.cleaned_data["reason"]
@@ -243,10 +279,10 @@ def submission_withdraw(request, submission_id: int):
     except NotAllowed as exc:
         raise PermissionDenied(str(exc)) from None
     except SubmissionError as exc:
-        messages.error(request, str(exc))
+        messages.error(request, str(exc), extra_tags="change")
     else:
-        messages.success(request, "The request was withdrawn.")
-    return redirect(submission)
+        messages.success(request, "The request was withdrawn.", extra_tags="change")
+    return redirect(f"{submission.get_absolute_url()}#change")
 
 
 @login_required

@@ -303,7 +303,7 @@ def test_users_page_lists_roles_and_a_form_per_user(client, admin):
     html = _page(client, "users")
 
     assert "Output checker" in html
-    assert f'action="/dashboard/users/{bob.pk}/roles/"' in html
+    assert f'action="/dashboard/users/{bob.pk}/roles/#roles-{bob.pk}"' in html
     assert f'id="roles-{bob.pk}-checker" name="roles" value="checker" checked' in html
     assert "Roles of bob" in html
 

@@ -52,11 +52,14 @@ def checker():
 
 
 def post(client, user, name, submission, data=None):
-    """POST as ``user``; a review carries the current run, as the page's form does."""
+    """POST as ``user``; a review carries the current run and a release is confirmed, as the
+    page's forms do."""
     if user is not None:
         client.force_login(user)
     if name == "submit" and data is not None and current_run(submission) is not None:
         data = {"run_id": current_run(submission).id, **data}
+    if name == "release":
+        data = {"confirm": "on", **(data or {})}
     return client.post(reverse(f"reviews:{name}", args=[submission.pk]), data or {})
 
 
@@ -204,7 +207,7 @@ def test_two_approvals_then_the_author_releases_a_verifiable_bundle(client, peop
     post(client, checker(), "submit", submission, APPROVAL)
     assert status_of(submission) == Status.APPROVED
     release = reverse("reviews:release", args=[submission.pk])
-    assert f'action="{release}"' in page(client, people["author"], submission)
+    assert f'action="{release}#release-form"' in page(client, people["author"], submission)
     response = post(client, people["author"], "release", submission)
     assert response.status_code == 302 and status_of(submission) == Status.RELEASED
     members = _bundle(client, submission)
@@ -428,3 +431,50 @@ def test_a_review_on_a_broken_audit_log_is_refused_in_one_sentence(client, peopl
     assert response.status_code == 400
     assert AUDIT_LOG_BROKEN in html.unescape(response.content.decode())
     assert not Review.objects.filter(submission=submission).exists()
+
+
+# Errors at their field, messages where the action was ----------------------------------
+
+
+def _field(page: str, name: str) -> str:
+    return page.split(f'id="id_{name}_field">', 1)[1].split("\n</div>", 1)[0]
+
+
+def test_a_refused_review_is_said_at_its_field_and_the_page_returns_to_the_form(client, people):
+    submission = request_of(people)
+    changes = APPROVAL | {"decision": Decision.REQUEST_CHANGES}
+    response = post(client, checker(), "submit", submission, changes)
+    page = html.unescape(response.content.decode())
+    assert response.status_code == 400 and not Review.objects.exists()
+    field = _field(page, "comment")
+    assert "Say what should change: a comment is required to request changes." in field
+    assert 'aria-invalid="true"' in field and 'id="id_comment_error" role="alert"' in field
+    assert 'aria-describedby="id_comment_helptext id_comment_error"' in field
+    assert f'action="{reverse("reviews:submit", args=[submission.pk])}#review-form"' in page
+    assert 'id="review-form"' in page
+
+
+def test_a_recorded_review_and_a_comment_are_said_in_their_sections(client, people):
+    submission = request_of(people)
+    reviewed = post(client, checker(), "submit", submission, APPROVAL)
+    assert reviewed.url == f"{submission.get_absolute_url()}#reviews"
+    page = client.get(reviewed.url).content.decode()
+    before, reviews = page.split('<h2 id="reviews">', 1)
+    assert "Your review was recorded." in reviews.split('<h2 id="comments">', 1)[0]
+    assert "Your review was recorded." not in before and 'id="reviews-messages"' in reviews
+    commented = post(client, people["checker"], "comment", submission, {"text": "Which models?"})
+    assert commented.url == f"{submission.get_absolute_url()}#comments"
+    comments = client.get(commented.url).content.decode().split('<h2 id="comments">', 1)[1]
+    assert 'id="comments-messages"' in comments and "Your comment was added." in comments
+
+
+def test_a_release_needs_its_box_ticked(client, people):
+    submission = request_of(people, Status.APPROVED)
+    client.force_login(people["author"])
+    response = client.post(reverse("reviews:release", args=[submission.pk]), {})
+    page = html.unescape(response.content.decode())
+    assert response.status_code == 400 and status_of(submission) == Status.APPROVED
+    assert "Tick the box to confirm the release." in _field(page, "release_confirm")
+    assert 'action="' + reverse("reviews:release", args=[submission.pk]) + '#release-form"' in page
+    shown = page.split('id="release-form"', 1)[1].split("</form>", 1)[0]
+    assert "I understand that this releases the model from the TRE" in shown

@@ -558,7 +558,7 @@ def test_a_single_version_has_no_history_section(client, example_files):
 def test_the_new_version_form_is_filled_with_the_current_declaration(client, example_files):
     submission = submitted(example_files)
     body = page(client, submission.author, submission)
-    form = body[body.index('id="new-version"') :]
+    form = body[body.index('id="new-version-form"') :]
     assert re.search(r'name="model_type"[^>]*value="SVC"', form)
     assert re.search(r'<textarea name="purpose"[^>]*>\s*Teaching</textarea>', form)
 
@@ -599,7 +599,7 @@ def test_the_author_reads_what_the_checkers_asked_for_at_the_top(client, example
     date = f"{review.created_at:%-d %b %Y}"
     assert f"{BANNER}</strong> Set min_samples_leaf to 20. — cleo, {date}" in body
     assert body.index(BANNER) < body.index('id="status-label"')  # right under the title
-    assert 'href="?new_version=1#new-version"' in body
+    assert 'href="?new_version=1#new-version-form"' in body
     client.force_login(submission.author)
     url = reverse("submissions:detail", args=[submission.pk])
     opened = client.get(url, {"new_version": "1"}).content.decode()
