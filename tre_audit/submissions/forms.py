@@ -2,6 +2,8 @@
 
 from django import forms
 
+from attacks.intake import MAX_RECORD_BYTES
+from safe_model.refusal import size
 from tre_audit.submissions.enums import Hosting
 from tre_audit.submissions.models import Project
 from tre_audit.submissions.services import upload_size_refusal
@@ -77,3 +79,19 @@ class NewVersionForm(VersionFilesForm):
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+
+
+class RecordQueryForm(forms.Form):
+    record = forms.FileField(
+        label="The record (a one-row CSV or a JSON object)",
+        help_text="The training set's columns; without the label column the model's "
+        "prediction stands in for it.",
+    )
+
+    def clean_record(self):
+        upload = self.cleaned_data["record"]
+        if upload.size > MAX_RECORD_BYTES:  # refused before it is read
+            raise forms.ValidationError(
+                f"The record is larger than the limit of {size(MAX_RECORD_BYTES)}."
+            )
+        return upload

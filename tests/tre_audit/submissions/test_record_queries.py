@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
 
 from attacks.audit import Upload
 from attacks.datasets import FAMOUS_PATIENT
@@ -236,3 +238,92 @@ def test_stored_shadows_are_used_only_when_every_one_is_there(audited):
     _, run = audited
     AuditShadow.objects.create(run=run, index=0, confidences=np.zeros(400).tobytes())
     assert _stored_shadows(run) is None
+
+
+# Pages ----------------------------------------------------------------------------------
+
+#: A value of a queried record that must not reach the page unless a checker asks.
+ODD_AGE = 47.123456
+
+
+def _detail(client, submission, user):
+    client.force_login(user)
+    return client.get(reverse("submissions:detail", args=[submission.pk]))
+
+
+def _post_record(client, submission, run, user, name, data):
+    client.force_login(user)
+    url = reverse("submissions:record_query_create", args=[submission.pk]) + f"?run={run.pk}"
+    return client.post(url, {"record": SimpleUploadedFile(name, data)})
+
+
+def test_the_author_asks_on_the_page_and_is_sent_back_to_the_section(client, audited, sent):
+    submission, run = audited
+    page = _detail(client, submission, submission.author).content.decode()
+    assert "Ask about one record" in page and 'id="record-query-form"' in page
+    response = _post_record(
+        client, submission, run, submission.author, "r.json", json_record(FAMOUS_PATIENT).data
+    )
+    assert response.status_code == 302 and response.url.endswith("#record-queries")
+    assert RecordQuery.objects.get().asked_by == submission.author
+
+
+def test_a_bad_record_is_refused_at_the_field_with_one_sentence(client, audited, sent):
+    submission, run = audited
+    two = csv_record([STRANGER, STRANGER]).data
+    response = _post_record(client, submission, run, submission.author, "r.csv", two)
+    assert response.status_code == 400
+    page = response.content.decode()
+    field = page[page.index('id="record-query-form"') :]
+    field = field[: field.index("</form>")]
+    assert "one CSV header and one row, not 2 rows." in field and "errorlist" in field
+    assert not RecordQuery.objects.exists()
+
+
+def test_a_project_member_sees_the_answers_but_cannot_ask_and_others_see_nothing(
+    client, audited, sent
+):
+    submission, run = audited
+    member = submission.project.members.get(username="member")
+    page = _detail(client, submission, member).content.decode()
+    assert "Ask about one record" in page and 'id="record-query-form"' not in page
+    data = json_record(FAMOUS_PATIENT).data
+    assert _post_record(client, submission, run, member, "r.json", data).status_code == 403
+    other = factories.create_user(role=Role.RESEARCHER)
+    assert _post_record(client, submission, run, other, "r.json", data).status_code == 404
+    assert not RecordQuery.objects.exists()
+
+
+def test_an_answer_is_shown_in_words_by_hash_and_only_a_checker_sees_values_logged(
+    client, audited, sent
+):
+    submission, run = audited
+    query = _answered(run, submission.author, json_record({**STRANGER, "age": ODD_AGE}))
+    page = _detail(client, submission, submission.author).content.decode()
+    assert "Was this record in the training set?" in page
+    assert query.answer["hash"] in page and str(ODD_AGE) not in page
+    assert "LiRA (online, 4 shadow models)" in page and "show values" not in page
+    values_url = reverse("submissions:record_query_values", args=[submission.pk, query.id])
+    assert client.post(values_url, {"show_values": "1"}).status_code == 403
+    checker = factories.create_user(role=Role.CHECKER)
+    assert "show values" in _detail(client, submission, checker).content.decode()
+    assert client.post(values_url).status_code == 302  # not ticked: nothing shown
+    assert not AuditEntry.objects.filter(action="record_query:values").exists()
+    shown = client.post(values_url, {"show_values": "1"})
+    assert shown.status_code == 200 and str(ODD_AGE) in shown.content.decode()
+    assert shown["Cache-Control"] == "no-store"
+    assert AuditEntry.objects.get(action="record_query:values").actor == checker
+
+
+def test_the_status_is_polled_and_the_report_download_carries_the_answer(client, audited, sent):
+    submission, run = audited
+    query = record_query_create(run=run, by=submission.author, upload=json_record(FAMOUS_PATIENT))
+    client.force_login(submission.author)
+    status_url = reverse("submissions:record_query_status", args=[submission.pk, query.id])
+    assert client.get(status_url).json()["status"] == RunStatus.QUEUED
+    page = _detail(client, submission, submission.author).content.decode()
+    assert 'data-record-query-status="queued"' in page and "record_queries.js" in page
+    record_query_execute(query=query)
+    assert client.get(status_url).json()["status"] == RunStatus.DONE
+    download = client.get(reverse("submissions:report_json", args=[submission.pk]))
+    assert [q["id"] for q in json.loads(download.content)["record_queries"]] == [query.id]
