@@ -36,7 +36,7 @@ def example_report(example_files):
 
 
 @pytest.fixture
-def audited(example_files, example_report, settings):
+def record_audit(example_files, example_report, settings):
     """(submission, run): the teaching example awaiting review, its real report attached.
     The service audits with the report's pool attacks only, in one process."""
     settings.TRE_AUDIT_JOBS = 1

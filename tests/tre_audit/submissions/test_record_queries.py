@@ -44,9 +44,9 @@ def _ask(run, by, upload, capture):
 
 
 def test_a_valid_record_is_stored_by_hash_logged_without_values_and_queued(
-    audited, sent, django_capture_on_commit_callbacks
+    record_audit, sent, django_capture_on_commit_callbacks
 ):
-    submission, run = audited
+    submission, run = record_audit
     upload = json_record(FAMOUS_PATIENT)
     query = _ask(run, submission.author, upload, django_capture_on_commit_callbacks)
     assert (query.status, query.run, query.asked_by) == (RunStatus.QUEUED, run, submission.author)
@@ -62,8 +62,8 @@ def test_a_valid_record_is_stored_by_hash_logged_without_values_and_queued(
     assert sent == [query.id]
 
 
-def test_a_one_row_csv_is_accepted_too(audited, sent, django_capture_on_commit_callbacks):
-    submission, run = audited
+def test_a_one_row_csv_is_accepted_too(record_audit, sent, django_capture_on_commit_callbacks):
+    submission, run = record_audit
     _ask(run, submission.author, csv_record([STRANGER]), django_capture_on_commit_callbacks)
     assert RecordQuery.objects.count() == 1 and len(sent) == 1
 
@@ -82,9 +82,9 @@ BAD = {
 
 @pytest.mark.parametrize("upload, sentence", BAD.values(), ids=BAD.keys())
 def test_a_bad_record_is_refused_in_one_sentence_and_nothing_is_stored(
-    audited, sent, upload, sentence
+    record_audit, sent, upload, sentence
 ):
-    submission, run = audited
+    submission, run = record_audit
     stored, entries = StoredFile.objects.count(), AuditEntry.objects.count()
     with pytest.raises(UploadRefused, match=sentence.replace("(", r"\(").replace(")", r"\)")) as e:
         record_query_create(run=run, by=submission.author, upload=upload)
@@ -98,8 +98,10 @@ def test_a_bad_record_is_refused_in_one_sentence_and_nothing_is_stored(
     "who, allowed",
     [("other", False), ("member", False), ("checker", True), ("admin", True), ("author", True)],
 )
-def test_the_author_checkers_and_admins_may_ask_other_researchers_not(audited, sent, who, allowed):
-    submission, run = audited
+def test_the_author_checkers_and_admins_may_ask_other_researchers_not(
+    record_audit, sent, who, allowed
+):
+    submission, run = record_audit
     user = {
         "other": lambda: factories.create_user(role=Role.RESEARCHER),
         "member": lambda: submission.project.members.get(username="member"),
@@ -115,8 +117,8 @@ def test_the_author_checkers_and_admins_may_ask_other_researchers_not(audited, s
     assert record_query_create(run=run, by=user, upload=json_record(FAMOUS_PATIENT)).pk
 
 
-def test_an_unfinished_audit_cannot_be_asked(audited, sent):
-    submission, run = audited
+def test_an_unfinished_audit_cannot_be_asked(record_audit, sent):
+    submission, run = record_audit
     run.status = RunStatus.RUNNING
     with pytest.raises(NotAllowed, match="finished audit"):
         record_query_create(run=run, by=submission.author, upload=json_record(FAMOUS_PATIENT))
@@ -127,8 +129,8 @@ def _answered(run, by, upload):
     return record_query_execute(query=query)
 
 
-def test_a_training_row_is_answered_member_like_and_the_answer_logged(audited, sent):
-    submission, run = audited
+def test_a_training_row_is_answered_member_like_and_the_answer_logged(record_audit, sent):
+    submission, run = record_audit
     query = _answered(run, submission.author, json_record(FAMOUS_PATIENT))
     assert query.status == RunStatus.DONE, query.error
     assert query.answer["pool_row"] == {"set": "train", "index": 199}
@@ -146,8 +148,8 @@ def test_a_training_row_is_answered_member_like_and_the_answer_logged(audited, s
     ]
 
 
-def test_a_fresh_row_gets_a_score_from_shadows_trained_again(audited, sent):
-    submission, run = audited
+def test_a_fresh_row_gets_a_score_from_shadows_trained_again(record_audit, sent):
+    submission, run = record_audit
     query = _answered(run, submission.author, csv_record([STRANGER]))
     assert query.status == RunStatus.DONE, query.error
     assert query.answer["pool_row"] is None and query.answer["label_source"] == "given"
@@ -156,14 +158,14 @@ def test_a_fresh_row_gets_a_score_from_shadows_trained_again(audited, sent):
 
 
 def test_a_training_row_of_a_run_that_kept_its_shadows_is_answered_from_them(
-    audited, sent, monkeypatch
+    record_audit, sent, monkeypatch
 ):
     """A fanned-out run stored each shadow's confidences: nothing is trained again."""
     from attacks.audit import shadow_base_seed
     from tre_audit.submissions.record_queries import _run_config
     from tre_audit.submissions.services import _uploads_of
 
-    submission, run = audited
+    submission, run = record_audit
     target_pool = _pool_of(
         run, _uploads_of(submission, run.version), shadow_base_seed(_run_config(run))
     )
@@ -183,22 +185,24 @@ def _pool_of(run, uploads, base_seed):
     return shadow_pool_fit(target, n_shadow_models=4, random_state=base_seed, n_jobs=1)
 
 
-def test_an_answered_query_is_left_alone_when_delivered_again(audited, sent):
-    submission, run = audited
+def test_an_answered_query_is_left_alone_when_delivered_again(record_audit, sent):
+    submission, run = record_audit
     query = _answered(run, submission.author, json_record(FAMOUS_PATIENT))
     entries = AuditEntry.objects.count()
     assert record_query_execute(query=query).answer == query.answer
     assert AuditEntry.objects.count() == entries
 
 
-def test_a_record_the_sandbox_refuses_fails_the_query_in_one_sentence(audited, sent, monkeypatch):
+def test_a_record_the_sandbox_refuses_fails_the_query_in_one_sentence(
+    record_audit, sent, monkeypatch
+):
     from attacks.exceptions import AuditError
 
     def refuse(**kwargs):
         raise AuditError("The model failed on the data: ValueError.")
 
     monkeypatch.setattr(record_queries, "uploads_record_query", refuse)
-    submission, run = audited
+    submission, run = record_audit
     query = _answered(run, submission.author, json_record(FAMOUS_PATIENT))
     assert (query.status, query.error) == (
         RunStatus.FAILED,
@@ -207,8 +211,8 @@ def test_a_record_the_sandbox_refuses_fails_the_query_in_one_sentence(audited, s
     assert record_query_rows(run=run)[0]["answer"] is None
 
 
-def test_only_checkers_see_a_records_values_and_it_is_logged(audited, sent):
-    submission, run = audited
+def test_only_checkers_see_a_records_values_and_it_is_logged(record_audit, sent):
+    submission, run = record_audit
     query = record_query_create(run=run, by=submission.author, upload=csv_record([STRANGER]))
     with pytest.raises(NotAllowed):
         record_query_values(query=query, by=submission.author)
@@ -219,8 +223,10 @@ def test_only_checkers_see_a_records_values_and_it_is_logged(audited, sent):
     assert query.input_sha256 in entry.reason
 
 
-def test_the_report_download_gains_the_answers_and_the_stored_report_is_unchanged(audited, sent):
-    submission, run = audited
+def test_the_report_download_gains_the_answers_and_the_stored_report_is_unchanged(
+    record_audit, sent
+):
+    submission, run = record_audit
     assert report_with_record_queries(run) == report_dumps(run.report)
     stored = report_dumps(run.report)
     query = _answered(run, submission.author, json_record(FAMOUS_PATIENT))
@@ -232,10 +238,10 @@ def test_the_report_download_gains_the_answers_and_the_stored_report_is_unchange
     assert report_dumps(run.report) == stored == report_dumps(downloaded)
 
 
-def test_stored_shadows_are_used_only_when_every_one_is_there(audited):
+def test_stored_shadows_are_used_only_when_every_one_is_there(record_audit):
     from tre_audit.submissions.record_queries import _stored_shadows
 
-    _, run = audited
+    _, run = record_audit
     AuditShadow.objects.create(run=run, index=0, confidences=np.zeros(400).tobytes())
     assert _stored_shadows(run) is None
 
@@ -257,8 +263,8 @@ def _post_record(client, submission, run, user, name, data):
     return client.post(url, {"record": SimpleUploadedFile(name, data)})
 
 
-def test_the_author_asks_on_the_page_and_is_sent_back_to_the_section(client, audited, sent):
-    submission, run = audited
+def test_the_author_asks_on_the_page_and_is_sent_back_to_the_section(client, record_audit, sent):
+    submission, run = record_audit
     page = _detail(client, submission, submission.author).content.decode()
     assert "Ask about one record" in page and 'id="record-query-form"' in page
     response = _post_record(
@@ -268,8 +274,8 @@ def test_the_author_asks_on_the_page_and_is_sent_back_to_the_section(client, aud
     assert RecordQuery.objects.get().asked_by == submission.author
 
 
-def test_a_bad_record_is_refused_at_the_field_with_one_sentence(client, audited, sent):
-    submission, run = audited
+def test_a_bad_record_is_refused_at_the_field_with_one_sentence(client, record_audit, sent):
+    submission, run = record_audit
     two = csv_record([STRANGER, STRANGER]).data
     response = _post_record(client, submission, run, submission.author, "r.csv", two)
     assert response.status_code == 400
@@ -281,9 +287,9 @@ def test_a_bad_record_is_refused_at_the_field_with_one_sentence(client, audited,
 
 
 def test_a_project_member_sees_the_answers_but_cannot_ask_and_others_see_nothing(
-    client, audited, sent
+    client, record_audit, sent
 ):
-    submission, run = audited
+    submission, run = record_audit
     member = submission.project.members.get(username="member")
     page = _detail(client, submission, member).content.decode()
     assert "Ask about one record" in page and 'id="record-query-form"' not in page
@@ -295,9 +301,9 @@ def test_a_project_member_sees_the_answers_but_cannot_ask_and_others_see_nothing
 
 
 def test_an_answer_is_shown_in_words_by_hash_and_only_a_checker_sees_values_logged(
-    client, audited, sent
+    client, record_audit, sent
 ):
-    submission, run = audited
+    submission, run = record_audit
     query = _answered(run, submission.author, json_record({**STRANGER, "age": ODD_AGE}))
     page = _detail(client, submission, submission.author).content.decode()
     assert "Was this record in the training set?" in page
@@ -315,8 +321,10 @@ def test_an_answer_is_shown_in_words_by_hash_and_only_a_checker_sees_values_logg
     assert AuditEntry.objects.get(action="record_query:values").actor == checker
 
 
-def test_the_status_is_polled_and_the_report_download_carries_the_answer(client, audited, sent):
-    submission, run = audited
+def test_the_status_is_polled_and_the_report_download_carries_the_answer(
+    client, record_audit, sent
+):
+    submission, run = record_audit
     query = record_query_create(run=run, by=submission.author, upload=json_record(FAMOUS_PATIENT))
     client.force_login(submission.author)
     status_url = reverse("submissions:record_query_status", args=[submission.pk, query.id])
