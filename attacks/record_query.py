@@ -178,16 +178,10 @@ def record_query(
     row = _pool_row(target, record.X, y)
     rec_X, rec_y = (None, None) if row is not None else (record.X, y)
     reuse = row is not None and shadows is not None and len(shadows) == n_shadow_models
-    pool = _stored_pool(target, config, shadows) if reuse else None
-    if pool is None and any(ATTACKS[name][2] for name in config.attacks):
-        pool = shadow_pool_fit(
-            target,
-            n_shadow_models=n_shadow_models,
-            random_state=shadow_base_seed(config),
-            n_jobs=config.n_jobs,
-            X_extra=rec_X,
-            y_extra=rec_y,
-        )
+    if reuse:
+        pool = _stored_pool(target, config, shadows)
+    else:
+        pool = _trained_pool(target, config, n_shadow_models, rec_X, rec_y)
     fitted, errors = _fit_attacks(target, config, pool, rec_X, rec_y)
     part = _record_part(target, record, rec_y, fitted) if fitted else None
     if part is None:
@@ -203,6 +197,21 @@ def record_query(
         "shadows": "stored" if reuse else "trained again",
         "seconds": time.perf_counter() - started,
     }
+
+
+def _trained_pool(target, config, n_shadow_models, rec_X, rec_y):
+    """The audit's shadows trained again (same seeds), scoring the record as an extra row;
+    None when no attack of the audit uses the pool."""
+    if not any(ATTACKS[name][2] for name in config.attacks):
+        return None
+    return shadow_pool_fit(
+        target,
+        n_shadow_models=n_shadow_models,
+        random_state=shadow_base_seed(config),
+        n_jobs=config.n_jobs,
+        X_extra=rec_X,
+        y_extra=rec_y,
+    )
 
 
 def _stored_pool(target, config, shadows):

@@ -335,3 +335,31 @@ def test_the_status_is_polled_and_the_report_download_carries_the_answer(
     assert client.get(status_url).json()["status"] == RunStatus.DONE
     download = client.get(reverse("submissions:report_json", args=[submission.pk]))
     assert [q["id"] for q in json.loads(download.content)["record_queries"]] == [query.id]
+
+
+# The task ---------------------------------------------------------------------------
+
+
+def test_the_task_answers_by_id_and_an_unknown_id_is_a_no_op(record_audit, sent):
+    from tre_audit.submissions.tasks import record_query_execute_task
+
+    submission, run = record_audit
+    query = record_query_create(run=run, by=submission.author, upload=json_record(FAMOUS_PATIENT))
+    record_query_execute_task(query.id + 1)
+    record_query_execute_task(query.id)
+    query.refresh_from_db()
+    assert query.status == RunStatus.DONE and query.answer["answer"] == "member"
+
+
+def test_an_unexpected_error_fails_the_query_with_a_sentence_not_the_value(record_audit, sent):
+    from tre_audit.submissions.tasks import AuditStopped, _record_query_execute_failure
+
+    submission, run = record_audit
+    query = record_query_create(run=run, by=submission.author, upload=json_record(FAMOUS_PATIENT))
+    _record_query_execute_failure(None, AuditStopped("KeyError"), "t", (query.id,), {}, None)
+    query.refresh_from_db()
+    assert (query.status, query.error) == (
+        RunStatus.FAILED,
+        "The answer stopped unexpectedly (KeyError).",
+    )
+    assert AuditEntry.objects.last().after == RunStatus.FAILED
