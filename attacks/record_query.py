@@ -187,16 +187,27 @@ def record_query(
     if part is None:
         return {"answer": UNKNOWN, "errors": errors, "seconds": time.perf_counter() - started}
     X, _, _ = target.pool()
+    titles = {name: ATTACKS[name][0].format(n=n_shadow_models) for name in fitted}
     return part | {
         "answer": record_answer(part, policy),
-        "reasons": [r.text for r in record_reasons(part, policy)],
+        "reasons": _reasons(part, policy, titles),
         "hash": target.record_hash(X, row) if row is not None else target.record_hash(record.X, 0),
-        "titles": {name: ATTACKS[name][0].format(n=n_shadow_models) for name in fitted},
+        "titles": titles,
         "errors": errors,
         "n_shadow_models": n_shadow_models,
         "shadows": "stored" if reuse else "trained again",
         "seconds": time.perf_counter() - started,
     }
+
+
+def _reasons(part: dict, policy: Policy, titles: dict[str, str]) -> list[str]:
+    """Why the policy flags the record, naming the attack for people."""
+    return [
+        f"{titles[r.evidence['attack']]} judges it a member with probability "
+        f"{r.evidence['membership_probability']:.1%}, while scoring only "
+        f"{r.evidence['false_positive_rate']:.1%} of non-members as high."
+        for r in record_reasons(part, policy)
+    ]
 
 
 def _trained_pool(target, config, n_shadow_models, rec_X, rec_y):

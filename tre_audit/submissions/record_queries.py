@@ -254,6 +254,7 @@ def answer_view(answer: dict) -> dict:
             "membership_probability": a["membership_probability"],
             "false_positive_rate": a["false_positive_rate"],
             "meaning": _meaning(a),
+            "shown": (f"{a['membership_probability']:.1%}", f"{a['false_positive_rate']:.1%}"),
         }
         for a in answer.get("attacks", [])
     ]
@@ -278,7 +279,7 @@ def answer_view(answer: dict) -> dict:
 def _meaning(attack: dict) -> str:
     p, fpr = attack["membership_probability"], attack["false_positive_rate"]
     return (
-        f"Of the audit's records scored this high, about {p:.0%} were training records; "
+        f"Of the audit's records scored this high, about {p:.1%} were training records; "
         f"{fpr:.1%} of the records the model never saw score at least as high."
     )
 
