@@ -103,7 +103,11 @@ def record_validate(*, run: AuditRun, upload: Upload) -> None:
         raise UploadRefused(str(exc)) from None
 
 
-def _enqueue_record_query(query_id: int) -> None:
+#: Why a queued query waits: ``record_queries_requeue`` sends it when a worker starts.
+NOT_SENT = "Not sent yet: the task queue was unreachable; it is sent when a worker starts."
+
+
+def _enqueue_record_query(query_id: int) -> bool:
     """Send the task; with the broker down the query stays queued and says so."""
     from kombu.exceptions import OperationalError
 
@@ -113,9 +117,23 @@ def _enqueue_record_query(query_id: int) -> None:
         record_query_execute_task.delay(query_id)
     except OperationalError:
         logger.warning("Broker unreachable: record query %s was not sent.", query_id)
-        RecordQuery.objects.filter(id=query_id, status=RunStatus.QUEUED).update(
-            error="Not sent yet: the task queue was unreachable. Ask again later."
-        )
+        RecordQuery.objects.filter(id=query_id, status=RunStatus.QUEUED).update(error=NOT_SENT)
+        return False
+    return True
+
+
+def record_queries_requeue() -> int:
+    """Send the queries whose task never reached the broker; returns how many were sent.
+
+    Each is claimed by a conditional update first, so two workers starting at once
+    never send the same query twice.
+    """
+    unsent = RecordQuery.objects.filter(status=RunStatus.QUEUED, error=NOT_SENT)
+    sent = 0
+    for query_id in list(unsent.values_list("id", flat=True)):
+        if RecordQuery.objects.filter(id=query_id, error=NOT_SENT).update(error="") == 1:
+            sent += _enqueue_record_query(query_id)
+    return sent
 
 
 def record_query_execute(*, query: RecordQuery) -> RecordQuery:

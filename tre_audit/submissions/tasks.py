@@ -166,12 +166,14 @@ record_query_execute_task = record_query_execute
 
 @worker_ready.connect
 def _audit_runs_reconcile(**kwargs) -> None:
-    """A worker coming up re-queues audits whose worker stopped and resends those
-    submitted while the broker was down; then it checks again every half stale period
-    (no Celery beat runs here)."""
+    """A worker coming up re-queues audits whose worker stopped and resends those (and
+    record queries) submitted while the broker was down; then it checks the audits
+    again every half stale period (no Celery beat runs here)."""
+    from tre_audit.submissions.record_queries import record_queries_requeue
     from tre_audit.submissions.services import audit_runs_reconcile
 
     audit_runs_reconcile()
+    record_queries_requeue()
     threading.Thread(target=_reconcile_forever, name="audit-reconcile", daemon=True).start()
 
 

@@ -363,3 +363,23 @@ def test_an_unexpected_error_fails_the_query_with_a_sentence_not_the_value(recor
         "The answer stopped unexpectedly (KeyError).",
     )
     assert AuditEntry.objects.last().after == RunStatus.FAILED
+
+
+def test_a_question_asked_while_the_broker_is_down_waits_and_is_sent_once(
+    record_audit, monkeypatch, django_capture_on_commit_callbacks
+):
+    from tre_audit.submissions.record_queries import NOT_SENT, record_queries_requeue
+    from tre_audit.submissions.tasks import record_query_execute_task
+
+    submission, run = record_audit
+    with factories.broker_unreachable():
+        query = _ask(
+            run, submission.author, json_record(FAMOUS_PATIENT), django_capture_on_commit_callbacks
+        )
+    query.refresh_from_db()
+    assert (query.status, query.error) == (RunStatus.QUEUED, NOT_SENT)
+    sent = []
+    monkeypatch.setattr(record_query_execute_task, "delay", sent.append)
+    assert record_queries_requeue() == 1 and record_queries_requeue() == 0
+    query.refresh_from_db()
+    assert sent == [query.id] and query.error == ""
