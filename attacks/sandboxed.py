@@ -244,6 +244,48 @@ def uploads_audit_round(
     return _audit_call("_round_in_child", kwargs, limits, progress=progress)
 
 
+def uploads_record_query(
+    *,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    label: str,
+    record: Upload,
+    policy: Policy,
+    config: AuditConfig,
+    n_shadow_models: int,
+    shadows: list[np.ndarray] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: SandboxLimits = AUDIT_LIMITS,
+) -> dict:
+    """Whether ``record`` was in the training set, asked of an audit, in a sandbox.
+
+    :func:`attacks.record_query.record_query_uploads`: the audit's shadow pool is made
+    again from its seed (``config``, ``n_shadow_models``), reusing ``shadows`` (the
+    audit's stored confidences) for a record that is one of the audit rows.
+
+    Returns
+    -------
+    dict
+        The answer, as :func:`attacks.record_query.record_query`.
+
+    Raises
+    ------
+    AuditError
+        As :func:`uploads_audit`; an IntakeError if the record is refused.
+    """
+    kwargs = {
+        "uploads": _wire_uploads(model=model, train=train, test=test, record=record),
+        "label": label,
+        "policy": dataclasses.asdict(policy),
+        "config": dataclasses.asdict(config),
+        "n_shadow_models": n_shadow_models,
+        "shadows": shadows,
+        "max_bytes": max_bytes,
+    }
+    return _audit_call("_record_query_in_child", kwargs, limits)
+
+
 def _audit_call(function: str, kwargs: dict, limits: SandboxLimits, progress=None):
     """``function`` of this module run in a sandbox; a crash, hang or overrun there is an
     AuditError with the sandbox's sentence."""
@@ -385,6 +427,32 @@ def _pool_rounds_of(target, config, policy, shadows, history):
     stop, reason = rounds_decide(rounds, rule, n_non_members=target.n_non_members)
     done = stop or len(shadows) >= round_counts(rule)[-1]
     return PoolRounds(pool=pool, history=rounds, reason=reason), done
+
+
+def _record_query_in_child(
+    *,
+    uploads: dict,
+    label: str,
+    policy: dict,
+    config: dict,
+    n_shadow_models: int,
+    shadows: list | None,
+    max_bytes: int,
+) -> dict:
+    from attacks.record_query import record_query_uploads
+    from attacks.report import json_safe
+
+    with _data_errors():
+        answer = record_query_uploads(
+            **_uploads_from_wire(uploads),
+            label=label,
+            policy=Policy(**policy),
+            config=_config_from_wire(config),
+            n_shadow_models=n_shadow_models,
+            shadows=None if shadows is None else [confidences_checked(c) for c in shadows],
+            max_bytes=max_bytes,
+        )
+    return json_safe(answer)
 
 
 def _scan_in_child(

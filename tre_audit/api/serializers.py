@@ -10,6 +10,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from attacks.audit import Upload
+from attacks.intake import MAX_RECORD_BYTES
+from attacks.record_query import MEMBER, NOT_MEMBER, UNKNOWN
+from safe_model.refusal import size
 from tre_audit.reviews.enums import Decision, ReleaseCondition
 from tre_audit.reviews.models import Review
 from tre_audit.reviews.selectors import review_list_visible_to
@@ -31,6 +34,27 @@ class UploadField(serializers.FileField):
         if refusal:
             raise serializers.ValidationError(refusal)
         return Upload(name=file.name, data=file.read())
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class RecordUploadField(serializers.FileField):
+    """A record file no larger than a record may be (checked before it is read)."""
+
+    def to_internal_value(self, data) -> Upload:
+        file = super().to_internal_value(data)
+        if file.size > MAX_RECORD_BYTES:
+            raise serializers.ValidationError(
+                f"The record is larger than the limit of {size(MAX_RECORD_BYTES)}."
+            )
+        return Upload(name=file.name, data=file.read())
+
+
+class RecordQueryCreateSerializer(serializers.Serializer):
+    record = RecordUploadField(
+        help_text="A one-row CSV (.csv) or a JSON object of feature -> value (.json), with "
+        "the training set's columns; the label column is optional. Or send the JSON object "
+        "itself as an application/json body."
+    )
 
 
 class VersionFilesSerializer(serializers.Serializer):
@@ -304,3 +328,59 @@ class SubmissionDetailSerializer(serializers.ModelSerializer):
             if submission.release_bundle_id
             else None,
         }
+
+
+class RecordAttackSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    title = serializers.CharField(help_text="The attack, named for people.")
+    membership_probability = serializers.FloatField(
+        help_text="Of the audit's records scored this high, the share that were members."
+    )
+    false_positive_rate = serializers.FloatField(
+        help_text="The share of non-members scored at least as high."
+    )
+    meaning = serializers.CharField(help_text="The two numbers in a sentence.")
+
+
+class RecordErrorSerializer(serializers.Serializer):
+    title = serializers.CharField()
+    error = serializers.CharField()
+
+
+class RecordAnswerSerializer(serializers.Serializer):
+    verdict = NamedChoiceField(
+        schema_name="RecordVerdict",
+        choices=[(MEMBER, "Likely a member"), (NOT_MEMBER, "Likely not"), (UNKNOWN, "Cannot tell")],
+    )
+    in_words = serializers.CharField(help_text="The verdict in one sentence.")
+    record_hash = serializers.CharField(help_text="The record's keyed hash, as in the report.")
+    in_audit_data = serializers.CharField(help_text="Whether it is one of the audit's rows.")
+    label_source = serializers.CharField(help_text="given, or predicted by the model.")
+    strongest = serializers.CharField(help_text="The attack the verdict follows.")
+    membership_probability = serializers.FloatField()
+    attacks = RecordAttackSerializer(many=True)
+    reasons = serializers.ListField(child=serializers.CharField())
+    errors = RecordErrorSerializer(many=True)
+    shadows = serializers.CharField(help_text='"stored" or "trained again".')
+    n_shadow_models = serializers.IntegerField()
+
+
+class RecordQuerySerializer(serializers.Serializer):
+    """One record question, from ``record_query_view``."""
+
+    id = serializers.IntegerField()
+    run = serializers.IntegerField(help_text="The audit run asked.")
+    status = NamedChoiceField(schema_name="AuditStatus", choices=RunStatus.choices)
+    asked_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    input_sha256 = serializers.CharField(help_text="SHA-256 of the uploaded record.")
+    error = serializers.CharField(help_text="Why it could not be answered, if so.")
+    answer = RecordAnswerSerializer(allow_null=True)
+    url = serializers.SerializerMethodField()
+
+    def get_url(self, view) -> str:
+        request, submission_id = self.context["request"], self.context["submission_id"]
+        return request.build_absolute_uri(
+            reverse("api-record-query-detail", args=[submission_id, view["id"]])
+        )

@@ -21,6 +21,12 @@ v1 = [
     path(f"{R}reviews/<int:review_id>/sign-off/", views.SignOffView.as_view(), name="api-sign-off"),
     path(f"{R}release/", views.ReleaseView.as_view(), name="api-release"),
     path(f"{R}bundle.zip", views.BundleView.as_view(), name="api-bundle"),
+    path(f"{R}record-queries/", views.RecordQueryListView.as_view(), name="api-record-query-list"),
+    path(
+        f"{R}record-queries/<int:query_id>/",
+        views.RecordQueryDetailView.as_view(),
+        name="api-record-query-detail",
+    ),
     path("queue/", views.QueueView.as_view(), name="api-queue"),
 ]
 

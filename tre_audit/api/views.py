@@ -22,17 +22,20 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from attacks.report import report_dumps
+from attacks.audit import Upload
+from attacks.intake import MAX_RECORD_BYTES
+from safe_model.refusal import size
 from tre_audit.api import serializers as s
-from tre_audit.api.throttling import TokenRateThrottle
+from tre_audit.api.throttling import RecordQueryRateThrottle, TokenRateThrottle
 from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
-from tre_audit.submissions import selectors, services
-from tre_audit.submissions.exceptions import NotAllowed
-from tre_audit.submissions.models import AuditRun, Submission
+from tre_audit.submissions import record_queries, selectors, services
+from tre_audit.submissions.exceptions import NotAllowed, UploadRefused
+from tre_audit.submissions.models import AuditRun, RecordQuery, Submission
 
 TAG_REQUESTS, TAG_REVIEWS, TAG_AUTH = "requests", "reviews", "auth"
 
@@ -203,7 +206,9 @@ class ReportJsonView(APIView):
     def get(self, request, submission_id: int):
         """The report of the current version's newest finished audit."""
         run = _report_run(_visible(request, submission_id))
-        return HttpResponse(report_dumps(run.report), content_type="application/json")
+        return HttpResponse(
+            record_queries.report_with_record_queries(run), content_type="application/json"
+        )
 
 
 class ReportPdfView(APIView):
@@ -283,6 +288,68 @@ class RetryView(APIView):
             services.audit_run_retry(submission=submission, by=request.user)
         submission.refresh_from_db()
         return _detail(request, submission, status.HTTP_202_ACCEPTED)
+
+
+def _record_upload(request) -> Upload:
+    """The record a client sent: a JSON body as it is, else the multipart file ``record``."""
+    if request.content_type.startswith("application/json"):
+        if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_RECORD_BYTES:
+            raise UploadRefused(f"The record is larger than the limit of {size(MAX_RECORD_BYTES)}.")
+        return Upload(name="record.json", data=request.body)
+    return _valid(s.RecordQueryCreateSerializer, request)["record"]
+
+
+def _record_queries(request, submission_id: int, views: list[dict]) -> list[dict]:
+    context = {"request": request, "submission_id": submission_id}
+    return s.RecordQuerySerializer(views, many=True, context=context).data
+
+
+class RecordQueryListView(APIView):
+    parser_classes = [MultiPartParser, JSONParser]
+    throttle_classes = [UserRateThrottle, RecordQueryRateThrottle]
+
+    @extend_schema(
+        tags=[TAG_REQUESTS], responses={200: s.RecordQuerySerializer(many=True), **_ERRORS}
+    )
+    def get(self, request, submission_id: int):
+        """The record questions asked of the current version's newest finished audit."""
+        run = _report_run(_visible(request, submission_id))
+        return Response(
+            _record_queries(request, submission_id, record_queries.record_query_rows(run=run))
+        )
+
+    @extend_schema(
+        tags=[TAG_REQUESTS],
+        request={
+            "multipart/form-data": s.RecordQueryCreateSerializer,
+            "application/json": OpenApiTypes.OBJECT,
+        },
+        responses={201: s.RecordQuerySerializer, 429: s.ErrorSerializer, **_CHANGE_ERRORS},
+    )
+    def post(self, request, submission_id: int):
+        """Ask whether one record was in the training set (the author, checkers, TRE admins).
+
+        It is checked against the audit at once (400 with one sentence; nothing is
+        stored) and answered by a worker: poll the returned ``url`` for the answer.
+        """
+        run = _report_run(_visible(request, submission_id))
+        upload = _record_upload(request)
+        with _forbidden_if_not_allowed():
+            query = record_queries.record_query_create(run=run, by=request.user, upload=upload)
+        [data] = _record_queries(request, submission_id, [record_queries.record_query_view(query)])
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class RecordQueryDetailView(APIView):
+    @extend_schema(tags=[TAG_REQUESTS], responses={200: s.RecordQuerySerializer, **_ERRORS})
+    def get(self, request, submission_id: int, query_id: int):
+        """One record question: queued, running, failed (with why) or its answer."""
+        submission = _visible(request, submission_id)
+        query = RecordQuery.objects.filter(id=query_id, run__submission=submission).first()
+        if query is None:
+            raise NotFound("This request has no record question with that number.")
+        [data] = _record_queries(request, submission_id, [record_queries.record_query_view(query)])
+        return Response(data)
 
 
 class QueueView(APIView):

@@ -8,9 +8,9 @@ from django.forms.models import model_to_dict
 
 from attacks.audit import Upload
 from attacks.exceptions import IntakeError
-from attacks.intake import columns_named, table_columns
+from attacks.intake import MAX_RECORD_BYTES, columns_named, table_columns
 from safe_model.loader import model_file_problem
-from safe_model.refusal import quote
+from safe_model.refusal import quote, size
 from tre_audit.submissions.enums import Hosting
 from tre_audit.submissions.kept import FILE_ROLES, KeptFile
 from tre_audit.submissions.models import Project, StoredFile
@@ -224,3 +224,17 @@ class WithdrawForm(ReasonForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, auto_id="id_withdraw_%s", **kwargs)  # unique beside other forms
+class RecordQueryForm(forms.Form):
+    record = forms.FileField(
+        label="The record (a one-row CSV or a JSON object)",
+        help_text="The training set's columns; without the label column the model's "
+        "prediction stands in for it.",
+    )
+
+    def clean_record(self):
+        upload = self.cleaned_data["record"]
+        if upload.size > MAX_RECORD_BYTES:  # refused before it is read
+            raise forms.ValidationError(
+                f"The record is larger than the limit of {size(MAX_RECORD_BYTES)}."
+            )
+        return upload

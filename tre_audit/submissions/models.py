@@ -220,3 +220,28 @@ class AuditChainHead(models.Model):
     entry_hash = models.CharField(max_length=64)
     broken = models.TextField(blank=True)  # why verification failed; empty when it passed
     checked_at = models.DateTimeField(null=True)
+
+
+class RecordQuery(models.Model):
+    """ "Was this record in the training set?", asked of one finished audit run.
+
+    The record is stored by its SHA-256 like any upload and named elsewhere only by
+    that hash and the audit's keyed hash (in ``answer``), never by its values.
+    """
+
+    run = models.ForeignKey(AuditRun, on_delete=models.PROTECT, related_name="record_queries")
+    asked_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    input = models.ForeignKey(StoredFile, on_delete=models.PROTECT, related_name="+")
+    input_name = models.CharField(max_length=255)  # as uploaded: its suffix says CSV or JSON
+    answer = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    @property
+    def input_sha256(self) -> str:
+        return self.input_id

@@ -125,14 +125,55 @@ def audit_run_round(run_id: int, attempt: int, n_models: int) -> None:
 audit_run_round_task = audit_run_round
 
 
+def _record_query_execute_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+    """An unexpected error (after retries) fails the query with a sentence, not stuck."""
+    from tre_audit.submissions.models import RecordQuery
+    from tre_audit.submissions.record_queries import record_query_fail
+
+    summary = str(exc) if isinstance(exc, AuditStopped) else exception_summary(exc)
+    query = RecordQuery.objects.filter(id=args[0]).first()
+    if query is not None:
+        record_query_fail(query=query, error=f"The answer stopped unexpectedly ({summary}).")
+
+
+@shared_task(
+    name="submissions.record_query_execute",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=3,
+    on_failure=_record_query_execute_failure,
+)
+def record_query_execute(query_id: int) -> None:
+    """Answer one record query (the audits' queue): its shadows are trained in a sandbox."""
+    from tre_audit.submissions.models import RecordQuery
+    from tre_audit.submissions.record_queries import record_query_execute as answer
+
+    query = RecordQuery.objects.filter(id=query_id).first()
+    if query is None:
+        return
+    try:
+        answer(query=query)
+    except TRANSIENT:
+        raise
+    except Exception as exc:
+        raise AuditStopped(exception_summary(exc)) from None  # no context: no raw values
+
+
+record_query_execute_task = record_query_execute
+
+
 @worker_ready.connect
 def _audit_runs_reconcile(**kwargs) -> None:
-    """A worker coming up re-queues audits whose worker stopped and resends those
-    submitted while the broker was down; then it checks again every half stale period
-    (no Celery beat runs here)."""
+    """A worker coming up re-queues audits whose worker stopped and resends those (and
+    record queries) submitted while the broker was down; then it checks the audits
+    again every half stale period (no Celery beat runs here)."""
+    from tre_audit.submissions.record_queries import record_queries_requeue
     from tre_audit.submissions.services import audit_runs_reconcile
 
     audit_runs_reconcile()
+    record_queries_requeue()
     threading.Thread(target=_reconcile_forever, name="audit-reconcile", daemon=True).start()
 
 

@@ -16,4 +16,19 @@ urlpatterns = [
     path("<int:submission_id>/retry/", views.audit_run_retry, name="retry"),
     path("<int:submission_id>/release.zip", views.release_bundle, name="bundle"),
     path("runs/<int:run_id>/stop/", views.audit_run_stop, name="stop"),
+    path(
+        "<int:submission_id>/record-queries/",
+        views.record_query_create,
+        name="record_query_create",
+    ),
+    path(
+        "<int:submission_id>/record-queries/<int:query_id>/",
+        views.record_query_status,
+        name="record_query_status",
+    ),
+    path(
+        "<int:submission_id>/record-queries/<int:query_id>/values/",
+        views.record_query_values,
+        name="record_query_values",
+    ),
 ]

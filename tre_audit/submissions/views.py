@@ -12,19 +12,25 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from attacks.report import report_dumps
+from attacks.audit import Upload
 from tre_audit import charts
 from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.forms import CommentForm, ReleaseForm, ReviewForm
 from tre_audit.serving import services as serving_services
-from tre_audit.submissions import selectors, services
+from tre_audit.submissions import record_queries, selectors, services
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.exceptions import NotAllowed, SubmissionError, UploadRefused
-from tre_audit.submissions.forms import NewVersionForm, ReasonForm, SubmissionForm, WithdrawForm
+from tre_audit.submissions.forms import (
+    NewVersionForm,
+    ReasonForm,
+    RecordQueryForm,
+    SubmissionForm,
+    WithdrawForm,
+)
 from tre_audit.submissions.kept import kept_clear, kept_get, kept_put
-from tre_audit.submissions.models import AuditRun, Submission
+from tre_audit.submissions.models import AuditRun, RecordQuery, Submission
 
 
 def _visible(request, submission_id: int) -> Submission:
@@ -160,6 +166,7 @@ def _detail_context(request, submission: Submission) -> dict:
         "comment_form": CommentForm(findings=titles),
         "release_form": ReleaseForm(),
         "titles": titles,
+        "record_queries": _record_query_section(user, run),
     }
 
 
@@ -206,7 +213,9 @@ def report_pdf(request, submission_id: int):
 def report_json(request, submission_id: int):
     submission = _visible(request, submission_id)
     run = _report_run(request, submission)
-    response = HttpResponse(report_dumps(run.report), content_type="application/json")
+    response = HttpResponse(
+        record_queries.report_with_record_queries(run), content_type="application/json"
+    )
     response["Content-Disposition"] = (
         f'attachment; filename="request-{submission.pk}-v{run.version}-report.json"'
     )
@@ -339,3 +348,75 @@ def release_bundle(request, submission_id: int):
         filename=f"request-{submission.pk}-v{submission.version}-release.zip",
         content_type="application/zip",
     )
+
+
+def _record_query_section(user, run: AuditRun | None, form: RecordQueryForm | None = None) -> dict:
+    """What the "Ask about one record" part of the request page shows of ``run``."""
+    return {
+        "run": run,
+        "rows": record_queries.record_query_rows(run=run),
+        "user_can_ask": record_queries.user_can_ask_record(user, run),
+        "user_can_show_values": record_queries.user_can_show_record_values(user),
+        "form": form or RecordQueryForm(),
+    }
+
+
+@login_required
+@require_POST
+def record_query_create(request, submission_id: int):
+    """Ask whether one record was in the training set of the run shown (``?run=``)."""
+    submission = _visible(request, submission_id)
+    run = _report_run(request, submission)
+    form = RecordQueryForm(request.POST, request.FILES)
+    if form.is_valid():
+        record = form.cleaned_data["record"]
+        try:
+            record_queries.record_query_create(
+                run=run, by=request.user, upload=Upload(name=record.name, data=record.read())
+            )
+        except NotAllowed as exc:
+            raise PermissionDenied(str(exc)) from None
+        except SubmissionError as exc:
+            form.add_error("record", str(exc))
+        else:
+            messages.success(request, "Asked: the answer appears here when it is ready.")
+            return redirect(f"{submission.get_absolute_url()}#record-queries")
+    context = _detail_context(request, submission)
+    context["record_queries"] = _record_query_section(request.user, run, form)
+    return render(request, "submissions/detail.html", context, status=400)
+
+
+def _record_query(submission: Submission, query_id: int) -> RecordQuery:
+    query = RecordQuery.objects.filter(id=query_id, run__submission=submission).first()
+    if query is None:
+        raise Http404("This request has no record query with that number.")
+    return query
+
+
+@login_required
+def record_query_status(request, submission_id: int, query_id: int):
+    """A query's status, polled by the request page while it is queued or running."""
+    query = _record_query(_visible(request, submission_id), query_id)
+    return JsonResponse({"status": query.status, "status_label": query.get_status_display()})
+
+
+@login_required
+@require_POST
+def record_query_values(request, submission_id: int, query_id: int):
+    """A checker who ticked "show values" sees the queried record's values (logged)."""
+    submission = _visible(request, submission_id)
+    query = _record_query(submission, query_id)
+    if request.POST.get("show_values") != "1":
+        messages.error(request, 'Tick "show values" to see the record\'s values.')
+        return redirect(f"{submission.get_absolute_url()}#record-query-{query.id}")
+    try:
+        values = record_queries.record_query_values(query=query, by=request.user)
+    except NotAllowed as exc:
+        raise PermissionDenied(str(exc)) from None
+    response = render(
+        request,
+        "submissions/record_query_values.html",
+        {"submission": submission, "query": query, "values": values},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
