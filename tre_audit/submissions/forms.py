@@ -2,7 +2,8 @@
 
 from django import forms
 
-from tre_audit.submissions.enums import Hosting
+from tre_audit.listing import ListingForm, risk_choices
+from tre_audit.submissions.enums import Hosting, Status
 from tre_audit.submissions.models import Project
 from tre_audit.submissions.services import upload_size_refusal
 
@@ -77,3 +78,12 @@ class NewVersionForm(VersionFilesForm):
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+
+
+class SubmissionListForm(ListingForm):
+    """The request list's filters (its GET parameters)."""
+
+    status = forms.ChoiceField(
+        label="Status", required=False, choices=[("", "Any"), *Status.choices]
+    )
+    risk = forms.ChoiceField(label="Risk", required=False, choices=risk_choices())

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from attacks.audit import Upload
 from attacks.report import report_dumps
+from tre_audit.listing import listing_page
 from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
@@ -22,7 +23,12 @@ from tre_audit.serving import services as serving_services
 from tre_audit.submissions import selectors, services
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.exceptions import NotAllowed, SubmissionError
-from tre_audit.submissions.forms import NewVersionForm, ReasonForm, SubmissionForm
+from tre_audit.submissions.forms import (
+    NewVersionForm,
+    ReasonForm,
+    SubmissionForm,
+    SubmissionListForm,
+)
 from tre_audit.submissions.models import AuditRun, Submission
 
 
@@ -49,8 +55,12 @@ def home(request):
 
 @login_required
 def submission_list(request):
-    rows = selectors.submission_rows(user=request.user)
-    return render(request, "submissions/list.html", {"rows": rows})
+    form = SubmissionListForm(request.GET)
+    rows = selectors.submission_rows(
+        user=request.user, filters=form.filters(), sort=form.sort_value()
+    )
+    listing = listing_page(form=form, rows=rows, page=request.GET.get("page"))
+    return render(request, "submissions/list.html", {"listing": listing})
 
 
 @login_required
