@@ -1,5 +1,6 @@
 from django import forms
 
+from tre_audit.listing import ListingForm, risk_choices
 from tre_audit.reviews.enums import Decision, ReleaseCondition
 
 
@@ -56,3 +57,17 @@ class CommentForm(forms.Form):
     def __init__(self, *args, findings: dict[str, str], **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["finding"].choices = [("", "The request as a whole"), *findings.items()]
+
+
+class QueueForm(ListingForm):
+    """The review queue's filters (its GET parameters); oldest first by default."""
+
+    sorts = ("date", "risk", "title")
+    default_sort = "date"
+
+    risk = forms.ChoiceField(label="Risk", required=False, choices=risk_choices())
+    claim = forms.ChoiceField(
+        label="Claimed",
+        required=False,
+        choices=[("", "Any"), ("unclaimed", "Nobody is on it"), ("mine", "I am on it")],
+    )

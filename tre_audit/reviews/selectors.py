@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Exists, OuterRef
 
+from tre_audit.listing import Rows, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.models import Comment, Review
 from tre_audit.reviews.services import current_run, user_has_role
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import Submission
-from tre_audit.submissions.selectors import current_runs
+from tre_audit.submissions.selectors import with_current_run
 
 
 def review_list_visible_to(*, user: AbstractBaseUser, submission: Submission) -> list[Review]:
@@ -46,28 +48,63 @@ def review_queue_for(*, user: AbstractBaseUser) -> list[dict]:
     No row says how many reviews a request already has: any decision but an
     approval takes it out of the queue, so a count would tell the checker the
     other checker's decision before they make their own.
+    """
+    return list(review_queue_rows(user=user))
+
+
+#: The queue's filters: each form field and the lookup it narrows by.
+QUEUE_FILTERS = {
+    "q": lambda value: search_q(value, title="title", number="pk"),
+    "risk": "current_risk",
+    "author": "author__username__iexact",
+    "project": "project__name__iexact",
+    "since": "updated_at__date__gte",
+    "until": "updated_at__date__lte",
+}
+#: The queue's sortable columns ("date": waiting since).
+QUEUE_SORTS = {"date": "updated_at", "risk": risk_rank("current_risk"), "title": "title"}
+
+
+def review_queue_rows(
+    *, user: AbstractBaseUser, filters: dict | None = None, sort: str = "date"
+) -> Rows:
+    """The queue of ``review_queue_for``, narrowed by ``filters`` (the queue form's values,
+    ``claim``: "unclaimed" or "mine") and sorted; lazy, so a page reads only its rows.
 
     A fixed handful of queries whatever the queue's length: the page is polled by
     every checker.
     """
     if not user_has_role(user, Role.CHECKER):
-        return []
-    waiting = list(
-        Submission.objects.filter(status=Status.AWAITING_REVIEW)
+        return Rows(Submission.objects.none(), _queue_row)
+    mine = Review.objects.filter(run_id=OuterRef("current_run_id"), reviewer=user)
+    waiting = (
+        with_current_run(Submission.objects.filter(status=Status.AWAITING_REVIEW))
         .exclude(author=user)
-        .select_related("author", "project")
-        .order_by("updated_at")
+        .filter(current_run_id__isnull=False)
+        .exclude(Exists(mine))
+        .select_related("author", "project", "claimed_by")
     )
-    runs = current_runs(waiting)
-    mine = set(
-        Review.objects.filter(run__in=runs.values(), reviewer=user).values_list("run_id", flat=True)
-    )
-    return [
-        {
-            "submission": s,
-            "risk": runs[s.pk].risk,
-            "waiting_since": s.updated_at,
-        }
-        for s in waiting
-        if s.pk in runs and runs[s.pk].id not in mine
-    ]
+    filters = dict(filters or {})
+    waiting = _claim_filter(waiting, claim=filters.pop("claim", ""), user=user)
+    waiting = listing_filter(waiting, filters=filters, fields=QUEUE_FILTERS)
+    ordering = listing_order(sort, columns=QUEUE_SORTS) or ["updated_at", "pk"]
+    return Rows(waiting.order_by(*ordering), _queue_row)
+
+
+def _claim_filter(waiting, *, claim: str, user: AbstractBaseUser):
+    if claim == "unclaimed":
+        return waiting.filter(claimed_by__isnull=True)
+    if claim == "mine":
+        return waiting.filter(claimed_by=user)
+    return waiting
+
+
+def _queue_row(submission: Submission) -> dict:
+    return {
+        "submission": submission,
+        "risk": submission.current_risk or None,
+        "waiting_since": submission.updated_at,
+        "claimed_by": submission.claimed_by.get_username() if submission.claimed_by else "",
+        "claimed_at": submission.claimed_at,
+    }
+
