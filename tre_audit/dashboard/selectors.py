@@ -11,16 +11,17 @@ from datetime import UTC, datetime
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from kombu.exceptions import ChannelError, OperationalError
 
 from attacks.policy import default_policy_text
 from attacks.verdict import RISKS
+from tre_audit.listing import Rows, choice_rank, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.exceptions import ReviewNotAllowed
 from tre_audit.reviews.models import Review
 from tre_audit.reviews.services import check_user_can_sign_off
-from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.enums import RunStatus, Status, audit_action_text
 from tre_audit.submissions.models import AuditEntry, AuditRun, PolicyVersion, Submission
 from tre_audit.submissions.services import ChainCheck, audit_chain_state, audit_chain_verify
 
@@ -47,38 +48,70 @@ def submission_counts_by_status() -> list[dict]:
 def audit_run_list_failed(*, limit: int = 20) -> dict:
     """Audits that failed, newest first, with the request each belongs to."""
     runs = AuditRun.objects.filter(status=RunStatus.FAILED)
-    return {"count": runs.count(), "runs": _run_rows(runs, limit)}
+    return {"count": runs.count(), "runs": _run_rows(runs, limit), "query": "status=failed"}
 
 
 def audit_run_list_active(*, limit: int = 20) -> dict:
     """Audits queued or running now: the ones an admin may have to stop."""
-    runs = AuditRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING))
-    return {"count": runs.count(), "runs": _run_rows(runs, limit)}
+    runs = AuditRun.objects.filter(status__in=ACTIVE)
+    return {"count": runs.count(), "runs": _run_rows(runs, limit), "query": "status=active"}
 
 
 def audit_run_list_retried(*, limit: int = 20) -> dict:
     """Audits that needed more than one attempt (a worker died or a transient error)."""
     runs = AuditRun.objects.filter(attempts__gt=1)
-    return {"count": runs.count(), "runs": _run_rows(runs, limit)}
+    return {"count": runs.count(), "runs": _run_rows(runs, limit), "query": "retried=on"}
+
+
+#: Run statuses an admin may stop; the run list's "active" filter.
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+#: The run list's filters: each form field and the lookup it narrows by.
+RUN_FILTERS = {
+    "q": lambda value: search_q(value, title="submission__title", number="submission_id"),
+    "status": lambda value: Q(status__in=ACTIVE) if value == "active" else Q(status=value),
+    "retried": lambda value: Q(attempts__gt=1),
+    "risk": "risk",
+    "author": "submission__author__username__iexact",
+    "project": "submission__project__name__iexact",
+    "since": "created_at__date__gte",
+    "until": "created_at__date__lte",
+}
+#: The run list's sortable columns.
+RUN_SORTS = {
+    "date": "created_at",
+    "status": choice_rank("status", RunStatus.values),
+    "risk": risk_rank("risk"),
+    "title": "submission__title",
+}
+
+
+def audit_run_rows(*, filters: dict | None = None, sort: str = "-date") -> Rows:
+    """Every audit run, newest first unless sorted, narrowed by ``filters``; lazy."""
+    runs = AuditRun.objects.select_related("submission").defer("report", "shadow_rounds")
+    runs = listing_filter(runs, filters=filters or {}, fields=RUN_FILTERS)
+    ordering = listing_order(sort, columns=RUN_SORTS) or ["-created_at", "-pk"]
+    return Rows(runs.order_by(*ordering), _run_row)
 
 
 def _run_rows(runs, limit: int) -> list[dict]:
     newest = runs.select_related("submission").defer("report").order_by("-created_at", "-id")
-    return [
-        {
-            "id": run.id,
-            "status": run.get_status_display(),
-            "stoppable": run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
-            "attempts": run.attempts,
-            "error": run.error,
-            "version": run.version,
-            "when": run.finished_at or run.started_at or run.created_at,
-            "submission_id": run.submission_id,
-            "submission_title": run.submission.title,
-            "submission_url": run.submission.get_absolute_url(),
-        }
-        for run in newest[:limit]
-    ]
+    return [_run_row(run) for run in newest[:limit]]
+
+
+def _run_row(run: AuditRun) -> dict:
+    return {
+        "id": run.id,
+        "status": run.get_status_display(),
+        "stoppable": run.status in ACTIVE,
+        "attempts": run.attempts,
+        "error": run.error,
+        "risk": run.risk or None,
+        "version": run.version,
+        "when": run.finished_at or run.started_at or run.created_at,
+        "submission_id": run.submission_id,
+        "submission_title": run.submission.title,
+        "submission_url": run.submission.get_absolute_url(),
+    }
 
 
 @dataclass(frozen=True)
@@ -333,6 +366,64 @@ def audit_entry_list_newest(*, limit: int = 200) -> list[dict]:
     return [_entry_row(entry) for entry in entries]
 
 
+#: The audit log's filters: each form field and the lookup it narrows by.
+AUDIT_LOG_FILTERS = {
+    "q": lambda value: (
+        search_q(value, title="reason", number="submission_id")
+        | Q(submission__title__icontains=value)
+    ),
+    "action": "action",
+    "actor": "actor__username__iexact",
+    "request": "submission_id",
+    "author": "submission__author__username__iexact",
+    "project": "submission__project__name__iexact",
+    "status": "after",
+    "since": "created_at__date__gte",
+    "until": "created_at__date__lte",
+}
+
+
+def audit_entries_filtered(*, filters: dict | None = None):
+    """The audit entries ``filters`` (the log form's values) select, in log order."""
+    entries = AuditEntry.objects.all()
+    return listing_filter(entries, filters=filters or {}, fields=AUDIT_LOG_FILTERS)
+
+
+def audit_entry_rows(*, filters: dict | None = None, sort: str = "-date") -> Rows:
+    """The audit entries ``filters`` select, newest first (``sort="date"``: oldest); lazy."""
+    entries = audit_entries_filtered(filters=filters).select_related("actor", "submission")
+    return Rows(entries.order_by("id" if sort == "date" else "-id"), _entry_row)
+
+
+def audit_entry_export(*, filters: dict | None = None, up_to: int, chunk_size: int = 1000):
+    """Each selected entry up to id ``up_to``, oldest first, as plain values for an export.
+
+    Read with ``.iterator`` in chunks, so the whole log streams in bounded memory. The
+    hashes and the actor's id are there so the export can be verified on its own.
+    """
+    entries = audit_entries_filtered(filters=filters).filter(id__lte=up_to).order_by("id")
+    for entry in entries.select_related("actor").iterator(chunk_size=chunk_size):
+        yield {
+            "id": entry.id,
+            "created_at": entry.created_at.isoformat(),
+            "actor_id": entry.actor_id,
+            "actor": entry.actor.get_username() if entry.actor else "",
+            "submission_id": entry.submission_id,
+            "action": entry.action,
+            "what": audit_action_text(entry.action),
+            "before": entry.before,
+            "after": entry.after,
+            "reason": entry.reason,
+            "prev_hash": entry.prev_hash,
+            "entry_hash": entry.entry_hash,
+        }
+
+
+def audit_entry_newest_id() -> int:
+    """The id of the newest entry (0 for an empty log)."""
+    return AuditEntry.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
 def _entry_row(entry: AuditEntry) -> dict:
     return {
         "id": entry.id,
@@ -341,6 +432,7 @@ def _entry_row(entry: AuditEntry) -> dict:
         "submission_id": entry.submission_id,
         "submission_url": entry.submission.get_absolute_url() if entry.submission else "",
         "action": entry.action,
+        "what": audit_action_text(entry.action),
         "before": entry.before,
         "after": entry.after,
         "reason": entry.reason,
