@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
+from django.urls import reverse
 
 from tre_audit.listing import Rows, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.models import Comment, Review
 from tre_audit.reviews.services import current_run, user_has_role
-from tre_audit.submissions.enums import Status
-from tre_audit.submissions.models import Submission
+from tre_audit.submissions.enums import AuditAction, Status, audit_action_text
+from tre_audit.submissions.models import AuditEntry, Submission
 from tre_audit.submissions.selectors import with_current_run
 
 
@@ -108,3 +109,59 @@ def _queue_row(submission: Submission) -> dict:
         "claimed_at": submission.claimed_at,
     }
 
+
+# The request's own trail ------------------------------------------------------------------
+
+#: Entries of a request shown on its page, newest first; the rest are in the audit log.
+TRAIL_LIMIT = 20
+#: Actions that tell a checker's opinion (a sign-off tells of an approval), hidden from a
+#: checker who has not yet reviewed.
+OPINIONS = (
+    AuditAction.REVIEW_APPROVE,
+    AuditAction.REVIEW_REQUEST_CHANGES,
+    AuditAction.REVIEW_REJECT,
+    AuditAction.COMMENT,
+    AuditAction.SIGN_OFF,
+)
+
+
+def audit_trail_visible_to(
+    *, user: AbstractBaseUser, submission: Submission, limit: int = TRAIL_LIMIT
+) -> dict | None:
+    """The request's audit entries in words, newest first, for its author, checkers and
+    admins (None for anyone else); at most ``limit``, with how many there are in all.
+
+    Under the independence rule of the reviews, a checker who has not reviewed the
+    current audit sees no other checker's review or comment entry.
+    """
+    is_admin = user_has_role(user, Role.TRE_ADMIN)
+    if not (is_admin or submission.author_id == user.pk or user_has_role(user, Role.CHECKER)):
+        return None
+    entries = AuditEntry.objects.filter(submission=submission)
+    if not (is_admin or submission.author_id == user.pk or _has_reviewed(user, submission)):
+        entries = entries.exclude(Q(action__in=OPINIONS) & ~Q(actor=user))
+    count = entries.count()
+    shown = entries.select_related("actor").order_by("-id")[:limit]
+    return {
+        "entries": [_trail_row(entry) for entry in shown],
+        "count": count,
+        "log_url": f"{reverse('dashboard:audit_log')}?request={submission.pk}" if is_admin else "",
+    }
+
+
+def _has_reviewed(user: AbstractBaseUser, submission: Submission) -> bool:
+    return Review.objects.filter(run=current_run(submission), reviewer=user).exists()
+
+
+def _trail_row(entry: AuditEntry) -> dict:
+    what = audit_action_text(entry.action)
+    if entry.action == AuditAction.STATUS and entry.after in Status.values:
+        before = Status(entry.before).label if entry.before in Status.values else "new"
+        what = f"moved the request from {before.lower()} to {Status(entry.after).label.lower()}"
+    return {
+        "id": entry.id,
+        "who": entry.actor.get_username() if entry.actor else "The service",
+        "what": what,
+        "reason": entry.reason,
+        "at": entry.created_at,
+    }

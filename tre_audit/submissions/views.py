@@ -138,6 +138,7 @@ def _detail_context(request, submission: Submission) -> dict:
         "review_form": ReviewForm(findings=titles),
         "comment_form": CommentForm(findings=titles),
         "titles": titles,
+        "trail": review_selectors.audit_trail_visible_to(user=user, submission=submission),
     }
 
 
