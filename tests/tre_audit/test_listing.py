@@ -133,3 +133,43 @@ def test_the_overview_links_each_long_list_to_the_run_list(client, runs, monkeyp
     assert 'href="/dashboard/runs/?status=failed">search, sort and page through all 40' in page
     assert 'href="/dashboard/runs/?status=active">search, sort and page through all 80' in page
     assert 'href="/dashboard/runs/?retried=on">search, sort and page through all 30' in page
+
+
+def _index_queries(client, admin) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(admin)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(reverse("dashboard:index")).status_code == 200
+    return len(queries)
+
+
+def test_the_overview_takes_as_many_queries_for_30_or_100_pending_sign_offs(
+    client, runs, monkeypatch
+):
+    """The approvals are bulk-made rows: the list reads only them, their runs and requests."""
+    from tre_audit.dashboard import selectors
+    from tre_audit.reviews.models import Review
+
+    monkeypatch.setattr(
+        selectors, "broker_overview", lambda **kw: selectors.BrokerOverview(False, "celery")
+    )
+    checker = factories.create_user(role=Role.CHECKER)
+    waiting = [
+        r for r in runs.all if r.status == "done" and r.submission.status == "awaiting_review"
+    ]
+
+    def approve(some):
+        Review.objects.bulk_create(
+            Review(submission=r.submission, run=r, reviewer=checker, decision="approve",
+                   reason="ok", justification="endpoint", needs_admin_signoff=True)
+            for r in some
+        )  # fmt: skip
+
+    approve(waiting[:30])
+    few = _index_queries(client, runs.admin)
+    approve(waiting[30:100])
+    page = client.get(reverse("dashboard:index")).content.decode()
+    assert _index_queries(client, runs.admin) == few
+    assert f"The oldest 20 of {len(waiting[:100])} are shown" in page

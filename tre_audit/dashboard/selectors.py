@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import F, OuterRef, Q, Subquery
 from kombu.exceptions import ChannelError, OperationalError
 
 from attacks.policy import default_policy_text
@@ -31,6 +31,8 @@ DECIDED = (Status.APPROVED, Status.REJECTED, Status.CHANGES_REQUESTED)
 REFUSALS = (Decision.REJECT, Decision.REQUEST_CHANGES)
 #: Where an approval's pending sign-off still matters (it blocks the release).
 SIGN_OFF_STATUSES = (Status.AWAITING_REVIEW, Status.APPROVED)
+#: Sign-offs the overview lists at once, oldest first (each row checks who may sign).
+SIGN_OFFS_SHOWN = 20
 #: Seconds the dashboard waits for the broker and for workers to answer: the page
 #: must load promptly even when Redis is down.
 BROKER_TIMEOUT = 1.0
@@ -211,13 +213,24 @@ def finding_titles(report: dict | None) -> dict[str, str]:
 # Sign-offs ----------------------------------------------------------------
 
 
-def sign_off_list_pending(*, admin: AbstractBaseUser) -> list[dict]:
-    """High-risk approvals of a request's current audit still awaiting an admin's sign-off.
+def sign_off_list_pending(*, admin: AbstractBaseUser, limit: int | None = None) -> list[dict]:
+    """High-risk approvals of a request's current audit still awaiting an admin's sign-off,
+    oldest first (at most ``limit``).
 
     Only requests where the sign-off still matters are listed (awaiting review or
     approved); ``user_can_sign_off`` says whether ``admin`` may give it (not the
     checker who approved, nor the author).
     """
+    reviews = _sign_offs_pending().select_related("submission", "reviewer").order_by("created_at")
+    return [_sign_off_row(r, admin) for r in reviews[:limit]]
+
+
+def sign_off_count_pending() -> int:
+    """How many approvals ``sign_off_list_pending`` would list without a limit."""
+    return _sign_offs_pending().count()
+
+
+def _sign_offs_pending():
     current = (
         AuditRun.objects.filter(
             submission=OuterRef("submission"),
@@ -227,7 +240,7 @@ def sign_off_list_pending(*, admin: AbstractBaseUser) -> list[dict]:
         .order_by("-created_at")
         .values("id")[:1]
     )
-    reviews = (
+    return (
         Review.objects.filter(
             decision=Decision.APPROVE,
             needs_admin_signoff=True,
@@ -235,10 +248,8 @@ def sign_off_list_pending(*, admin: AbstractBaseUser) -> list[dict]:
             submission__status__in=SIGN_OFF_STATUSES,
         )
         .annotate(current_run_id=Subquery(current))
-        .select_related("submission", "reviewer")
-        .order_by("created_at")
+        .filter(run_id=F("current_run_id"))
     )
-    return [_sign_off_row(r, admin) for r in reviews if r.run_id == r.current_run_id]
 
 
 def _sign_off_row(review: Review, admin: AbstractBaseUser) -> dict:

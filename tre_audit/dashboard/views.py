@@ -74,7 +74,10 @@ def _index_context(request, *, sign_off_errors: dict | None = None) -> dict:
         "decision_times": selectors.decision_time_stats(),
         "risks": selectors.risk_distribution(),
         "refusal_reasons": selectors.rejection_reason_counts(),
-        "sign_offs": selectors.sign_off_list_pending(admin=request.user),
+        "sign_offs": selectors.sign_off_list_pending(
+            admin=request.user, limit=selectors.SIGN_OFFS_SHOWN
+        ),
+        "sign_off_count": selectors.sign_off_count_pending(),
         "endpoints": endpoint_list_running(),
         "sign_off_errors": sign_off_errors or {},
     }
