@@ -173,3 +173,24 @@ def test_the_overview_takes_as_many_queries_for_30_or_100_pending_sign_offs(
     page = client.get(reverse("dashboard:index")).content.decode()
     assert _index_queries(client, runs.admin) == few
     assert f"The oldest 20 of {len(waiting[:100])} are shown" in page
+
+
+@pytest.mark.parametrize(
+    "name, role",
+    [
+        ("submissions:list", Role.TRE_ADMIN),
+        ("reviews:queue", Role.CHECKER),
+        ("dashboard:runs", Role.TRE_ADMIN),
+    ],
+)
+def test_list_pages_with_their_filters_are_accessible(client, db, name, role):
+    from tests.tre_audit.dashboard.html_checks import accessibility_problems
+    from tre_audit.reviews.services import submission_claim
+
+    checker = factories.create_user(role=Role.CHECKER)
+    submission_claim(submission=factories.create_audited_submission(), by=checker)
+    factories.create_audited_submission()
+    client.force_login(checker if role == Role.CHECKER else factories.create_user(role=role))
+    html = client.get(reverse(name), {"risk": "purple", "sort": "title"}).content.decode()
+    assert 'class="errorlist"' in html and "<table>" in html
+    assert accessibility_problems(html) == []
