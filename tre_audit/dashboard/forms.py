@@ -5,7 +5,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
+from tre_audit.listing import ListingForm, risk_choices
 from tre_audit.reviews.enums import Role
+from tre_audit.submissions.enums import AuditAction, RunStatus, Status
 
 
 class SignOffForm(forms.Form):
@@ -64,3 +66,35 @@ class PolicyForm(forms.Form):
         max_length=300,
         help_text="Kept with the version and shown in its history.",
     )
+
+
+class RunListForm(ListingForm):
+    """The audit-run list's filters (its GET parameters)."""
+
+    status = forms.ChoiceField(
+        label="Status",
+        required=False,
+        choices=[("", "Any"), ("active", "Queued or running"), *RunStatus.choices],
+    )
+    retried = forms.BooleanField(label="Needed another attempt", required=False)
+    risk = forms.ChoiceField(label="Risk", required=False, choices=risk_choices())
+
+
+class AuditLogForm(ListingForm):
+    """The audit log's filters (its GET parameters); the export takes the same."""
+
+    sorts = ("date",)
+
+    action = forms.ChoiceField(
+        label="What", required=False, choices=[("", "Anything"), *AuditAction.choices]
+    )
+    actor = forms.CharField(label="By (username)", required=False, max_length=150)
+    request = forms.IntegerField(
+        label="Request #", required=False, min_value=1, max_value=2**31 - 1
+    )
+    status = forms.ChoiceField(
+        label="Became (status)", required=False, choices=[("", "Any"), *Status.choices]
+    )
+    author = forms.CharField(label="Request's author", required=False, max_length=150)
+
+    field_order = ["q", "action", "actor", "request", "author", "project", "status", "since"]

@@ -30,11 +30,12 @@ from kombu.exceptions import ChannelError, OperationalError
 
 from attacks.policy import default_policy_text
 from attacks.verdict import RISKS
+from tre_audit.listing import Rows, choice_rank, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.exceptions import ReviewNotAllowed
 from tre_audit.reviews.models import Review
 from tre_audit.reviews.services import check_user_can_sign_off
-from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.enums import RunStatus, Status, audit_action_text
 from tre_audit.submissions.models import AuditEntry, AuditRun, PolicyVersion, Submission
 from tre_audit.submissions.services import ChainCheck, audit_chain_state, audit_chain_verify
 
@@ -44,6 +45,8 @@ DECIDED = (Status.APPROVED, Status.REJECTED, Status.CHANGES_REQUESTED)
 REFUSALS = (Decision.REJECT, Decision.REQUEST_CHANGES)
 #: Where an approval's pending sign-off still matters (it blocks the release).
 SIGN_OFF_STATUSES = (Status.AWAITING_REVIEW, Status.APPROVED)
+#: Sign-offs the overview lists at once, oldest first (each row checks who may sign).
+SIGN_OFFS_SHOWN = 20
 #: Seconds the dashboard waits for the broker and for workers to answer: the page
 #: must load promptly even when Redis is down.
 BROKER_TIMEOUT = 1.0
@@ -61,38 +64,70 @@ def submission_counts_by_status() -> list[dict]:
 def audit_run_list_failed(*, limit: int = 20) -> dict:
     """Audits that failed, newest first, with the request each belongs to."""
     runs = AuditRun.objects.filter(status=RunStatus.FAILED)
-    return {"count": runs.count(), "runs": _run_rows(runs, limit)}
+    return {"count": runs.count(), "runs": _run_rows(runs, limit), "query": "status=failed"}
 
 
 def audit_run_list_active(*, limit: int = 20) -> dict:
     """Audits queued or running now: the ones an admin may have to stop."""
-    runs = AuditRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING))
-    return {"count": runs.count(), "runs": _run_rows(runs, limit)}
+    runs = AuditRun.objects.filter(status__in=ACTIVE)
+    return {"count": runs.count(), "runs": _run_rows(runs, limit), "query": "status=active"}
 
 
 def audit_run_list_retried(*, limit: int = 20) -> dict:
     """Audits that needed more than one attempt (a worker died or a transient error)."""
     runs = AuditRun.objects.filter(attempts__gt=1)
-    return {"count": runs.count(), "runs": _run_rows(runs, limit)}
+    return {"count": runs.count(), "runs": _run_rows(runs, limit), "query": "retried=on"}
+
+
+#: Run statuses an admin may stop; the run list's "active" filter.
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+#: The run list's filters: each form field and the lookup it narrows by.
+RUN_FILTERS = {
+    "q": lambda value: search_q(value, title="submission__title", number="submission_id"),
+    "status": lambda value: Q(status__in=ACTIVE) if value == "active" else Q(status=value),
+    "retried": lambda value: Q(attempts__gt=1),
+    "risk": "risk",
+    "author": "submission__author__username__iexact",
+    "project": "submission__project__name__iexact",
+    "since": "created_at__date__gte",
+    "until": "created_at__date__lte",
+}
+#: The run list's sortable columns.
+RUN_SORTS = {
+    "date": "created_at",
+    "status": choice_rank("status", RunStatus.values),
+    "risk": risk_rank("risk"),
+    "title": "submission__title",
+}
+
+
+def audit_run_rows(*, filters: dict | None = None, sort: str = "-date") -> Rows:
+    """Every audit run, newest first unless sorted, narrowed by ``filters``; lazy."""
+    runs = AuditRun.objects.select_related("submission").defer("report", "shadow_rounds")
+    runs = listing_filter(runs, filters=filters or {}, fields=RUN_FILTERS)
+    ordering = listing_order(sort, columns=RUN_SORTS) or ["-created_at", "-pk"]
+    return Rows(runs.order_by(*ordering), _run_row)
 
 
 def _run_rows(runs, limit: int) -> list[dict]:
     newest = runs.select_related("submission").defer("report").order_by("-created_at", "-id")
-    return [
-        {
-            "id": run.id,
-            "status": run.get_status_display(),
-            "stoppable": run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
-            "attempts": run.attempts,
-            "error": run.error,
-            "version": run.version,
-            "when": run.finished_at or run.started_at or run.created_at,
-            "submission_id": run.submission_id,
-            "submission_title": run.submission.title,
-            "submission_url": run.submission.get_absolute_url(),
-        }
-        for run in newest[:limit]
-    ]
+    return [_run_row(run) for run in newest[:limit]]
+
+
+def _run_row(run: AuditRun) -> dict:
+    return {
+        "id": run.id,
+        "status": run.get_status_display(),
+        "stoppable": run.status in ACTIVE,
+        "attempts": run.attempts,
+        "error": run.error,
+        "risk": run.risk or None,
+        "version": run.version,
+        "when": run.finished_at or run.started_at or run.created_at,
+        "submission_id": run.submission_id,
+        "submission_title": run.submission.title,
+        "submission_url": run.submission.get_absolute_url(),
+    }
 
 
 @dataclass(frozen=True)
@@ -192,13 +227,24 @@ def finding_titles(report: dict | None) -> dict[str, str]:
 # Sign-offs ----------------------------------------------------------------
 
 
-def sign_off_list_pending(*, admin: AbstractBaseUser) -> list[dict]:
-    """High-risk approvals of a request's current audit still awaiting an admin's sign-off.
+def sign_off_list_pending(*, admin: AbstractBaseUser, limit: int | None = None) -> list[dict]:
+    """High-risk approvals of a request's current audit still awaiting an admin's sign-off,
+    oldest first (at most ``limit``).
 
     Only requests where the sign-off still matters are listed (awaiting review or
     approved); ``user_can_sign_off`` says whether ``admin`` may give it (not the
     checker who approved, nor the author).
     """
+    reviews = _sign_offs_pending().select_related("submission", "reviewer").order_by("created_at")
+    return [_sign_off_row(r, admin) for r in reviews[:limit]]
+
+
+def sign_off_count_pending() -> int:
+    """How many approvals ``sign_off_list_pending`` would list without a limit."""
+    return _sign_offs_pending().count()
+
+
+def _sign_offs_pending():
     current = (
         AuditRun.objects.filter(
             submission=OuterRef("submission"),
@@ -208,7 +254,7 @@ def sign_off_list_pending(*, admin: AbstractBaseUser) -> list[dict]:
         .order_by("-created_at")
         .values("id")[:1]
     )
-    reviews = (
+    return (
         Review.objects.filter(
             decision=Decision.APPROVE,
             needs_admin_signoff=True,
@@ -216,10 +262,8 @@ def sign_off_list_pending(*, admin: AbstractBaseUser) -> list[dict]:
             submission__status__in=SIGN_OFF_STATUSES,
         )
         .annotate(current_run_id=Subquery(current))
-        .select_related("submission", "reviewer")
-        .order_by("created_at")
+        .filter(run_id=F("current_run_id"))
     )
-    return [_sign_off_row(r, admin) for r in reviews if r.run_id == r.current_run_id]
 
 
 def _sign_off_row(review: Review, admin: AbstractBaseUser) -> dict:
@@ -347,6 +391,64 @@ def audit_entry_list_newest(*, limit: int = 200) -> list[dict]:
     return [_entry_row(entry) for entry in entries]
 
 
+#: The audit log's filters: each form field and the lookup it narrows by.
+AUDIT_LOG_FILTERS = {
+    "q": lambda value: (
+        search_q(value, title="reason", number="submission_id")
+        | Q(submission__title__icontains=value)
+    ),
+    "action": "action",
+    "actor": "actor__username__iexact",
+    "request": "submission_id",
+    "author": "submission__author__username__iexact",
+    "project": "submission__project__name__iexact",
+    "status": "after",
+    "since": "created_at__date__gte",
+    "until": "created_at__date__lte",
+}
+
+
+def audit_entries_filtered(*, filters: dict | None = None):
+    """The audit entries ``filters`` (the log form's values) select, in log order."""
+    entries = AuditEntry.objects.all()
+    return listing_filter(entries, filters=filters or {}, fields=AUDIT_LOG_FILTERS)
+
+
+def audit_entry_rows(*, filters: dict | None = None, sort: str = "-date") -> Rows:
+    """The audit entries ``filters`` select, newest first (``sort="date"``: oldest); lazy."""
+    entries = audit_entries_filtered(filters=filters).select_related("actor", "submission")
+    return Rows(entries.order_by("id" if sort == "date" else "-id"), _entry_row)
+
+
+def audit_entry_export(*, filters: dict | None = None, up_to: int, chunk_size: int = 1000):
+    """Each selected entry up to id ``up_to``, oldest first, as plain values for an export.
+
+    Read with ``.iterator`` in chunks, so the whole log streams in bounded memory. The
+    hashes and the actor's id are there so the export can be verified on its own.
+    """
+    entries = audit_entries_filtered(filters=filters).filter(id__lte=up_to).order_by("id")
+    for entry in entries.select_related("actor").iterator(chunk_size=chunk_size):
+        yield {
+            "id": entry.id,
+            "created_at": entry.created_at.isoformat(),
+            "actor_id": entry.actor_id,
+            "actor": entry.actor.get_username() if entry.actor else "",
+            "submission_id": entry.submission_id,
+            "action": entry.action,
+            "what": audit_action_text(entry.action),
+            "before": entry.before,
+            "after": entry.after,
+            "reason": entry.reason,
+            "prev_hash": entry.prev_hash,
+            "entry_hash": entry.entry_hash,
+        }
+
+
+def audit_entry_newest_id() -> int:
+    """The id of the newest entry (0 for an empty log)."""
+    return AuditEntry.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
 def _entry_row(entry: AuditEntry) -> dict:
     return {
         "id": entry.id,
@@ -355,6 +457,7 @@ def _entry_row(entry: AuditEntry) -> dict:
         "submission_id": entry.submission_id,
         "submission_url": entry.submission.get_absolute_url() if entry.submission else "",
         "action": entry.action,
+        "what": audit_action_text(entry.action),
         "before": entry.before,
         "after": entry.after,
         "reason": entry.reason,

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from tre_audit import charts
-from tre_audit.dashboard import selectors
-from tre_audit.dashboard.forms import PolicyForm, SignOffForm, UserCreateForm, UserRolesForm
+from tre_audit.dashboard import exports, selectors
+from tre_audit.dashboard.forms import (
+    AuditLogForm,
+    PolicyForm,
+    RunListForm,
+    SignOffForm,
+    UserCreateForm,
+    UserRolesForm,
+)
+from tre_audit.listing import listing_page
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
 from tre_audit.reviews.models import Review
@@ -26,8 +36,11 @@ from tre_audit.reviews.services import (
     user_roles_set,
 )
 from tre_audit.serving.selectors import endpoint_list_running
-from tre_audit.submissions.exceptions import SubmissionError
-from tre_audit.submissions.services import policy_version_create
+from tre_audit.submissions.enums import AuditAction
+from tre_audit.submissions.exceptions import AuditLogBroken, SubmissionError
+from tre_audit.submissions.services import audit_entry_append, policy_version_create
+
+logger = logging.getLogger(__name__)
 
 
 def tre_admin_required(view):
@@ -63,7 +76,10 @@ def _index_context(request, *, sign_off_errors: dict | None = None) -> dict:
         "decision_times": selectors.decision_time_stats(),
         "risks": selectors.risk_distribution(),
         "refusal_reasons": selectors.rejection_reason_counts(),
-        "sign_offs": selectors.sign_off_list_pending(admin=request.user),
+        "sign_offs": selectors.sign_off_list_pending(
+            admin=request.user, limit=selectors.SIGN_OFFS_SHOWN
+        ),
+        "sign_off_count": selectors.sign_off_count_pending(),
         "endpoints": endpoint_list_running(),
         "sign_off_errors": sign_off_errors or {},
         "charts": _charts(now=timezone.now()),
@@ -102,11 +118,80 @@ def sign_off(request, review_id: int):
 @tre_admin_required
 @require_GET
 def audit_log(request):
+    form = AuditLogForm(request.GET)
+    rows = selectors.audit_entry_rows(filters=form.filters(), sort=form.sort_value())
     context = {
         "chain": selectors.audit_chain_status(),
-        "entries": selectors.audit_entry_list_newest(limit=200),
+        "listing": listing_page(form=form, rows=rows, page=request.GET.get("page")),
     }
     return render(request, "dashboard/audit_log.html", context)
+
+
+#: The export formats: the content type and what writes the lines.
+EXPORTS = {
+    "csv": ("text/csv; charset=utf-8", exports.csv_lines),
+    "jsonl": ("application/x-ndjson; charset=utf-8", exports.jsonl_lines),
+}
+
+
+@tre_admin_required
+@require_GET
+def audit_log_export(request, fmt: str):
+    """The whole log or the current filter, streamed, the chain verification first.
+
+    The export is itself logged before the log is verified, so it is in the export;
+    on a broken log nothing can be appended, and the chain line says it was not logged.
+    """
+    if fmt not in EXPORTS:
+        raise Http404("The audit log exports as CSV or JSON lines.")
+    form = AuditLogForm(request.GET)
+    filters = form.filters()
+    logged = _export_logged(request.user, fmt, filters)
+    up_to = selectors.audit_entry_newest_id()
+    check = selectors.audit_chain_status().check
+    chain = {
+        "ok": check.ok,
+        "n_entries": check.n_entries,
+        "first_bad_id": check.first_bad_id,
+        "problem": check.problem,
+        "verified_at": timezone.now().isoformat(),
+        "exported_by": request.user.get_username(),
+        "filter": {name: str(value) for name, value in filters.items()},
+        "export_logged": logged,
+    }
+    content_type, lines = EXPORTS[fmt]
+    entries = selectors.audit_entry_export(filters=filters, up_to=up_to)
+    response = StreamingHttpResponse(lines(chain, entries), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="tre-audit-log.{fmt}"'
+    return response
+
+
+def _export_logged(user, fmt: str, filters: dict) -> bool:
+    """Log the export; False when the log refuses appends (it failed verification)."""
+    described = ", ".join(f"{name}={value}" for name, value in sorted(filters.items()))
+    try:
+        audit_entry_append(
+            submission=None,
+            action=AuditAction.LOG_EXPORT,
+            by=user,
+            reason=f"{fmt}: {described or 'the whole log'}"[:500],
+        )
+    except AuditLogBroken:
+        logger.warning("Audit log exported by %s while broken: not logged", user.get_username())
+        return False
+    return True
+
+
+# Audit runs --------------------------------------------------------------------
+
+
+@tre_admin_required
+@require_GET
+def runs(request):
+    form = RunListForm(request.GET)
+    rows = selectors.audit_run_rows(filters=form.filters(), sort=form.sort_value())
+    listing = listing_page(form=form, rows=rows, page=request.GET.get("page"))
+    return render(request, "dashboard/runs.html", {"listing": listing})
 
 
 # Users -------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from django import forms
 
+from tre_audit.listing import ListingForm, risk_choices
 from tre_audit.reviews.enums import Decision, ReleaseCondition
 
 
@@ -68,3 +69,17 @@ class ReleaseForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, auto_id="id_release_%s", **kwargs)  # unique beside other forms
+
+
+class QueueForm(ListingForm):
+    """The review queue's filters (its GET parameters); oldest first by default."""
+
+    sorts = ("date", "risk", "title")
+    default_sort = "date"
+
+    risk = forms.ChoiceField(label="Risk", required=False, choices=risk_choices())
+    claim = forms.ChoiceField(
+        label="Claimed",
+        required=False,
+        choices=[("", "Any"), ("unclaimed", "Nobody is on it"), ("mine", "I am on it")],
+    )

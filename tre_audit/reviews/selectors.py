@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
+from django.urls import reverse
 
+from tre_audit.listing import Rows, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.models import Comment, Review
 from tre_audit.reviews.services import current_run, user_has_role
-from tre_audit.submissions.enums import Status
-from tre_audit.submissions.models import AuditRun, Submission
+from tre_audit.submissions.enums import AuditAction, Status, audit_action_text
+from tre_audit.submissions.models import AuditEntry, AuditRun, Submission
 from tre_audit.submissions.selectors import (
-    current_runs,
     finding_titles,
     user_roles,
     version_rows,
+    with_current_run,
 )
 
 
@@ -118,28 +120,119 @@ def review_queue_for(*, user: AbstractBaseUser) -> list[dict]:
     No row says how many reviews a request already has: any decision but an
     approval takes it out of the queue, so a count would tell the checker the
     other checker's decision before they make their own.
+    """
+    return list(review_queue_rows(user=user))
+
+
+#: The queue's filters: each form field and the lookup it narrows by.
+QUEUE_FILTERS = {
+    "q": lambda value: search_q(value, title="title", number="pk"),
+    "risk": "current_risk",
+    "author": "author__username__iexact",
+    "project": "project__name__iexact",
+    "since": "updated_at__date__gte",
+    "until": "updated_at__date__lte",
+}
+#: The queue's sortable columns ("date": waiting since).
+QUEUE_SORTS = {"date": "updated_at", "risk": risk_rank("current_risk"), "title": "title"}
+
+
+def review_queue_rows(
+    *, user: AbstractBaseUser, filters: dict | None = None, sort: str = "date"
+) -> Rows:
+    """The queue of ``review_queue_for``, narrowed by ``filters`` (the queue form's values,
+    ``claim``: "unclaimed" or "mine") and sorted; lazy, so a page reads only its rows.
 
     A fixed handful of queries whatever the queue's length: the page is polled by
     every checker.
     """
     if not user_has_role(user, Role.CHECKER):
-        return []
-    waiting = list(
-        Submission.objects.filter(status=Status.AWAITING_REVIEW)
+        return Rows(Submission.objects.none(), _queue_row)
+    mine = Review.objects.filter(run_id=OuterRef("current_run_id"), reviewer=user)
+    waiting = (
+        with_current_run(Submission.objects.filter(status=Status.AWAITING_REVIEW))
         .exclude(author=user)
-        .select_related("author", "project")
-        .order_by("updated_at")
+        .filter(current_run_id__isnull=False)
+        .exclude(Exists(mine))
+        .select_related("author", "project", "claimed_by")
     )
-    runs = current_runs(waiting)
-    mine = set(
-        Review.objects.filter(run__in=runs.values(), reviewer=user).values_list("run_id", flat=True)
-    )
-    return [
-        {
-            "submission": s,
-            "risk": runs[s.pk].risk,
-            "waiting_since": s.updated_at,
-        }
-        for s in waiting
-        if s.pk in runs and runs[s.pk].id not in mine
-    ]
+    filters = dict(filters or {})
+    waiting = _claim_filter(waiting, claim=filters.pop("claim", ""), user=user)
+    waiting = listing_filter(waiting, filters=filters, fields=QUEUE_FILTERS)
+    ordering = listing_order(sort, columns=QUEUE_SORTS) or ["updated_at", "pk"]
+    return Rows(waiting.order_by(*ordering), _queue_row)
+
+
+def _claim_filter(waiting, *, claim: str, user: AbstractBaseUser):
+    if claim == "unclaimed":
+        return waiting.filter(claimed_by__isnull=True)
+    if claim == "mine":
+        return waiting.filter(claimed_by=user)
+    return waiting
+
+
+def _queue_row(submission: Submission) -> dict:
+    return {
+        "submission": submission,
+        "risk": submission.current_risk or None,
+        "waiting_since": submission.updated_at,
+        "claimed_by": submission.claimed_by.get_username() if submission.claimed_by else "",
+        "claimed_at": submission.claimed_at,
+    }
+
+
+# The request's own trail ------------------------------------------------------------------
+
+#: Entries of a request shown on its page, newest first; the rest are in the audit log.
+TRAIL_LIMIT = 20
+#: Actions that tell a checker's opinion (a sign-off tells of an approval), hidden from a
+#: checker who has not yet reviewed.
+OPINIONS = (
+    AuditAction.REVIEW_APPROVE,
+    AuditAction.REVIEW_REQUEST_CHANGES,
+    AuditAction.REVIEW_REJECT,
+    AuditAction.COMMENT,
+    AuditAction.SIGN_OFF,
+)
+
+
+def audit_trail_visible_to(
+    *, user: AbstractBaseUser, submission: Submission, limit: int = TRAIL_LIMIT
+) -> dict | None:
+    """The request's audit entries in words, newest first, for its author, checkers and
+    admins (None for anyone else); at most ``limit``, with how many there are in all.
+
+    Under the independence rule of the reviews, a checker who has not reviewed the
+    current audit sees no other checker's review or comment entry.
+    """
+    is_admin = user_has_role(user, Role.TRE_ADMIN)
+    if not (is_admin or submission.author_id == user.pk or user_has_role(user, Role.CHECKER)):
+        return None
+    entries = AuditEntry.objects.filter(submission=submission)
+    if not (is_admin or submission.author_id == user.pk or _has_reviewed(user, submission)):
+        entries = entries.exclude(Q(action__in=OPINIONS) & ~Q(actor=user))
+    count = entries.count()
+    shown = entries.select_related("actor").order_by("-id")[:limit]
+    return {
+        "entries": [_trail_row(entry) for entry in shown],
+        "count": count,
+        "log_url": f"{reverse('dashboard:audit_log')}?request={submission.pk}" if is_admin else "",
+    }
+
+
+def _has_reviewed(user: AbstractBaseUser, submission: Submission) -> bool:
+    return Review.objects.filter(run=current_run(submission), reviewer=user).exists()
+
+
+def _trail_row(entry: AuditEntry) -> dict:
+    what = audit_action_text(entry.action)
+    if entry.action == AuditAction.STATUS and entry.after in Status.values:
+        before = Status(entry.before).label if entry.before in Status.values else "new"
+        what = f"moved the request from {before.lower()} to {Status(entry.after).label.lower()}"
+    return {
+        "id": entry.id,
+        "who": entry.actor.get_username() if entry.actor else "The service",
+        "what": what,
+        "reason": entry.reason,
+        "at": entry.created_at,
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -9,7 +11,7 @@ from django.utils import timezone
 from tre_audit.reviews.enums import Decision, ReleaseCondition, Role
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
 from tre_audit.reviews.models import Comment, Review
-from tre_audit.submissions.enums import Status
+from tre_audit.submissions.enums import AuditAction, Status
 from tre_audit.submissions.models import AuditRun, Submission
 from tre_audit.submissions.notifications import (
     notify_decision,
@@ -356,3 +358,56 @@ def user_create(
         reason=f"{user.get_username()}: {', '.join(sorted(roles)) or 'no role'}",
     )
     return user
+
+
+# Claims: "I'm on it" in the review queue -------------------------------------------------
+
+
+@transaction.atomic
+def submission_claim(
+    *, submission: Submission, by: AbstractBaseUser, now: datetime | None = None
+) -> Submission:
+    """``by`` says they are reviewing ``submission``: shown to the other checkers, logged.
+
+    A hint, never a lock: another checker may still review (two independent reviews
+    are needed). Of two checkers claiming at once one wins, in one conditional
+    UPDATE; the other is told who has it. Claiming one's own claim again is a no-op.
+    """
+    check_user_can_review(by, submission)
+    claimed = Submission.objects.filter(pk=submission.pk, claimed_by__isnull=True).update(
+        claimed_by=by, claimed_at=now or timezone.now()
+    )
+    submission.refresh_from_db(fields=["claimed_by", "claimed_at"])
+    if not claimed:
+        if submission.claimed_by_id == by.pk:
+            return submission
+        raise ReviewInvalid(
+            f"{submission.claimed_by.get_username()} has been on request #{submission.pk} "
+            f"since {submission.claimed_at:%d %b %Y %H:%M}; you may still review it."
+        )
+    audit_entry_append(submission=submission, action=AuditAction.CLAIM, by=by)
+    return submission
+
+
+@transaction.atomic
+def submission_unclaim(*, submission: Submission, by: AbstractBaseUser) -> Submission:
+    """Release the claim: by the checker who holds it, or by a TRE admin; logged."""
+    submission.refresh_from_db(fields=["claimed_by", "claimed_at"])
+    if submission.claimed_by_id is None:
+        return submission
+    if submission.claimed_by_id != by.pk and not user_has_role(by, Role.TRE_ADMIN):
+        raise ReviewNotAllowed("Only the checker who claimed a request, or an admin, releases it.")
+    holder = submission.claimed_by
+    released = Submission.objects.filter(pk=submission.pk, claimed_by=holder).update(
+        claimed_by=None, claimed_at=None
+    )
+    submission.claimed_by, submission.claimed_at = None, None
+    if not released:  # released meanwhile by someone else, who logged it
+        return submission
+    audit_entry_append(
+        submission=submission,
+        action=AuditAction.UNCLAIM,
+        by=by,
+        reason=f"claimed by {holder.get_username()}",
+    )
+    return submission

@@ -8,4 +8,5 @@ urlpatterns = [
     path("<int:submission_id>/", views.review_submit_view, name="submit"),
     path("<int:submission_id>/comments/", views.comment_add_view, name="comment"),
     path("<int:submission_id>/release/", views.release_view, name="release"),
+    path("<int:submission_id>/claim/", views.claim_view, name="claim"),
 ]

@@ -6,12 +6,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from tre_audit.listing import listing_page
 from tre_audit.reviews import selectors, services
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
-from tre_audit.reviews.forms import CommentForm, ReleaseForm, ReviewForm
+from tre_audit.reviews.forms import CommentForm, QueueForm, ReleaseForm, ReviewForm
 from tre_audit.submissions.exceptions import SubmissionError
 from tre_audit.submissions.selectors import finding_titles
 from tre_audit.submissions.views import _detail_context, _visible
@@ -21,8 +24,40 @@ from tre_audit.submissions.views import _detail_context, _visible
 def review_queue(request):
     if not services.user_has_role(request.user, Role.CHECKER):
         raise PermissionDenied("Only output checkers have a review queue.")
-    rows = selectors.review_queue_for(user=request.user)
-    return render(request, "reviews/queue.html", {"rows": rows})
+    form = QueueForm(request.GET)
+    rows = selectors.review_queue_rows(
+        user=request.user, filters=form.filters(), sort=form.sort_value()
+    )
+    listing = listing_page(form=form, rows=rows, page=request.GET.get("page"))
+    return render(request, "reviews/queue.html", {"listing": listing})
+
+
+@login_required
+@require_POST
+def claim_view(request, submission_id: int):
+    submission = _visible(request, submission_id)
+    try:
+        if request.POST.get("action") == "release":
+            services.submission_unclaim(submission=submission, by=request.user)
+            messages.success(request, f"You released request #{submission.pk}.")
+        else:
+            services.submission_claim(submission=submission, by=request.user)
+            messages.success(request, f"Request #{submission.pk} is marked as yours.")
+    except ReviewNotAllowed as exc:
+        raise PermissionDenied(str(exc)) from None
+    except (ReviewInvalid, SubmissionError) as exc:  # claimed by another; a broken log
+        messages.error(request, str(exc))
+    return redirect(_back_to_queue(request))
+
+
+def _back_to_queue(request) -> str:
+    """The queue page the form was on (its filters kept), never another site."""
+    back = request.POST.get("next", "")
+    if back.startswith(reverse("reviews:queue")) and url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}
+    ):
+        return back
+    return reverse("reviews:queue")
 
 
 @login_required

@@ -35,3 +35,40 @@ class RunStatus(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+
+
+class AuditAction(models.TextChoices):
+    """What an audit entry records: the stored string, and what it says to a person.
+
+    Reviews are stored as ``review:<decision>`` and endpoint events as
+    ``endpoint:<event>``; those strings are kept as they were first written.
+    """
+
+    SUBMITTED = "submitted", "submitted the request"
+    STATUS = "status", "changed the status"
+    REVIEW_APPROVE = "review:approve", "approved"
+    REVIEW_REQUEST_CHANGES = "review:request_changes", "asked for changes"
+    REVIEW_REJECT = "review:reject", "rejected"
+    SIGN_OFF = "sign-off", "signed off a high-risk approval"
+    COMMENT = "comment", "commented"
+    CLAIM = "claim", "took the review on"
+    UNCLAIM = "unclaim", "released the review claim"
+    ROLES = "roles", "changed a user's roles"
+    USER_CREATED = "user-created", "created a user"
+    POLICY = "policy", "saved a risk policy version"
+    LOG_EXPORT = "log-export", "exported the audit log"
+    ENDPOINT_DEPLOY = "endpoint:deploy", "deployed a secure endpoint"
+    ENDPOINT_GRANT = "endpoint:grant", "let a user call an endpoint"
+    ENDPOINT_REVOKE = "endpoint:revoke", "stopped a user calling an endpoint"
+    ENDPOINT_STOP = "endpoint:stop", "stopped an endpoint"
+    ENDPOINT_FAILED = "endpoint:failed", "an endpoint failed"
+    ENDPOINT_EVALUATE = "endpoint:evaluate", "called the encrypted endpoint"
+    ENDPOINT_RUN = "endpoint:run", "called the enclave endpoint"
+
+
+def audit_action_text(action: str) -> str:
+    """An entry's action in words; an action no enum member names is shown as stored."""
+    try:
+        return AuditAction(action).label
+    except ValueError:
+        return action

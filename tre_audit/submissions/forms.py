@@ -11,7 +11,8 @@ from attacks.exceptions import IntakeError
 from attacks.intake import MAX_RECORD_BYTES, columns_named, table_columns
 from safe_model.loader import model_file_problem
 from safe_model.refusal import quote, size
-from tre_audit.submissions.enums import Hosting
+from tre_audit.listing import ListingForm, risk_choices
+from tre_audit.submissions.enums import Hosting, Status
 from tre_audit.submissions.kept import FILE_ROLES, KeptFile
 from tre_audit.submissions.models import Project, StoredFile
 from tre_audit.submissions.services import NEW_VERSION_DECLARED, upload_size_refusal
@@ -224,6 +225,8 @@ class WithdrawForm(ReasonForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, auto_id="id_withdraw_%s", **kwargs)  # unique beside other forms
+
+
 class RecordQueryForm(forms.Form):
     record = forms.FileField(
         label="The record (a one-row CSV or a JSON object)",
@@ -238,3 +241,12 @@ class RecordQueryForm(forms.Form):
                 f"The record is larger than the limit of {size(MAX_RECORD_BYTES)}."
             )
         return upload
+
+
+class SubmissionListForm(ListingForm):
+    """The request list's filters (its GET parameters)."""
+
+    status = forms.ChoiceField(
+        label="Status", required=False, choices=[("", "Any"), *Status.choices]
+    )
+    risk = forms.ChoiceField(label="Risk", required=False, choices=risk_choices())

@@ -50,6 +50,11 @@ class Submission(models.Model):
     purpose = models.TextField(blank=True)
     hosting = models.CharField(max_length=32, choices=Hosting.choices, default=Hosting.PUBLIC_FILE)
     files_are_exact = models.BooleanField(default=False)
+    # A checker's "I'm on it" in the review queue: a hint to the others, never a lock.
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KT
 
 from attacks.metrics import tpr_unresolved_text
+from tre_audit.listing import Rows, choice_rank, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Role
-from tre_audit.submissions.enums import RunStatus
+from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.exceptions import NotAllowed
 from tre_audit.submissions.models import (
     DECLARATION_LABELS,
@@ -135,13 +136,53 @@ def current_runs(submissions: list[Submission]) -> dict[int, AuditRun]:
     return runs
 
 
-def submission_rows(*, user: AbstractBaseUser) -> list[dict]:
-    """The requests ``user`` may see, newest activity first, each with its current risk."""
-    submissions = list(submission_list_visible_to(user=user).order_by("-updated_at"))
-    runs = current_runs(submissions)
-    return [
-        {"submission": s, "risk": runs[s.pk].risk if s.pk in runs else None} for s in submissions
-    ]
+def with_current_run(queryset: QuerySet[Submission]) -> QuerySet[Submission]:
+    """Each request with its current run's id and risk (as ``current_run``), in the same
+    query: ``current_run_id`` and ``current_risk``, None before the first finished audit."""
+    current = AuditRun.objects.filter(
+        submission=OuterRef("pk"), status=RunStatus.DONE, version=OuterRef("version")
+    ).order_by("-created_at", "-id")
+    return queryset.annotate(
+        current_run_id=Subquery(current.values("id")[:1]),
+        current_risk=Subquery(current.values("risk")[:1]),
+    )
+
+
+#: The request list's filters: each form field and the lookup it narrows by.
+SUBMISSION_FILTERS = {
+    "q": lambda value: search_q(value, title="title", number="pk"),
+    "status": "status",
+    "risk": "current_risk",
+    "author": "author__username__iexact",
+    "project": "project__name__iexact",
+    "since": "updated_at__date__gte",
+    "until": "updated_at__date__lte",
+}
+#: The request list's sortable columns.
+SUBMISSION_SORTS = {
+    "date": "updated_at",
+    "status": choice_rank("status", Status.values),
+    "risk": risk_rank("current_risk"),
+    "title": "title",
+}
+
+
+def submission_rows(
+    *, user: AbstractBaseUser, filters: dict | None = None, sort: str = "-date"
+) -> Rows:
+    """The requests ``user`` may see, newest activity first unless ``sort`` says otherwise,
+    each with its current risk, narrowed by ``filters`` (the list form's values).
+
+    Lazy: counting takes one query and each page (or the whole, iterated) one more.
+    """
+    submissions = with_current_run(submission_list_visible_to(user=user))
+    submissions = listing_filter(submissions, filters=filters or {}, fields=SUBMISSION_FILTERS)
+    ordering = listing_order(sort, columns=SUBMISSION_SORTS) or ["-updated_at", "-pk"]
+    return Rows(submissions.order_by(*ordering), _submission_row)
+
+
+def _submission_row(submission: Submission) -> dict:
+    return {"submission": submission, "risk": submission.current_risk or None}
 
 
 def run_list_for(*, submission: Submission) -> list[AuditRun]:

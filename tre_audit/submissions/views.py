@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from attacks.audit import Upload
 from tre_audit import charts
+from tre_audit.listing import listing_page
 from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
@@ -27,6 +28,7 @@ from tre_audit.submissions.forms import (
     ReasonForm,
     RecordQueryForm,
     SubmissionForm,
+    SubmissionListForm,
     WithdrawForm,
 )
 from tre_audit.submissions.kept import kept_clear, kept_get, kept_put
@@ -52,8 +54,12 @@ def home(request):
 
 @login_required
 def submission_list(request):
-    rows = selectors.submission_rows(user=request.user)
-    return render(request, "submissions/list.html", {"rows": rows})
+    form = SubmissionListForm(request.GET)
+    rows = selectors.submission_rows(
+        user=request.user, filters=form.filters(), sort=form.sort_value()
+    )
+    listing = listing_page(form=form, rows=rows, page=request.GET.get("page"))
+    return render(request, "submissions/list.html", {"listing": listing})
 
 
 #: The form a page's fragment scrolls to when it comes back with an error.
@@ -167,6 +173,7 @@ def _detail_context(request, submission: Submission) -> dict:
         "release_form": ReleaseForm(),
         "titles": titles,
         "record_queries": _record_query_section(user, run),
+        "trail": review_selectors.audit_trail_visible_to(user=user, submission=submission),
     }
 
 
