@@ -111,12 +111,17 @@ def _str(value, default: str = "") -> str:
 # ======================================================================================
 
 
-def percent(value) -> str:
-    """A rate as a percentage: ``"64%"``, ``"5.8%"``, ``"0.20%"``; missing as "–"."""
+def percent(value, decimals: int | None = None) -> str:
+    """A rate as a percentage: ``"64%"``, ``"5.8%"``, ``"0.20%"``; missing as "–".
+
+    ``decimals`` fixes the places, for rates compared to a tenth of a point (accuracy).
+    """
     number = _num(value)
     if number is None:
         return MISSING
     p = 100 * number
+    if decimals is not None:
+        return f"{p:.{decimals}f}%"
     if p == 0 or abs(p) >= 10:
         return f"{p:.0f}%"
     return f"{p:.1f}%" if abs(p) >= 1 else f"{p:.2f}%"
@@ -487,6 +492,25 @@ def _record_evidence(report: dict) -> list[Evidence]:
     who = attack_name(record.get("attack"))
     text = f"The queried record is judged a member with probability {percent(p)} by {who}."
     return [Evidence(risk_of(report, "record"), text)]
+
+
+def sweep_points(sweep: dict | None, model_params: dict | None = None) -> list[dict]:
+    """The sweep's points with the submitted setting listed once.
+
+    A point that sets a parameter to the model's own value (``max_depth=None`` for
+    a forest grown in full) is the submitted model again: it is dropped when the
+    submitted point is listed, as the same setting listed twice reads as two.
+    """
+    points = _dicts(_dict(sweep).get("points"))
+    if not any(p.get("is_original") is True for p in points):
+        return points
+    own = _dict(model_params)
+    return [p for p in points if p.get("is_original") is True or not _is_own(p, own)]
+
+
+def _is_own(point: dict, own: dict) -> bool:
+    name = _str(point.get("param")).split("__")[-1]
+    return name in own and own[name] == point.get("value")
 
 
 def change_sentence(report: dict) -> str:
