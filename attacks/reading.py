@@ -129,7 +129,7 @@ def percent(value, decimals: int | None = None) -> str:
 
 def fpr_label(level: str) -> str:
     """A FPR key as people read it: ``"0.01"`` -> ``"1%"``."""
-    return percent(_num(float(level)) if _is_level(level) else None)
+    return f"{100 * float(level):g}%" if _is_level(level) else MISSING
 
 
 def false_alarms(level: str) -> str:
@@ -581,12 +581,27 @@ class ReportIdentity:
         return self.request is not None
 
     def header(self) -> str:
-        """One line for a running header."""
+        """One line naming the request (the PDF's title, the header's first line)."""
         if not self.is_request:
             return CLI_AUDIT
         parts = [f"Request #{self.request}", f"version {self.version or MISSING}"]
-        parts += [p for p in (self.title, self.researcher) if p]
-        return " · ".join(parts)
+        return " · ".join(parts + [p for p in (self.title, self.researcher) if p])
+
+    def header_lines(self) -> tuple[str, str]:
+        """The running header: who and when, then the project and purpose."""
+        when = f"audited {self.audited_at}" if self.audited_at else ""
+        first = " · ".join(p for p in (self.header(), when) if p)
+        if not self.is_request:
+            return first, "No request number, researcher or purpose: run from the command line."
+        second = f"Project: {self.project or 'none'} · Purpose: {self.purpose or MISSING}"
+        return first, " ".join(second.split())
+
+    def subtitle(self) -> str:
+        if not self.is_request:
+            return CLI_AUDIT
+        return (
+            f"Request #{self.request}: {self.title or MISSING} (version {self.version or MISSING})"
+        )
 
     def pairs(self) -> list[tuple[str, str]]:
         """Label / value rows for the first page."""

@@ -54,7 +54,7 @@ def test_an_unmeasurable_rate_is_explained_in_words(client):
     submission = factories.create_audited_submission(Status.AWAITING_REVIEW)
     _with_report(submission, sample_report())
     text = html.unescape(TAG.sub(" ", _report_section(_page(client, submission))))
-    assert "with 500 of them, 0.10% is less than one false alarm" in text
+    assert "with 500 of them, 0.1% is less than one false alarm" in text
     assert "0.7 points of held-out accuracy" in text
 
 

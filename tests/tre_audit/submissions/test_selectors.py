@@ -19,7 +19,7 @@ def test_attack_rows_say_why_a_tpr_is_missing_in_numbered_notes():
     view = report_view(report)
     few, tied, value = view["attacks"][0]["tpr"]
     assert (few["text"], few["note"], tied["note"]) == ("n/a", 1, 2)
-    assert "with 500 of them, 0.10% is less than one false alarm" in view["tpr_notes"][0]
+    assert "with 500 of them, 0.1% is less than one false alarm" in view["tpr_notes"][0]
     assert "51 members and 7 non-members" in tied["why"] and "0% and 26%" in tied["why"]
     assert value == {"text": "40%", "why": "", "note": None}
 
