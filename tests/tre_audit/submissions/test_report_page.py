@@ -3,6 +3,7 @@
 import copy
 import html
 import re
+from datetime import UTC, datetime
 
 import pytest
 from django.urls import reverse
@@ -10,8 +11,8 @@ from django.urls import reverse
 from tests import factories
 from tests.attacks.report_fixture import sample_report
 from tre_audit.submissions.enums import Status
-from tre_audit.submissions.models import AuditRun
-from tre_audit.submissions.services import submission_new_version
+from tre_audit.submissions.models import AuditRun, Project
+from tre_audit.submissions.services import report_identity, submission_new_version
 
 pytestmark = pytest.mark.django_db
 
@@ -87,3 +88,23 @@ def test_the_compare_view_reads_like_a_diff(client, example_files):
     assert "LiRA (offline) failed → failed" in text
     for internal in INTERNAL:
         assert internal not in text
+
+
+def test_the_pdf_identity_names_request_version_researcher_project_and_date():
+    author = factories.create_user("ada", "researcher")
+    author.first_name, author.last_name = "Ada", "Lovelace"
+    author.save()
+    project = Project.objects.create(name="Readmissions")
+    submission = factories.create_audited_submission(
+        Status.AWAITING_REVIEW, author=author, project=project
+    )
+    run = submission.runs.get()
+    at = datetime(2026, 3, 14, 10, 25, tzinfo=UTC)
+    identity = report_identity(run=run, audited_at=at)
+    assert (identity.request, identity.title, identity.version) == (
+        submission.pk,
+        "Readmission forest",
+        1,
+    )
+    assert (identity.researcher, identity.project) == ("Ada Lovelace", "Readmissions")
+    assert identity.audited_at == "14 Mar 2026, 10:25 UTC"
