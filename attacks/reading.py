@@ -423,7 +423,7 @@ def _attack_evidence(report: dict) -> list[Evidence]:
             failed.append(
                 Evidence(
                     "medium",
-                    f"{row.name} could not run: {_sentence(row.error)} "
+                    f"{row.name} could not run: {_sentence(row.error or 'it gave no result')} "
                     "The audit is incomplete without it.",
                 )
             )
