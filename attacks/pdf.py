@@ -1014,7 +1014,7 @@ def _evidence_text(evidence) -> Paragraph | str:
 
 def _sweep_section(report: dict) -> tuple[str, list]:
     sweep = _dict(report.get("sweep"))
-    points = _dicts(sweep.get("points"))
+    points = reading.sweep_points(sweep, _dict(_dict(report.get("model")).get("params")))[:MAX_ROWS]
     if not points:
         note = _text(sweep.get("note"), "") if sweep else ""
         text = note or "No hyperparameter sweep was run for this model."

@@ -588,12 +588,22 @@ class ReportIdentity:
         return " · ".join(parts + [p for p in (self.title, self.researcher) if p])
 
     def header_lines(self) -> tuple[str, str]:
-        """The running header: who and when, then the project and purpose."""
-        when = f"audited {self.audited_at}" if self.audited_at else ""
-        first = " · ".join(p for p in (self.header(), when) if p)
+        """The running header: the request, then who, where, when and why (cut last)."""
+        when = f"Audited {self.audited_at or MISSING}"
         if not self.is_request:
-            return first, "No request number, researcher or purpose: run from the command line."
-        second = f"Project: {self.project or 'none'} · Purpose: {self.purpose or MISSING}"
+            return (
+                CLI_AUDIT,
+                f"{when} · run from the command line: no request, researcher or purpose",
+            )
+        first = " · ".join(
+            p
+            for p in (f"Request #{self.request}", f"version {self.version or MISSING}", self.title)
+            if p
+        )
+        second = (
+            f"Researcher: {self.researcher or MISSING} · Project: {self.project or 'none'} · "
+            f"{when} · Purpose: {self.purpose or MISSING}"
+        )
         return first, " ".join(second.split())
 
     def subtitle(self) -> str:

@@ -234,9 +234,9 @@ def test_page_one_names_the_request_the_verdict_and_the_change(request_pdf):
 
 def test_every_page_header_names_the_request(request_pdf):
     for page in range(1, _pages(request_pdf) + 1):
-        assert "Request #41 · version 3 · Cardiovascular risk forest" in _pdf_text(
-            request_pdf, page=page
-        )
+        header = _pdf_text(request_pdf, page=page).split("Membership-inference")[0]
+        assert "Request #41 · version 3 · Cardiovascular risk forest" in header
+        assert "Researcher: Dr Ada Lovelace · Project: Readmissions · Audited 14 Mar 2025" in header
 
 
 def test_no_internal_identifier_anywhere_in_the_text(request_pdf):
@@ -266,3 +266,9 @@ def test_a_tied_roc_is_drawn_from_the_log_floor_not_only_in_the_top_right_corner
     assert fpr[0] == pytest.approx(1e-3) and fpr[-1] == 1.0
     assert tpr[0] == pytest.approx(0.62 / 0.49 * 1e-3)  # on the tie's line, not clipped away
     assert np.all(np.diff(fpr) > 0) and np.all(np.diff(tpr) >= 0)
+
+
+def test_the_sweep_table_lists_the_submitted_forest_once(request_pdf):
+    sweep_page = _pdf_text(request_pdf).split("Hyperparameter sweep")[-1]
+    assert re.search(r"min_samples_leaf +1 .*original", sweep_page)
+    assert not re.search(r"max_depth +None", sweep_page)

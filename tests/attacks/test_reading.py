@@ -163,7 +163,11 @@ def test_the_submitted_setting_is_listed_once():
 
 def test_the_identity_of_a_request_and_of_a_cli_audit():
     cli = ReportIdentity(audited_at="14 Mar 2025, 10:22 UTC")
-    assert cli.header_lines()[0] == "CLI audit, not a TRE request · audited 14 Mar 2025, 10:22 UTC"
+    assert cli.header_lines() == (
+        "CLI audit, not a TRE request",
+        "Audited 14 Mar 2025, 10:22 UTC · run from the command line: no request, researcher "
+        "or purpose",
+    )
     request = ReportIdentity(request=7, title="Forest", version=2, researcher="Ada")
     assert request.header() == "Request #7 · version 2 · Forest · Ada"
     assert ("Project", "none") in request.pairs()
