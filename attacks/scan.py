@@ -834,9 +834,9 @@ class HyperparameterScan(BaseEstimator):
 
     def _accuracy_reason(self, setting: _Setting, original: _Setting) -> str:
         return (
-            f"Held-out accuracy {setting.test_accuracy:.3f} is more than "
+            f"Held-out accuracy {setting.test_accuracy:.1%} is more than "
             f"{self.accuracy_tolerance * 100:g} percentage point(s) below the original's "
-            f"{original.test_accuracy:.3f}, so it was not attacked."
+            f"{original.test_accuracy:.1%}, so it was not attacked."
         )
 
     def _skip(self, setting: _Setting, reason: str) -> None:
@@ -1170,7 +1170,7 @@ def _change_to(best: SweepPoint, current: SweepPoint, label: str) -> Recommendat
     text = (
         f"Setting {label} lowers attack AUC from {current.auc:.2f} to {best.auc:.2f} "
         f"(95% CI {low:.2f}-{high:.2f}) while held-out accuracy moves from "
-        f"{current.test_accuracy:.3f} to {best.test_accuracy:.3f}. The current AUC is "
+        f"{current.test_accuracy:.1%} to {best.test_accuracy:.1%}. The current AUC is "
         f"from {current.attack}, the new one from {best.attack}."
     )
     return Recommendation(

@@ -229,7 +229,7 @@ def _exposed_rows(records: list[dict]) -> list[dict]:
         {
             "index": r.get("index"),
             "hash": r.get("hash"),
-            "probability": reading.percent(r.get("probability")),
+            "probability": reading.percent(r.get("probability"), 1),
         }
         for r in records
         if isinstance(r, dict)
