@@ -1266,7 +1266,7 @@ def _record_section(report: dict) -> tuple[str, list] | None:
         return None
     record = _dict(report.get("record"))
     pairs = [
-        ("Membership probability", _f3(record.get("membership_probability"))),
+        ("Membership probability", _pct(record.get("membership_probability"), 1)),
         ("From attack", f"{_title_of(report, record.get('attack'))} (the strongest that ran)"),
         ("Label", _label_source(record.get("label_source"))),
         ("In the audit data", _pool_row_text(record.get("pool_row"))),
@@ -1284,7 +1284,7 @@ def _record_attacks_table(attacks: list[dict], report: dict) -> Table:
         rows.append(
             [
                 _title_of(report, attack.get("name")),
-                _f3(attack.get("membership_probability")),
+                _pct(attack.get("membership_probability"), 1),
                 _pct(attack.get("false_positive_rate")),
             ]
         )
