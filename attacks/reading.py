@@ -36,6 +36,9 @@ ATTACK_NAMES = {
     "worst_case": ("Supervised output attack", "output"),
 }
 
+#: A rule finding without a title (a malformed or very old report).
+RULE_UNTITLED = "A rule on the model's settings"
+
 #: Kind of evidence -> how a sentence names several attacks of that kind.
 KINDS = {
     "reference": "using shadow models",
@@ -163,7 +166,7 @@ def points(value) -> str:
 
 def attack_name(name) -> str:
     """The name people see for an attack called ``name`` in the report."""
-    if name in ATTACK_NAMES:
+    if isinstance(name, str) and name in ATTACK_NAMES:
         return ATTACK_NAMES[name][0]
     words = _str(name, "unnamed attack").replace("_", " ").strip()
     return words[:1].upper() + words[1:]
@@ -176,7 +179,7 @@ def attack_title(attack: dict) -> str:
 
 
 def attack_kind(name) -> str:
-    return ATTACK_NAMES[name][1] if name in ATTACK_NAMES else "other"
+    return ATTACK_NAMES[name][1] if isinstance(name, str) and name in ATTACK_NAMES else "other"
 
 
 def setting_text(param, value) -> str:
@@ -196,7 +199,7 @@ def finding_titles(report: dict | None) -> dict[str, str]:
         if isinstance(source, str) and source:
             titles[source] = source_title(report, source)
     for rule in _dicts(report.get("rules")):
-        titles[f"rule:{rule.get('rule')}"] = _str(rule.get("title"), "A rule on the settings")
+        titles[f"rule:{rule.get('rule')}"] = _str(rule.get("title"), RULE_UNTITLED)
     for attack in _dicts(report.get("attacks")):
         titles[f"attack:{attack.get('name')}"] = attack_name(attack.get("name"))
     if report.get("sweep"):
@@ -211,7 +214,7 @@ def source_title(report: dict, source: str) -> str:
         return attack_name(name)
     if kind == "rule":
         rule = next((r for r in _dicts(report.get("rules")) if r.get("rule") == name), {})
-        return _str(rule.get("title"), "A rule on the model's settings")
+        return _str(rule.get("title"), RULE_UNTITLED)
     return {
         "record": "The queried record",
         "audit": "No finding",
@@ -468,13 +471,13 @@ def _rule_evidence(report: dict) -> list[Evidence]:
     if len(rules) == 1:
         rule = rules[0]
         first = _first_sentence(_str(rule.get("reason")))
-        title = _str(rule.get("title"), "A rule on the model's settings")
+        title = _str(rule.get("title"), RULE_UNTITLED)
         return [
             Evidence(
                 risk, f"A check of the model's settings: {title}." + (f" {first}" if first else "")
             )
         ]
-    titles = "; ".join(_str(r.get("title"), "a rule on the settings") for r in rules)
+    titles = "; ".join(_str(r.get("title"), RULE_UNTITLED) for r in rules)
     count = _COUNTS[min(len(rules), 9)]
     return [
         Evidence(

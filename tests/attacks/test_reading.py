@@ -186,3 +186,9 @@ def test_a_malformed_report_reads_as_missing_never_raises(junk):
         "LiRA (online) could not run: it gave no result. The audit is incomplete without it."
         in texts
     )
+
+
+@pytest.mark.parametrize("name", [["lira"], {"x": 1}, 7])
+def test_an_attack_name_of_the_wrong_type_is_named_not_raised(name):
+    rows = reading.attack_rows({"attacks": [{"name": name, "auc": 0.6}]})
+    assert rows[0].kind == "other" and reading.attack_name(name) == "Unnamed attack"

@@ -158,7 +158,7 @@ def _tpr(row: reading.AttackRow | None, index: int) -> str:
 
 
 def _rule_title(rule: dict) -> str:
-    return rule.get("title") or "A rule on the model's settings"
+    return rule.get("title") or reading.RULE_UNTITLED
 
 
 def report_view(report: dict | None) -> dict | None:
