@@ -1178,7 +1178,7 @@ def _recommendation_box(recommendation: dict) -> Table:
     if not recommendation:
         text = "no swept setting lowers the risk within the accuracy tolerance."
         return _boxed([_p(f"<b>No recommendation:</b> {text}")], *UNKNOWN_RISK_COLOURS)
-    setting = f"{_text(recommendation.get('param'))} = {_value(recommendation.get('value'))}"
+    setting = _clip(reading.setting_text(recommendation.get("param"), recommendation.get("value")))
     if recommendation.get("param") is None:
         setting = "keep the current setting"
     return _boxed(

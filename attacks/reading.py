@@ -385,7 +385,20 @@ _COUNTS = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight",
 
 
 def summary(report: dict | None) -> Summary:
-    """The plain-language layer of a report, built from the report alone."""
+    """The plain-language layer of a report, built from the report alone.
+
+    Parameters
+    ----------
+    report : dict or None
+        A ``report.json`` dict (docs/report-schema.md); malformed parts read as missing.
+
+    Returns
+    -------
+    Summary
+        The verdict in words, one sentence per kind of evidence (high risk first),
+        what it means for a person in the data, the change to ask for and, when the
+        report lists exposed rows, what a checker should do about them.
+    """
     report = _dict(report)
     risk = _dict(report.get("verdict")).get("risk")
     risk = risk if risk in RISKS else None
@@ -568,7 +581,16 @@ CLI_AUDIT = "CLI audit, not a TRE request"
 class ReportIdentity:
     """The request a report belongs to, printed on the PDF's first page and every header.
 
-    ``request`` None is an audit run from the command line, for no request.
+    Parameters
+    ----------
+    request : int or None, default=None
+        The request's number; None is an audit run from the command line.
+    title, researcher, project, purpose : str, default=""
+        As the request states them.
+    version : int or None, default=None
+        The version of the request the audit judged.
+    audited_at : str, default=""
+        When the audit finished, as printed; "" takes the report's own time.
     """
 
     request: int | None = None
