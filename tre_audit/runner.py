@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-demo", action="store_true", help="no demo accounts or request")
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tre_audit.settings")
+    os.environ.setdefault("TRE_AUDIT_BASE_URL", f"http://127.0.0.1:{args.port}")  # e-mail links
     if _port_busy(args.port):
         print(f"Port {args.port} is in use: pass --port.", file=sys.stderr)
         return 2
@@ -52,6 +53,7 @@ def _serve(args, procs, redis: _Service) -> int:
 
     django.setup()
     call_command("migrate", verbosity=0)
+    from tre_audit.inbox.mail import mail_destination
     from tre_audit.serving.services import endpoints_reconcile
     from tre_audit.submissions.services import audit_chain_verify
 
@@ -72,6 +74,7 @@ def _serve(args, procs, redis: _Service) -> int:
     url = f"http://127.0.0.1:{args.port}/"
     _wait(lambda: _port_busy(args.port), 30, "the web app")
     _banner(url, passwords)
+    print(mail_destination(), flush=True)
     if not args.no_demo and not _demo_request(url, keep_up=lambda: _keep_up(services, procs)):
         return 1
     print("Running. Press Ctrl-C to stop.", flush=True)

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "tre_audit.dashboard",
     "tre_audit.serving",
     "tre_audit.api",
+    "tre_audit.inbox",
 ]
 
 MIDDLEWARE = [
@@ -92,6 +93,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tre_audit.context_processors.roles",
+                "tre_audit.inbox.context_processors.inbox",
             ]
         },
     }
@@ -212,8 +214,29 @@ TRE_AUDIT_FANOUT = env_bool("TRE_AUDIT_FANOUT", True)
 #: until it has gone this many seconds without a sign of life.
 TRE_AUDIT_QUEUE_WAIT_SECONDS = env_int("TRE_AUDIT_QUEUE_WAIT_SECONDS", 24 * 3600)
 
-EMAIL_BACKEND = env("TRE_AUDIT_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+#: E-mail: "log" (the default) appends each message to TRE_AUDIT_MAIL_LOG, where
+#: ./scripts/run says; "smtp" sends it through TRE_AUDIT_EMAIL_HOST; "console" prints
+#: it on the process's stdout; or a Django backend's dotted path.
+_EMAIL_BACKENDS = {
+    "log": "tre_audit.inbox.mail.MailLogBackend",
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "console": "django.core.mail.backends.console.EmailBackend",
+}
+_email_backend = env("TRE_AUDIT_EMAIL_BACKEND", "log")
+EMAIL_BACKEND = _EMAIL_BACKENDS.get(_email_backend, _email_backend)
+TRE_AUDIT_MAIL_LOG = Path(env("TRE_AUDIT_MAIL_LOG", str(VAR_DIR / "log" / "mail.log")))
+if _email_backend == "smtp":
+    EMAIL_HOST = env("TRE_AUDIT_EMAIL_HOST", hint="SMTP needs the mail server's host name.")
+    EMAIL_PORT = env_int("TRE_AUDIT_EMAIL_PORT", 587)
+    EMAIL_HOST_USER = env("TRE_AUDIT_EMAIL_USER", "")
+    EMAIL_HOST_PASSWORD = env("TRE_AUDIT_EMAIL_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("TRE_AUDIT_EMAIL_TLS", True)  # STARTTLS on the submission port
+    EMAIL_USE_SSL = env_bool("TRE_AUDIT_EMAIL_SSL", False)  # TLS from the start (port 465)
+    # A mail server that hangs delays the page that sent the message this long at most.
+    EMAIL_TIMEOUT = env_int("TRE_AUDIT_EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env("TRE_AUDIT_FROM_EMAIL", "tre-audit@localhost")
+#: The service's address as people reach it: the links in e-mails start with it.
+TRE_AUDIT_BASE_URL = env("TRE_AUDIT_BASE_URL", "http://127.0.0.1:8000")
 
 # Sessions end after a working day (not Django's 14 days): a shared TRE desktop
 # left signed in does not stay a way in overnight.
@@ -293,4 +316,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # two models have a "kind": each choice set named for what it is
+    "ENUM_NAME_OVERRIDES": {
+        "KindEnum": "tre_audit.serving.enums.EndpointKind",
+        "NotificationKindEnum": "tre_audit.inbox.enums.Kind",
+    },
 }

@@ -10,6 +10,7 @@ urlpatterns = [
     path("review/", include("tre_audit.reviews.urls")),
     path("dashboard/", include("tre_audit.dashboard.urls")),
     path("endpoints/", include("tre_audit.serving.web_urls")),
+    path("inbox/", include("tre_audit.inbox.urls")),
     path("api/", include("tre_audit.api.urls")),
     path("django-admin/", admin.site.urls),
 ]

@@ -13,6 +13,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 #: Each worker at concurrency 1 and one thread, fanning out (4 shadows: conftest).
 FANOUT = {"TRE_AUDIT_FANOUT": "true", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+#: No worker dies in this one: a message is redelivered only after an hour, not after the
+#: kill tests' 8 s, which a shadow on a busy machine can outlast (it was then trained twice).
+NO_REDELIVERY = {**FANOUT, "TRE_AUDIT_VISIBILITY_TIMEOUT": "3600"}
 
 
 def _submit(files):
@@ -42,11 +45,11 @@ def _shadows_trained_by(worker) -> int:
 
 
 def test_one_worker_and_two_workers_give_the_same_report(worker_factory, example_files):
-    first = worker_factory(**FANOUT)
+    first = worker_factory(**NO_REDELIVERY)
     seen = []
     alone = _submit(example_files)
     one = wait_for(lambda: _done(alone, seen), what="the audit on one worker", log=first.log)
-    second = worker_factory(**FANOUT)
+    second = worker_factory(**NO_REDELIVERY)
     wait_for(lambda: _ready(second), what="the second worker to start", log=second.log)
     trained_by_first = _shadows_trained_by(first)
     shared = _submit(example_files)
@@ -58,6 +61,10 @@ def test_one_worker_and_two_workers_give_the_same_report(worker_factory, example
     assert one.attempts == two.attempts == 1
     assert AuditShadow.objects.filter(run=two, starts=1).count() == 4
     assert audit_chain_verify().ok
+
+
+def run_of(submission) -> AuditRun:
+    return AuditRun.objects.get(submission=submission)
 
 
 def _training(submission) -> AuditShadow | None:
@@ -77,13 +84,19 @@ def test_a_worker_killed_mid_shadow_loses_that_shadow_only(worker_factory, examp
         interval=0.02,
         log=first.log,
     )
+    finished = set(
+        run_of(submission).shadows.filter(finished_at__isnull=False).values_list("index", flat=True)
+    )
     first.kill()
     shadow.refresh_from_db()
     assert shadow.finished_at is None, "the shadow finished before its worker was killed"
     second = worker_factory(**FANOUT)
     run = wait_for(lambda: _done(submission), what="the killed shadow's redelivery", log=second.log)
     starts = dict(run.shadows.values_list("index", "starts"))
-    assert starts == {k: 2 if k == shadow.index else 1 for k in range(4)}
+    # a stored shadow is never trained again; one still running may be redelivered too
+    # when a busy machine makes it outlast the 8 s visibility timeout
+    assert starts[shadow.index] >= 2 and sorted(starts) == list(range(4))
+    assert all(starts[k] == 1 for k in finished), (finished, starts)
     assert run.attempts == 1 and run.shadows_done == 4
     assert run.report["shadow_rounds"]["n_models"] == 4
     assert not [a for a in run.report["attacks"] if a["error"]]

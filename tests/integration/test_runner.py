@@ -160,6 +160,9 @@ def test_the_run_command_serves_the_demo_end_to_end(tmp_path):
         assert "high risk" in page.text
         assert len(_service_pids(var_dir)) >= 4  # runner, redis, worker, gunicorn
         _hostile_uploads_refused_while_serving(session, f"http://127.0.0.1:{port}/", proc.pid)
+        mail_log = var_dir / "log" / "mail.log"  # the worker's e-mail, no longer lost
+        assert f"E-mail is written to {mail_log}." in output
+        assert "To: researcher@tre.localhost" in mail_log.read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=PATIENCE)

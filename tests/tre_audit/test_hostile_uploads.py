@@ -24,6 +24,7 @@ from tests import factories, hostile_files
 from tests.safe_model import crafted_models
 from tests.tre_audit.api.support import client_for
 from tests.tre_audit.submissions.test_views import stored_state
+from tre_audit import cli
 from tre_audit.reviews.enums import Role
 
 #: case: (which upload is hostile, how it is built, a phrase its refusal must hold)
@@ -169,21 +170,35 @@ def test_the_api_refuses_it_and_stores_nothing(settings, case):
     assert stored_state(settings) == before
 
 
-def test_the_cli_refuses_it_in_one_line_with_exit_2(tmp_path, case):
-    uploads, label, phrase = case
+def _cli_args(tmp_path, uploads, label) -> list[str]:
     paths = {}
     for role, (name, data) in uploads.items():
         paths[role] = tmp_path / name
         paths[role].write_bytes(data)
-    out = tmp_path / "audit"
+    return [
+        *("audit", "--model", str(paths["model"]), "--train", str(paths["train"])),
+        *("--test", str(paths["test"]), "--label", label, "--out", str(tmp_path / "audit")),
+        *("--shadows", "2", "--no-sweep", "--quiet"),
+    ]
+
+
+def test_the_cli_refuses_it_in_one_line_with_exit_2(tmp_path, capsys, case):
+    """In this process (each upload is still loaded in the CLI's sandbox child): the
+    console script's own process is the next test's, once."""
+    uploads, label, phrase = case
+    assert cli.main(_cli_args(tmp_path, uploads, label)) == 2
+    assert_one_sentence(capsys.readouterr().err, phrase)
+    assert not (tmp_path / "audit").exists()
+
+
+def test_the_console_script_refuses_a_crafted_tree_in_one_line_with_exit_2(tmp_path):
+    uploads, label, phrase = hostile_uploads("tree negative child")
     result = subprocess.run(
-        [sys.executable, "-m", "tre_audit.cli", "audit", "--model", paths["model"]]
-        + ["--train", paths["train"], "--test", paths["test"], "--label", label]
-        + ["--out", out, "--shadows", "2", "--no-sweep", "--quiet"],
+        [sys.executable, "-m", "tre_audit.cli", *_cli_args(tmp_path, uploads, label)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert_one_sentence(result.stderr, phrase)
-    assert not out.exists()
+    assert not (tmp_path / "audit").exists()

@@ -35,4 +35,5 @@ urlpatterns = [
     path("docs/", _redoc, name="api-docs"),
     path("v1/", include(v1)),
     path("v1/", include("tre_audit.serving.urls")),
+    path("v1/", include("tre_audit.inbox.api_urls")),
 ]

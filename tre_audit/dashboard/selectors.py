@@ -7,11 +7,25 @@ import difflib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import OuterRef, Subquery
+from django.db.models import (
+    Case,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import TruncWeek
+from django.utils import timezone
 from kombu.exceptions import ChannelError, OperationalError
 
 from attacks import reading
@@ -410,3 +424,95 @@ def _diff_kind(line: str) -> str:
     if line.startswith("@@"):
         return "hunk"
     return {"+": "add", "-": "remove"}.get(line[:1], "context")
+
+
+# Charts ------------------------------------------------------------------------
+
+#: Weeks the dashboard's trend charts cover, the current week last.
+CHART_WEEKS = 12
+#: Kinds of audit entry the activity chart counts, by the key its rows use.
+ACTIVITY_KEYS = ("submitted", *DECIDED)
+#: Time-to-decision bins: (upper bound, label); the last bin is open-ended. The labels
+#: are short (h hours, d days) so that six fit under a chart on a phone.
+DECISION_TIME_BINS = (
+    (timedelta(hours=1), "< 1 h"),
+    (timedelta(hours=4), "1–4 h"),
+    (timedelta(days=1), "4–24 h"),
+    (timedelta(days=3), "1–3 d"),
+    (timedelta(days=7), "3–7 d"),
+    (None, "> 7 d"),
+)
+
+
+def chart_window_start(*, now: datetime, weeks: int = CHART_WEEKS) -> datetime:
+    """Midnight on the Monday that starts the window of ``weeks`` weeks ending with ``now``'s."""
+    today = timezone.localtime(now).date()
+    monday = today - timedelta(days=today.weekday(), weeks=weeks - 1)
+    return timezone.make_aware(datetime.combine(monday, time.min))
+
+
+def submission_activity_by_week(*, now: datetime, weeks: int = CHART_WEEKS) -> list[dict]:
+    """New requests and checkers' decisions per week, from the audit log.
+
+    One grouped query; every week of the window is a row (zeros included), oldest
+    first: ``{"week": date, "submitted": n, "approved": n, "rejected": n,
+    "changes_requested": n}``. A decision is counted in the week it was made.
+    """
+    start = chart_window_start(now=now, weeks=weeks)
+    counts = (
+        AuditEntry.objects.filter(created_at__gte=start, created_at__lte=now)
+        .filter(Q(action="submitted") | Q(action="status", after__in=DECIDED))
+        .annotate(week=TruncWeek("created_at"))
+        .values("week", "action", "after")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    rows = {
+        start.date() + timedelta(weeks=i): dict.fromkeys(ACTIVITY_KEYS, 0) for i in range(weeks)
+    }
+    for count in counts:
+        key = "submitted" if count["action"] == "submitted" else count["after"]
+        rows[_week_day(count["week"])][key] += count["n"]
+    return [{"week": week, **row} for week, row in rows.items()]
+
+
+def _week_day(week) -> date:
+    """The Monday TruncWeek gave, as a date (a datetime on most backends)."""
+    return timezone.localtime(week).date() if isinstance(week, datetime) else week
+
+
+def decision_time_histogram(*, now: datetime, weeks: int = CHART_WEEKS) -> list[dict]:
+    """Requests first decided in the window, by how long that took from "submitted".
+
+    Binned in the database (one query, whatever the number of requests): one row
+    per bin of DECISION_TIME_BINS, ``{"label": ..., "count": n}``, zeros included.
+    """
+    start = chart_window_start(now=now, weeks=weeks)
+    entries = AuditEntry.objects.filter(submission=OuterRef("pk")).order_by("id")
+    submitted = entries.filter(action="submitted").values("created_at")[:1]
+    decided = entries.filter(action="status", after__in=DECIDED).values("created_at")[:1]
+    waits = (
+        Submission.objects.annotate(submitted_at=Subquery(submitted), decided_at=Subquery(decided))
+        .filter(submitted_at__isnull=False, decided_at__gte=start, decided_at__lte=now)
+        .annotate(wait=ExpressionWrapper(F("decided_at") - F("submitted_at"), DurationField()))
+    )
+    last = len(DECISION_TIME_BINS) - 1
+    bins = Case(
+        *(
+            When(wait__lt=bound, then=Value(i))
+            for i, (bound, _) in enumerate(DECISION_TIME_BINS[:-1])
+        ),
+        default=Value(last),
+        output_field=IntegerField(),
+    )
+    counts = dict(
+        waits.annotate(bin=bins)
+        .values("bin")
+        .annotate(n=Count("id"))
+        .values_list("bin", "n")
+        .order_by()
+    )
+    return [
+        {"label": label, "count": counts.get(i, 0)}
+        for i, (_, label) in enumerate(DECISION_TIME_BINS)
+    ]

@@ -9,8 +9,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from tre_audit import charts
 from tre_audit.dashboard import selectors
 from tre_audit.dashboard.forms import PolicyForm, SignOffForm, UserCreateForm, UserRolesForm
 from tre_audit.reviews.enums import Role
@@ -63,7 +65,16 @@ def _index_context(request, *, sign_off_errors: dict | None = None) -> dict:
         "sign_offs": selectors.sign_off_list_pending(admin=request.user),
         "endpoints": endpoint_list_running(),
         "sign_off_errors": sign_off_errors or {},
+        "charts": _charts(now=timezone.now()),
     }
+
+
+def _charts(*, now) -> list[charts.Panel]:
+    return charts.dashboard_charts(
+        activity=selectors.submission_activity_by_week(now=now),
+        decision_times=selectors.decision_time_histogram(now=now),
+        risks=selectors.risk_distribution(),
+    )
 
 
 @tre_admin_required

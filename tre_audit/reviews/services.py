@@ -11,7 +11,12 @@ from tre_audit.reviews.exceptions import ReviewInvalid, ReviewNotAllowed
 from tre_audit.reviews.models import Comment, Review
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import AuditRun, Submission
-from tre_audit.submissions.notifications import notify_decision
+from tre_audit.submissions.notifications import (
+    notify_decision,
+    notify_released,
+    notify_sign_off_waits,
+    notify_signed_off,
+)
 from tre_audit.submissions.selectors import current_run, user_is_author_or_admin
 from tre_audit.submissions.services import (
     audit_entry_append,
@@ -91,9 +96,8 @@ def review_submit(
     )
     _apply_outcome(submission, run, decision, reviewer, reason)
     if submission.status != Status.AWAITING_REVIEW:
-        notify_decision(
-            submission, decision=Decision(decision).label.lower(), reason=reason, comment=comment
-        )
+        notify_decision(submission, reason=reason, comment=comment)
+    notify_sign_off_waits(review)
     return review
 
 
@@ -170,6 +174,7 @@ def review_sign_off(*, review: Review, admin: AbstractBaseUser, reason: str) -> 
     audit_entry_append(
         submission=review.submission, action="sign-off", by=admin, reason=reason.strip()
     )
+    notify_signed_off(review)
     return review
 
 
@@ -237,7 +242,9 @@ def submission_release(*, submission: Submission, by: AbstractBaseUser) -> Submi
     )
     submission.save(update_fields=["release_bundle", "updated_at"])
     reason = "released as a file" if with_model else "released behind a secure endpoint only"
-    return submission_set_status(submission=submission, to=Status.RELEASED, by=by, reason=reason)
+    submission_set_status(submission=submission, to=Status.RELEASED, by=by, reason=reason)
+    notify_released(submission, with_model=with_model)
+    return submission
 
 
 def user_can_comment(user: AbstractBaseUser, submission: Submission) -> bool:

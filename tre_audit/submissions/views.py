@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from attacks.audit import Upload
 from attacks.report import report_dumps
+from tre_audit import charts
 from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
@@ -98,6 +99,7 @@ def _detail_context(request, submission: Submission) -> dict:
         "run": run,
         "latest": latest,
         "report": selectors.report_view(run.report if run else None),
+        "charts": charts.report_charts(run.report if run else None),
         "reviews": [
             {"review": r, "evidence": [titles.get(e, e) for e in r.evidence]}
             for r in review_selectors.review_list_visible_to(user=user, submission=submission)

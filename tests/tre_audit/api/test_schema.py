@@ -7,6 +7,7 @@ import pytest
 from django.core.management import call_command
 
 from tre_audit.api.urls import v1
+from tre_audit.inbox.api_urls import urlpatterns as inbox
 from tre_audit.serving.urls import urlpatterns as serving
 
 
@@ -27,11 +28,11 @@ def schema(tmp_path_factory):
 def test_every_endpoint_and_method_is_in_the_schema(schema):
     expected = {
         _schema_path(str(p.pattern)): {m for m in ("get", "post") if hasattr(p.callback.cls, m)}
-        for p in [*v1, *serving]
+        for p in [*v1, *serving, *inbox]
     }
     got = {path: set(ops) - {"parameters"} for path, ops in schema["paths"].items()}
     assert got == expected
-    assert len(expected) == 14 + 8
+    assert len(expected) == 14 + 8 + 3
 
 
 def test_every_operation_documents_its_success_and_errors(schema):

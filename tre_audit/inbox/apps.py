@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class InboxConfig(AppConfig):
+    name = "tre_audit.inbox"
+    verbose_name = "Notifications"
