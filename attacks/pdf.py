@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
@@ -35,10 +36,11 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from attacks import reading
+from attacks.reading import FPR_LEVELS, ReportIdentity
 from attacks.report import report_run
-from attacks.rounds import pool_attack_title
 
-__all__ = ["render_pdf"]
+__all__ = ["ReportIdentity", "render_pdf"]
 
 # --- Page geometry --------------------------------------------------------------------
 PAGE_WIDTH, PAGE_HEIGHT = A4
@@ -94,7 +96,6 @@ LABEL_FILL = colors.HexColor("#F3F5F8")
 CELL_PADDING = 3
 
 # --- Risk colours: dark ink on a pale fill (WCAG AA contrast); the word is always printed
-RISK_ORDER = ("high", "medium", "low")
 RISK_COLOURS = {
     "high": ("#A61B1B", "#FDECEC"),
     "medium": ("#8A4B00", "#FFF3DF"),
@@ -116,13 +117,12 @@ CHART_FONT = 7
 DEFAULT_LOG_FLOOR, MIN_LOG_FLOOR = 1e-4, 1e-9
 
 # --- Content limits: keep any one cell well under a page, whatever the report holds ----
-FPR_KEYS = ("0.001", "0.01", "0.1")
-FPR_LABELS = {"0.001": "0.1%", "0.01": "1%", "0.1": "10%"}
 MAX_VALUE_CHARS = 70
 MAX_TEXT_CHARS = 700
 MAX_FEATURES = 80
 MAX_ROWS = 200
 MAX_ROC_POINTS = 5000  # the schema thins curves to ~200; more is drawn but capped
+ROC_SAMPLES = 400  # log-even FPRs the curve is drawn through, besides its own vertices
 MISSING = "–"
 # Readable names of the schema's attack ``details`` keys; other keys are shown as words.
 DETAIL_LABELS = {
@@ -132,6 +132,11 @@ DETAIL_LABELS = {
     "n_reference_models": "Reference models",
     "baseline_aucs": "Baseline AUCs (shuffled labels)",
     "p_value": "p-value (AUC vs baselines)",
+    "n_splits": "Cross-validation splits",
+    "n_baselines": "Baselines (shuffled labels)",
+    "online": "Online (shadows may include the record)",
+    "offline_a": "Offline correction a",
+    "fix_variance": "Fixed variance",
 }
 NOT_RESOLVABLE = "n/a<super>†</super>"
 TIE_NOTE = (
@@ -144,7 +149,7 @@ RECORD_FPR_NOTE = (
 )
 
 
-def render_pdf(report: dict) -> bytes:
+def render_pdf(report: dict, identity: ReportIdentity | None = None) -> bytes:
     """Render a ``report.json`` dict as a PDF document.
 
     Parameters
@@ -152,6 +157,9 @@ def render_pdf(report: dict) -> bytes:
     report : dict
         A report following docs/report-schema.md. Missing, null or malformed
         fields are shown as missing; they never raise.
+    identity : ReportIdentity, optional
+        The request the report belongs to, printed on page 1 and in every page's
+        header. None is an audit run from the command line, and the PDF says so.
 
     Returns
     -------
@@ -159,6 +167,7 @@ def render_pdf(report: dict) -> bytes:
         The PDF file (A4). The same report always gives the same bytes.
     """
     report = _dict(report)
+    identity = _identity(identity, report)
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(
         buffer,
@@ -167,18 +176,26 @@ def render_pdf(report: dict) -> bytes:
         rightMargin=MARGIN,
         topMargin=TOP_MARGIN,
         bottomMargin=BOTTOM_MARGIN,
-        title=f"Membership-inference audit: {_model_name(report)}",
+        title=f"Membership-inference audit: {identity.header()}",
         author=_text(_dict(report.get("tool")).get("name"), "tre-audit"),
         subject="Membership-inference audit report",
         invariant=True,
     )
-    doc.build(_story(report), canvasmaker=_canvas_class(report))
+    doc.build(_story(report, identity), canvasmaker=_canvas_class(report, identity))
     return buffer.getvalue()
 
 
-def _story(report: dict) -> list:
+def _identity(identity: ReportIdentity | None, report: dict) -> ReportIdentity:
+    """The identity to print, dated by the report's run when the caller gave no date."""
+    identity = identity if isinstance(identity, ReportIdentity) else ReportIdentity()
+    if identity.audited_at:
+        return identity
+    return replace(identity, audited_at=_timestamp(_run(report).get("generated_at")))
+
+
+def _story(report: dict, identity: ReportIdentity) -> list:
     """Title block, then every section that applies, numbered in order."""
-    story = _title_block(report)
+    story = _title_block(report, identity)
     number = 0
     for build in _SECTIONS:
         section = build(report)
@@ -250,13 +267,9 @@ def _f3(value) -> str:
     return MISSING if number is None else f"{number:.3f}"
 
 
-def _pct(value) -> str:
-    """A rate as a percentage: one decimal, or two figures below 1%."""
-    number = _num(value)
-    if number is None:
-        return MISSING
-    percent = 100 * number
-    return f"{percent:.1f}%" if abs(percent) >= 1 else f"{percent:.2g}%"
+def _pct(value, decimals: int | None = None) -> str:
+    """A rate as a percentage, as the web page shows it (:func:`attacks.reading.percent`)."""
+    return reading.percent(value, decimals)
 
 
 def _auc_text(auc, ci) -> str:
@@ -302,12 +315,11 @@ def _lookup(mapping: dict, key, default: str) -> str:
 
 
 def _risk(value) -> str | None:
-    return value if value in RISK_ORDER else None
+    return value if value in reading.RISKS else None
 
 
 def _risk_rank(item: dict) -> int:
-    risk = _risk(item.get("risk"))
-    return RISK_ORDER.index(risk) if risk else len(RISK_ORDER)
+    return reading.risk_rank(item.get("risk"))
 
 
 def _model_name(report: dict) -> str:
@@ -473,9 +485,9 @@ def _axes_style(ax) -> None:
 # ======================================================================================
 
 
-def _canvas_class(report: dict) -> type[Canvas]:
+def _canvas_class(report: dict, identity: ReportIdentity) -> type[Canvas]:
     """A canvas that defers page furniture until the page count is known."""
-    furniture = _furniture(report)
+    furniture = _furniture(report, identity)
 
     class NumberedCanvas(Canvas):
         def __init__(self, *args, **kwargs):
@@ -496,26 +508,39 @@ def _canvas_class(report: dict) -> type[Canvas]:
     return NumberedCanvas
 
 
-def _furniture(report: dict) -> dict:
+def _furniture(report: dict, identity: ReportIdentity) -> dict:
     risk = _risk(_dict(report.get("verdict")).get("risk"))
+    left, second = identity.header_lines()
     return {
-        "left": f"Membership-inference audit · {_model_name(report)}",
+        "left": left,
+        "second": second,
         "risk": f"Risk: {risk.upper()}" if risk else "Risk: not stated",
         "ink": (RISK_COLOURS[risk] if risk else UNKNOWN_RISK_COLOURS)[0],
         "schema": f"report schema {_text(report.get('schema_version'), 'unknown')}",
     }
 
 
+def _fit(text: str, font: str, size: float, width: float) -> str:
+    """``text`` cut (with an ellipsis) to fit ``width`` points in ``font`` at ``size``."""
+    text = _clip(text, MAX_TEXT_CHARS)
+    while text and stringWidth(text, font, size) > width:
+        text = text[:-2].rstrip() + "…"
+    return text
+
+
 def _draw_furniture(canvas: Canvas, furniture: dict, total: int) -> None:
-    top, bottom = PAGE_HEIGHT - 12 * mm, 11 * mm
+    top, bottom = PAGE_HEIGHT - 10 * mm, 11 * mm
     canvas.saveState()
     canvas.setStrokeColor(GRID_COLOUR)
     canvas.setLineWidth(0.5)
-    canvas.line(MARGIN, top - 2.5 * mm, PAGE_WIDTH - MARGIN, top - 2.5 * mm)
+    canvas.line(MARGIN, top - 6 * mm, PAGE_WIDTH - MARGIN, top - 6 * mm)
     canvas.line(MARGIN, bottom + 4 * mm, PAGE_WIDTH - MARGIN, bottom + 4 * mm)
     canvas.setFont(FONT, 8)
     canvas.setFillColor(MUTED)
-    canvas.drawString(MARGIN, top, _clip(furniture["left"], 90))
+    canvas.drawString(MARGIN, top, _fit(furniture["left"], FONT, 8, CONTENT_WIDTH - 25 * mm))
+    canvas.setFont(FONT, 7)
+    canvas.drawString(MARGIN, top - 3.6 * mm, _fit(furniture["second"], FONT, 7, CONTENT_WIDTH))
+    canvas.setFont(FONT, 8)
     canvas.drawString(
         MARGIN, bottom, f"tre-audit report — page {canvas.getPageNumber()} of {total}"
     )
@@ -531,27 +556,59 @@ def _draw_furniture(canvas: Canvas, furniture: dict, total: int) -> None:
 # ======================================================================================
 
 
-def _title_block(report: dict) -> list:
-    verdict = _dict(report.get("verdict"))
-    reasons = sorted(_dicts(verdict.get("reasons")), key=_risk_rank)
+def _title_block(report: dict, identity: ReportIdentity) -> list:
+    """Page 1: whose request, the verdict in plain words, the change to ask for, the reasons."""
+    plain = reading.summary(report)
     flow = [
         _p("Membership-inference audit", "title"),
-        _t(f"Model: {_model_name(report)}", "subtitle"),
-        _kv_table(_meta_pairs(report), _widths(1, 4)),
+        _t(identity.subtitle(), "subtitle"),
+        _kv_table([*identity.pairs(), *_meta_pairs(report)], _widths(1, 4)),
         Spacer(1, 8),
-        _verdict_box(verdict),
+        _verdict_box(_dict(report.get("verdict")), plain.verdict),
         Spacer(1, 6),
     ]
     if report.get("raw_values_included") is True:
         flow += [_raw_values_warning(), Spacer(1, 6)]
-    flow.append(_p("Reasons for this verdict", "h3"))
+    flow += _plain_flow(plain)
+    return [*flow, *_reasons_flow(report)]
+
+
+def _plain_flow(plain: reading.Summary) -> list:
+    """The evidence in one sentence per kind, what it means, and the recommended change."""
+    flow = [_p("What the evidence says", "h3")]
+    if plain.evidence:
+        rows = [["Risk", "Evidence"]] + [
+            [_risk_cell(e.risk), _t(e.text, "cell")] for e in plain.evidence
+        ]
+        fills = _risk_fills([{"risk": e.risk} for e in plain.evidence])
+        flow.append(_table(rows, _widths(0.11, 0.89), style=fills))
+    else:
+        flow.append(_p("The report gives no evidence.", "body"))
+    if plain.meaning:
+        flow += [_p("What it means for a person in the data", "h3"), _t(plain.meaning)]
+    flow += [Spacer(1, 4), _change_box(plain.change)]
+    return flow
+
+
+def _change_box(change: str) -> Table:
+    return _boxed([_p(f"<b>Recommended change:</b> {escape(_text(change))}")], *RISK_COLOURS["low"])
+
+
+def _reasons_flow(report: dict) -> list:
+    reasons = sorted(_dicts(_dict(report.get("verdict")).get("reasons")), key=_risk_rank)
+    flow = [_p("Findings behind this verdict", "h3")]
     if not reasons:
         return [*flow, _p("The report gives no reasons.", "body")]
-    rows = [["Risk", "Source", "Reason"]]
+    rows = [["Risk", "Finding", "Reason"]]
     rows += [
-        [_risk_cell(r.get("risk")), _text(r.get("source")), _text(r.get("text"))] for r in reasons
+        [_risk_cell(r.get("risk")), _source_title(report, r.get("source")), _text(r.get("text"))]
+        for r in reasons
     ]
     return [*flow, _table(rows, _widths(0.11, 0.2, 0.69), style=_risk_fills(reasons))]
+
+
+def _source_title(report: dict, source) -> str:
+    return _clip(reading.source_title(report, source if isinstance(source, str) else ""), 80)
 
 
 def _meta_pairs(report: dict) -> list[tuple]:
@@ -559,18 +616,17 @@ def _meta_pairs(report: dict) -> list[tuple]:
     model_type = _dict(report.get("model")).get("type")
     return [
         ("Model type", _text(model_type)),
-        ("Generated", _timestamp(_run(report).get("generated_at"))),
         ("Tool", f"{_text(tool.get('name'), 'tre-audit')} {_text(tool.get('version'), '')}"),
         ("Report schema", _text(report.get("schema_version"))),
     ]
 
 
-def _verdict_box(verdict: dict) -> Table:
+def _verdict_box(verdict: dict, sentence: str) -> Table:
     risk = _risk(verdict.get("risk"))
     ink, fill = RISK_COLOURS[risk] if risk else UNKNOWN_RISK_COLOURS
     word = f"{risk.upper()} RISK" if risk else "RISK NOT STATED"
     label = _p(f'<font color="{ink}">Verdict: {word}</font>', "verdict_label")
-    summary = _t(verdict.get("summary") or "No summary given.", "verdict_text")
+    summary = _t(sentence or "No summary given.", "verdict_text")
     return _boxed([label, summary], ink, fill)
 
 
@@ -614,8 +670,8 @@ def _model_pairs(model: dict) -> list[tuple]:
         ("Type", _text(model.get("type"))),
         ("Pipeline steps", _steps_text(model.get("pipeline_steps"))),
         ("Classes", _clip(", ".join(_value(c) for c in classes), 300) if classes else MISSING),
-        ("Training accuracy", _pct(model.get("train_accuracy"))),
-        ("Held-out accuracy", _pct(model.get("test_accuracy"))),
+        ("Training accuracy", _pct(model.get("train_accuracy"), 1)),
+        ("Held-out accuracy", _pct(model.get("test_accuracy"), 1)),
     ]
 
 
@@ -710,7 +766,7 @@ def _attacks_section(report: dict) -> tuple[str, list]:
 def _attack_summary_table(attacks: list[dict], report: dict) -> Table:
     rows = [
         ["Attack", "AUC (95% CI)", "TPR at FPR", "", "", "Advantage", "Time (s)", "Error"],
-        ["", "", *[FPR_LABELS[k] for k in FPR_KEYS], "", "", ""],
+        ["", "", *[reading.fpr_label(k) for k in FPR_LEVELS], "", "", ""],
     ]
     rows += [_attack_row(a, report) for a in attacks]
     spans = [("SPAN", (c, 0), (c, 1)) for c in (0, 1, 5, 6, 7)] + [("SPAN", (2, 0), (4, 0))]
@@ -726,7 +782,7 @@ def _attack_row(attack: dict, report: dict) -> list:
     return [
         _attack_title(attack),
         _auc_text(attack.get("auc"), attack.get("auc_ci")),
-        *[_tpr_cell(attack, k) for k in FPR_KEYS],
+        *[_tpr_cell(attack, k) for k in FPR_LEVELS],
         _f3(attack.get("advantage")),
         _seconds(_attack_seconds(attack, report)),
         _text(attack.get("error"), ""),
@@ -734,7 +790,7 @@ def _attack_row(attack: dict, report: dict) -> list:
 
 
 def _attack_title(attack: dict) -> str:
-    return _text(attack.get("title") or attack.get("name"), "unnamed attack")
+    return _clip(reading.attack_title(attack), MAX_TEXT_CHARS)
 
 
 def _tpr_cell(attack: dict, key: str) -> Paragraph | str:
@@ -770,7 +826,7 @@ def _seconds(value) -> str:
 def _unresolvable(attack: dict, *, tie: bool = False) -> bool:
     tpr = _dict(attack.get("tpr_at_fpr"))
     return not attack.get("error") and any(
-        _num(tpr.get(k)) is None and (_tie_range(attack, k) is not None) == tie for k in FPR_KEYS
+        _num(tpr.get(k)) is None and (_tie_range(attack, k) is not None) == tie for k in FPR_LEVELS
     )
 
 
@@ -806,10 +862,10 @@ def _failure_box(error) -> Table:
 def _tpr_table(attack: dict) -> Table:
     tpr = _dict(attack.get("tpr_at_fpr"))
     rows = [["FPR at most", "TPR", "TPR / FPR"]]
-    for key in FPR_KEYS:
+    for key in FPR_LEVELS:
         value, level = _num(tpr.get(key)), float(key)
         ratio = MISSING if value is None else f"{value / level:,.1f}×"
-        rows.append([FPR_LABELS[key], _tpr_cell(attack, key), ratio])
+        rows.append([reading.fpr_label(key), _tpr_cell(attack, key), ratio])
     return _table(rows, _widths(1, 1, 1, total=_right_column_width()))
 
 
@@ -825,10 +881,7 @@ def _attack_details_table(attack: dict, report: dict) -> Table:
         ("Time", f"{_seconds(_attack_seconds(attack, report))} s"),
     ]
     pairs += [(_label(k), _detail_value(v)) for k, v in _dict(attack.get("details")).items()]
-    pairs += [
-        (f"Parameter: {_clip(str(k), 30)}", _value(v))
-        for k, v in _dict(attack.get("params")).items()
-    ]
+    pairs += [(f"Setting: {_label(k)}", _value(v)) for k, v in _dict(attack.get("params")).items()]
     return _kv_table(pairs[:MAX_ROWS], _widths(1.1, 1, total=_right_column_width()))
 
 
@@ -843,16 +896,33 @@ def _detail_value(value) -> str:
 
 
 def _roc_arrays(roc) -> tuple[np.ndarray, np.ndarray] | None:
-    """The curve's finite (fpr, tpr) points, or None if there is no usable curve."""
+    """The curve's finite (fpr, tpr) vertices in [0, 1], by FPR, or None if unusable."""
     roc = _dict(roc)
     fpr, tpr = _list(roc.get("fpr"), MAX_ROC_POINTS), _list(roc.get("tpr"), MAX_ROC_POINTS)
     if len(fpr) != len(tpr) or len(fpr) < 2:
         return None
     values = [(_num(f), _num(t)) for f, t in zip(fpr, tpr)]
     points = np.array(
-        [v for v in values if None not in v and v != (0.0, 0.0)], dtype=float
+        [v for v in values if None not in v and 0 <= v[0] <= 1 and 0 <= v[1] <= 1], dtype=float
     ).reshape(-1, 2)
-    return (points[:, 0], points[:, 1]) if len(points) >= 2 else None
+    if len(points) < 2:
+        return None
+    points = points[np.lexsort((points[:, 1], points[:, 0]))]
+    return points[:, 0], points[:, 1]
+
+
+def _roc_on_log_axes(fpr: np.ndarray, tpr: np.ndarray, floor: float):
+    """The whole curve from ``floor`` to 1, sampled log-evenly in FPR.
+
+    Between two vertices the ROC is the straight line of a tie broken at random;
+    on log axes that line is a curve, and a curve whose first vertex after (0, 0)
+    lies far right (a tied attack's) would otherwise show as a short segment in
+    the top-right corner. So the line is drawn from (0, 0), through every vertex.
+    """
+    if fpr[0] > 0:
+        fpr, tpr = np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr])
+    grid = np.unique(np.concatenate([np.geomspace(floor, 1.0, ROC_SAMPLES), fpr[fpr >= floor]]))
+    return grid, np.clip(np.interp(grid, fpr, tpr), floor, 1.0)
 
 
 def _log_floor(attack: dict, report: dict) -> float:
@@ -870,7 +940,7 @@ def _roc_chart(attack: dict, floor: float) -> Image | None:
     curve = _roc_arrays(attack.get("roc"))
     if curve is None:
         return None
-    fpr, tpr = (np.clip(a, floor, 1.0) for a in curve)
+    fpr, tpr = _roc_on_log_axes(*curve, floor)
     fig = Figure(figsize=ROC_SIZE_IN, layout="constrained")
     ax = fig.add_subplot()
     ax.plot([floor, 1], [floor, 1], linestyle="--", color="#8C96A3", linewidth=0.8, label="chance")
@@ -882,7 +952,7 @@ def _roc_chart(attack: dict, floor: float) -> Image | None:
             linestyle=":",
             color=PALETTE[5],
             linewidth=1.1,
-            label=f"1 / n non-members ({finest:.2g})",
+            label=f"1/N line (N non-members): {_pct(finest)}",
         )
     _roc_axes(ax, floor)
     return _figure_image(fig)
@@ -944,7 +1014,7 @@ def _evidence_text(evidence) -> Paragraph | str:
 
 def _sweep_section(report: dict) -> tuple[str, list]:
     sweep = _dict(report.get("sweep"))
-    points = _dicts(sweep.get("points"))
+    points = reading.sweep_points(sweep, _dict(_dict(report.get("model")).get("params")))[:MAX_ROWS]
     if not points:
         note = _text(sweep.get("note"), "") if sweep else ""
         text = note or "No hyperparameter sweep was run for this model."
@@ -1108,7 +1178,7 @@ def _recommendation_box(recommendation: dict) -> Table:
     if not recommendation:
         text = "no swept setting lowers the risk within the accuracy tolerance."
         return _boxed([_p(f"<b>No recommendation:</b> {text}")], *UNKNOWN_RISK_COLOURS)
-    setting = f"{_text(recommendation.get('param'))} = {_value(recommendation.get('value'))}"
+    setting = _clip(reading.setting_text(recommendation.get("param"), recommendation.get("value")))
     if recommendation.get("param") is None:
         setting = "keep the current setting"
     return _boxed(
@@ -1125,7 +1195,7 @@ def _recommendation_numbers(recommendation: dict) -> str:
     return (
         f"AUC {_f3(recommendation.get('auc'))} (reduction "
         f"{_f3(recommendation.get('auc_reduction'))}); held-out accuracy "
-        f"{_pct(recommendation.get('test_accuracy'))} (change "
+        f"{_pct(recommendation.get('test_accuracy'), 1)} (change "
         f"{_points(recommendation.get('accuracy_change'))})"
     )
 
@@ -1167,8 +1237,8 @@ def _sweep_row(point: dict, recommendation: dict) -> list:
     return [
         _text(point.get("param")),
         _value(point.get("value")),
-        _pct(point.get("test_accuracy")),
-        _pct(point.get("train_accuracy")),
+        _pct(point.get("test_accuracy"), 1),
+        _pct(point.get("train_accuracy"), 1),
         _auc_text(point.get("auc"), point.get("auc_ci")),
         _pct(point.get("tpr_at_1pct_fpr")),
         ", ".join(n for n in notes if n) or "",
@@ -1196,7 +1266,7 @@ def _record_section(report: dict) -> tuple[str, list] | None:
         return None
     record = _dict(report.get("record"))
     pairs = [
-        ("Membership probability", _f3(record.get("membership_probability"))),
+        ("Membership probability", _pct(record.get("membership_probability"), 1)),
         ("From attack", f"{_title_of(report, record.get('attack'))} (the strongest that ran)"),
         ("Label", _label_source(record.get("label_source"))),
         ("In the audit data", _pool_row_text(record.get("pool_row"))),
@@ -1214,7 +1284,7 @@ def _record_attacks_table(attacks: list[dict], report: dict) -> Table:
         rows.append(
             [
                 _title_of(report, attack.get("name")),
-                _f3(attack.get("membership_probability")),
+                _pct(attack.get("membership_probability"), 1),
                 _pct(attack.get("false_positive_rate")),
             ]
         )
@@ -1222,11 +1292,8 @@ def _record_attacks_table(attacks: list[dict], report: dict) -> Table:
 
 
 def _title_of(report: dict, name) -> str:
-    """The human title of the attack called ``name`` (the name if it has none)."""
-    for attack in _dicts(report.get("attacks")):
-        if attack.get("name") == name and isinstance(name, str):
-            return _attack_title(attack)
-    return _text(name)
+    """The name people see for the attack called ``name``."""
+    return _clip(reading.attack_name(name), MAX_TEXT_CHARS)
 
 
 def _label_source(value) -> str:
@@ -1263,6 +1330,7 @@ def _exposed_section(report: dict) -> tuple[str, list]:
         by = f"the strongest attack ({strongest})" if strongest else "the strongest attack"
         flow = [
             _t(f"The training records {by} scores as most likely members, most exposed first."),
+            _t(reading.EXPOSED_GUIDANCE),
             _exposed_table(records, raw),
         ]
     flow.append(_p(escape(_naming_note(raw)), "note"))
@@ -1270,10 +1338,9 @@ def _exposed_section(report: dict) -> tuple[str, list]:
 
 
 def _strongest(report: dict) -> str | None:
-    """Title of the attack with the highest AUC among those that ran."""
-    ran = [a for a in _dicts(report.get("attacks")) if _num(a.get("auc")) is not None]
-    ran = [a for a in ran if not a.get("error")]
-    return _attack_title(max(ran, key=lambda a: _num(a.get("auc")))) if ran else None
+    """Name of the attack with the highest AUC among those that ran."""
+    strongest = reading.strongest_attack(report)
+    return None if strongest is None else strongest.name
 
 
 def _exposed_table(records: list[dict], raw: bool) -> Table:
@@ -1284,7 +1351,7 @@ def _exposed_table(records: list[dict], raw: bool) -> Table:
             _text(r.get("index")),
             _t(r.get("hash"), "hash"),
             _detail_value(r.get("score")),
-            _f3(r.get("probability")),
+            _pct(r.get("probability"), 1),
         ]
         for rank, r in enumerate(records, 1)
     ]
@@ -1348,7 +1415,7 @@ def _shadow_rounds_flow(rounds: dict) -> list:
             ),
             {},
         )
-        name = pool_attack_title(str(best.get("attack")))
+        name = reading.attack_name(best.get("attack"))
         figure = f" ({_text(name)} AUC {_f3(best.get('auc'))})" if best else ""
         steps.append(f"{_text(done.get('n_models'))}{figure}")
     text = _text(rounds.get("stopped"))
@@ -1358,7 +1425,7 @@ def _shadow_rounds_flow(rounds: dict) -> list:
 
 
 def _run_pairs(repro: dict, run: dict) -> list[tuple]:
-    attacks = ", ".join(_text(a) for a in _list(repro.get("attacks"))) or MISSING
+    attacks = ", ".join(reading.attack_name(a) for a in _list(repro.get("attacks"))) or MISSING
     return [
         ("Seed", _text(repro.get("seed"))),
         ("Shadow models", _text(repro.get("n_shadow_models"))),
@@ -1414,6 +1481,11 @@ def _threshold_table(name: str, values: dict, width: float) -> Table:
     return _table(rows[:MAX_ROWS], _widths(2, 1, total=width), style=[("SPAN", (0, 0), (-1, 0))])
 
 
+def _glossary_section(report: dict) -> tuple[str, list]:
+    rows = [["Term", "Meaning"]] + [[term, text] for term, text in reading.GLOSSARY.items()]
+    return "Glossary", [_table(rows, _widths(0.22, 0.78))]
+
+
 _SECTIONS = (
     _model_section,
     _attacks_section,
@@ -1422,4 +1494,5 @@ _SECTIONS = (
     _record_section,
     _exposed_section,
     _reproducibility_section,
+    _glossary_section,
 )

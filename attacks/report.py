@@ -36,7 +36,7 @@ def attack_dict(
     return {
         "name": name,
         "title": title,
-        "params": json_safe(_without_execution(attack.get_params())),
+        "params": json_safe(used_params(attack)),
         "error": None,
         "auc": m.auc,
         "auc_ci": list(m.auc_ci),
@@ -48,6 +48,14 @@ def attack_dict(
         "details": json_safe(details),
         "most_exposed": exposed,
     }
+
+
+def used_params(attack: MembershipAttack) -> dict[str, Any]:
+    """The attack's parameters as it ran: a count it was given (``n_reference_models=4``)
+    but that a shared pool overrode is the count it used (``n_reference_models_``), so the
+    table agrees with the title; parameters of speed only are left to ``run``."""
+    params = _without_execution(attack.get_params())
+    return {k: getattr(attack, f"{k}_", v) if k.startswith("n_") else v for k, v in params.items()}
 
 
 def failed_attack_dict(name: str, title: str, error: str) -> dict[str, Any]:

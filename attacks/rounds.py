@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from attacks.reading import attack_name
 from attacks.shadows import ShadowPool
 
 #: z of a two-sided 95% interval: a DeLong interval is AUC +- Z95 standard errors.
@@ -275,5 +276,5 @@ def _tpr_se(fpr, tpr, level: float, value: float, metrics) -> float:
 
 
 def pool_attack_title(name: str) -> str:
-    """How a report names a pool attack in running text."""
-    return {"lira": "online LiRA", "lira_offline": "offline LiRA", "rmia": "RMIA"}.get(name, name)
+    """How a report names a pool attack in running text: its name for people."""
+    return attack_name(name)

@@ -55,6 +55,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from attacks.exceptions import AttackError, PolicyError
 from attacks.metrics import attack_metrics
+from attacks.reading import RISKS
 from attacks.rmia import RMIAAttack
 from attacks.rounds import Round, RoundResult, RoundRule, round_counts, rounds_decide
 from attacks.shadows import ShadowPool, fit_quietly, reseeded_clone, shadow_pool_fit
@@ -99,8 +100,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "max_params_per_record": MAX_PARAMS_PER_RECORD,
     "min_residual_dof": MIN_RESIDUAL_DOF,
 }
-
-RISK_ORDER = {"low": 0, "medium": 1, "high": 2}
 
 _SVMS = (SVC, NuSVC, SVR, NuSVR, OneClassSVM)
 _NEIGHBOURS = (
@@ -200,7 +199,7 @@ def check_rules(target: Target, thresholds: Mapping[str, float] | None = None) -
     for rule in _RULES:
         found = [f for est, X in cores if (f := rule(est, X, n_records, limits)) is not None]
         if found:
-            findings.append(max(found, key=lambda f: RISK_ORDER[f.risk]))
+            findings.append(max(found, key=lambda f: RISKS.index(f.risk)))
     return findings
 
 
@@ -360,8 +359,8 @@ def _rule_svm_gamma(est, X, n_records: int, limits) -> RuleFinding | None:
         risk="high" if scaled > high else "medium",
         title="Kernel width is narrow enough to memorise records",
         reason=(
-            f"The {est.kernel} kernel's gamma is {scaled:.3g} on unit-variance features "
-            f"(limit {high:g}). A large gamma makes each support vector's kernel a narrow "
+            f"{_gamma_setting(est, gamma, scaled)} (limit {high:g} on standardised "
+            "features). A large gamma makes each support vector's kernel a narrow "
             "spike around one training row, so the model memorises individual records."
         ),
         evidence={
@@ -373,6 +372,19 @@ def _rule_svm_gamma(est, X, n_records: int, limits) -> RuleFinding | None:
             "scaled_gamma": round(scaled, 6),
             "svc_gamma_high": high,
         },
+    )
+
+
+def _gamma_setting(est, gamma: float, scaled: float) -> str:
+    """The setting as the researcher wrote it, then what it amounts to on these features."""
+    setting = f"The {est.kernel} kernel's setting gamma={_plain(est.gamma)!r}"
+    if isinstance(est.gamma, str):
+        setting += f" (here {gamma:.3g})"
+    if math.isclose(scaled, gamma, rel_tol=0.05):
+        return setting
+    return (
+        f"{setting} is, on these unscaled features, as narrow as gamma {scaled:.3g} "
+        "on standardised ones"
     )
 
 
@@ -822,9 +834,9 @@ class HyperparameterScan(BaseEstimator):
 
     def _accuracy_reason(self, setting: _Setting, original: _Setting) -> str:
         return (
-            f"Held-out accuracy {setting.test_accuracy:.3f} is more than "
+            f"Held-out accuracy {setting.test_accuracy:.1%} is more than "
             f"{self.accuracy_tolerance * 100:g} percentage point(s) below the original's "
-            f"{original.test_accuracy:.3f}, so it was not attacked."
+            f"{original.test_accuracy:.1%}, so it was not attacked."
         )
 
     def _skip(self, setting: _Setting, reason: str) -> None:
@@ -1158,7 +1170,7 @@ def _change_to(best: SweepPoint, current: SweepPoint, label: str) -> Recommendat
     text = (
         f"Setting {label} lowers attack AUC from {current.auc:.2f} to {best.auc:.2f} "
         f"(95% CI {low:.2f}-{high:.2f}) while held-out accuracy moves from "
-        f"{current.test_accuracy:.3f} to {best.test_accuracy:.3f}. The current AUC is "
+        f"{current.test_accuracy:.1%} to {best.test_accuracy:.1%}. The current AUC is "
         f"from {current.attack}, the new one from {best.attack}."
     )
     return Recommendation(

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attacks.policy import Policy
-
-RISKS = ("low", "medium", "high")
+from attacks.reading import RISKS, attack_name
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,8 @@ def record_reasons(record: dict, policy: Policy) -> list[Reason]:
     if risk == "low" or fpr is None or fpr > policy["record", "max_false_positive_rate"]:
         return []
     text = (
-        f"The queried record is judged a member with probability {p:.2f} by {name}, "
+        f"The queried record is judged a member with probability {p:.0%} by "
+        f"{attack_name(name)}, "
         f"which scores only {fpr:.1%} of non-members as high."
     )
     return [

@@ -16,7 +16,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.http import QueryDict
 
-from attacks.verdict import RISKS
+from attacks.reading import RISKS
 
 #: Rows on one page: a screen or two of a table.
 PER_PAGE = 50

@@ -9,9 +9,11 @@ import shutil
 import subprocess
 import zlib
 
+import numpy as np
 import pytest
 
-from attacks.pdf import render_pdf
+from attacks.pdf import _roc_on_log_axes, render_pdf
+from attacks.reading import CLI_AUDIT, ReportIdentity
 from tests.attacks.report_fixture import sample_report, schema_1
 
 PAGE = re.compile(rb"/Type /Page[^s]")
@@ -22,11 +24,13 @@ UNESCAPE = re.compile(r"\\(.)")
 RAW_MARKER = "Zebedee-raw-value-7f3a"
 
 
-def _pdf_text(pdf: bytes) -> str:
-    """The document's text: pdftotext if installed, else the inflated page streams."""
+def _pdf_text(pdf: bytes, *, page: int | None = None) -> str:
+    """The document's text (one page's, if given): pdftotext if installed, else the
+    inflated page streams (the whole document)."""
     if shutil.which("pdftotext"):
+        pages = [] if page is None else ["-f", str(page), "-l", str(page)]
         out = subprocess.run(
-            ["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True, check=True
+            ["pdftotext", "-layout", *pages, "-", "-"], input=pdf, capture_output=True, check=True
         )
         return out.stdout.decode("utf-8", "replace")
     return "\n".join(_inflate(stream) for stream in STREAM.findall(pdf))
@@ -126,7 +130,7 @@ def test_a_tpr_left_unresolved_by_a_tie_shows_the_tie_range():
     tie = {"reason": "tie", "tpr_range": [0.05, 0.255], "tied_members": 51, "tied_non_members": 7}
     attack["tpr_unresolved"] = {"0.01": tie}
     text = _pdf_text(render_pdf(report))
-    assert "n/a (tie: 5.0%–25.5%)" in text
+    assert "n/a (tie: 5.0%–26%)" in text
     assert "depends on how the tie is ordered" in text
 
 
@@ -145,9 +149,11 @@ def test_raw_values_appear_only_when_included():
 
 def test_report_text_is_escaped_not_parsed_as_markup():
     report = _minimal_report()
-    report["verdict"]["summary"] = "Risk <b>unclear</b> & <img src='/etc/passwd'/> here."
+    report["verdict"]["reasons"][0]["text"] = "Risk <b>unclear</b> & <img src='/etc/passwd'/>."
+    report["rules"] = [{"rule": "r", "risk": "high", "title": "<i>Leaves</i>", "reason": "x"}]
     text = _pdf_text(render_pdf(report))
     assert "<b>unclear</b>" in text
+    assert "<i>Leaves</i>" in text
 
 
 @pytest.mark.parametrize("junk", [None, "junk", 7, [None, "x"], {"unexpected": True}])
@@ -191,3 +197,78 @@ def test_a_report_stored_as_schema_1_shows_the_same_run():
     assert "71.3 s" in new and "41.7 s" in new and "14 Mar 2025, 10:22 UTC" in new
     assert re.search(r"Parallel jobs +4 ", new)
     assert re.sub(r"schema( +)2\.0", r"schema\g<1>1.0", new) == old
+
+
+IDENTITY = ReportIdentity(
+    request=41,
+    title="Cardiovascular risk forest",
+    version=3,
+    researcher="Dr Ada Lovelace",
+    project="Readmissions",
+    purpose="Released as a file to partner hospitals.",
+    audited_at="14 Mar 2025, 10:25 UTC",
+)
+#: What a checker must never read: names the code uses, not people.
+INTERNAL = ("attack:", "rule:", "lira_offline", "worst_case", "n_reference_models", "by rmia")
+
+
+@pytest.fixture(scope="module")
+def request_pdf() -> bytes:
+    return render_pdf(
+        _without_charts(sample_report()) | {"sweep": sample_report()["sweep"]}, IDENTITY
+    )
+
+
+def test_page_one_names_the_request_the_verdict_and_the_change(request_pdf):
+    page = " ".join(_pdf_text(request_pdf, page=1).split())
+    for shown in ("Request #41", "Cardiovascular risk forest", "version 3", "Dr Ada Lovelace"):
+        assert shown in page
+    assert "Readmissions" in page and "Released as a file to partner hospitals." in page
+    assert "High risk: the model gives away which people were in its training data." in page
+    assert (
+        "Recommended change: Setting min_samples_leaf=10 lowers the strongest attack's AUC "
+        "from 0.84 to 0.60 at 0.7 points of held-out accuracy." in page
+    )
+    assert "What it means for a person in the data" in page
+
+
+def test_every_page_header_names_the_request(request_pdf):
+    for page in range(1, _pages(request_pdf) + 1):
+        header = _pdf_text(request_pdf, page=page).split("Membership-inference")[0]
+        assert "Request #41 · version 3 · Cardiovascular risk forest" in header
+        assert "Researcher: Dr Ada Lovelace · Project: Readmissions · Audited 14 Mar 2025" in header
+
+
+def test_no_internal_identifier_anywhere_in_the_text(request_pdf):
+    text = _pdf_text(request_pdf)
+    for internal in INTERNAL:
+        assert internal not in text
+    assert "LiRA (offline) could not run" in text
+
+
+def test_the_pdf_ends_with_a_glossary_and_says_what_to_do_about_exposed_rows(request_pdf):
+    text = " ".join(_pdf_text(request_pdf).split())
+    glossary = text.split("Glossary")[-1]
+    assert "1/N line" in glossary and "Area under the ROC curve" in glossary
+    assert "treat these people as identifiable" in text
+
+
+def test_a_cli_pdf_says_it_is_no_tre_request():
+    pdf = render_pdf(_minimal_report())
+    assert CLI_AUDIT in " ".join(_pdf_text(pdf, page=1).split()).split("Membership-inference")[1]
+    assert _pdf_text(pdf).count(CLI_AUDIT) >= 1 + _pages(pdf)  # page 1 and every header
+    assert "Request #" not in _pdf_text(pdf)
+
+
+def test_a_tied_roc_is_drawn_from_the_log_floor_not_only_in_the_top_right_corner():
+    # A tied attack: nothing until half the non-members, then a straight line to (1, 1).
+    fpr, tpr = _roc_on_log_axes(np.array([0.0, 0.49, 1.0]), np.array([0.0, 0.62, 1.0]), 1e-3)
+    assert fpr[0] == pytest.approx(1e-3) and fpr[-1] == 1.0
+    assert tpr[0] == pytest.approx(0.62 / 0.49 * 1e-3)  # on the tie's line, not clipped away
+    assert np.all(np.diff(fpr) > 0) and np.all(np.diff(tpr) >= 0)
+
+
+def test_the_sweep_table_lists_the_submitted_forest_once(request_pdf):
+    sweep_page = _pdf_text(request_pdf).split("Hyperparameter sweep")[-1]
+    assert re.search(r"min_samples_leaf +1 .*original", sweep_page)
+    assert not re.search(r"max_depth +None", sweep_page)

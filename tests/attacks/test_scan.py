@@ -331,3 +331,9 @@ def test_unknown_model_type_gives_empty_sweep():
     assert result.points_ == [] and sweep_rows(result) == []
     assert result.recommendation_ is None and result.original_ is None
     assert "GaussianNB" in result.note_
+
+
+def test_the_gamma_rule_names_the_setting_the_researcher_wrote(famous_mitigated):
+    reason = by_rule(check_rules(famous_mitigated))["large_kernel_gamma"].reason
+    assert reason.startswith("The rbf kernel's setting gamma=0.1 is")
+    assert "as narrow as gamma 56.5 on standardised ones" in reason

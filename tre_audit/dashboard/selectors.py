@@ -28,8 +28,9 @@ from django.db.models.functions import TruncWeek
 from django.utils import timezone
 from kombu.exceptions import ChannelError, OperationalError
 
+from attacks import reading
 from attacks.policy import default_policy_text
-from attacks.verdict import RISKS
+from attacks.reading import RISKS
 from tre_audit.listing import Rows, choice_rank, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.exceptions import ReviewNotAllowed
@@ -210,18 +211,8 @@ def rejection_reason_counts(*, limit: int = 10) -> list[dict]:
 
 
 def finding_titles(report: dict | None) -> dict[str, str]:
-    """Each finding source of a report (``attack:lira``, ``rule:...``) with its title."""
-    if not report:
-        return {}
-    titles = {"sweep": "Hyperparameter sweep"} if report.get("sweep") else {}
-    for reason in report.get("verdict", {}).get("reasons", []):
-        if reason.get("source") and reason.get("title"):
-            titles[reason["source"]] = reason["title"]
-    for rule in report.get("rules", []):
-        titles[f"rule:{rule.get('rule')}"] = rule.get("title") or rule.get("rule", "")
-    for attack in report.get("attacks", []):
-        titles[f"attack:{attack.get('name')}"] = attack.get("title") or attack.get("name", "")
-    return titles
+    """Each finding source of a report (``attack:lira``, ``rule:...``) with its name for people."""
+    return reading.finding_titles(report)
 
 
 # Sign-offs ----------------------------------------------------------------

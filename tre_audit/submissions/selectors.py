@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KT
 
-from attacks.metrics import tpr_unresolved_text
+from attacks import reading
 from tre_audit.listing import Rows, choice_rank, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import RunStatus, Status
@@ -191,11 +193,12 @@ def run_list_for(*, submission: Submission) -> list[AuditRun]:
 
 
 def version_compare(*, submission: Submission) -> list[dict]:
-    """One row per version: files' hashes, verdict and each attack's AUC, side by side."""
+    """One row per audited version: files' hashes, verdict and each attack's AUC and TPR."""
     rows = []
     for run in submission.runs.filter(status=RunStatus.DONE).order_by("version", "created_at"):
         report = run.report or {}
         files = {f.role: f.stored_id for f in submission.files.filter(version=run.version)}
+        attacks = reading.attack_rows(report)
         rows.append(
             {
                 "version": run.version,
@@ -203,85 +206,172 @@ def version_compare(*, submission: Submission) -> list[dict]:
                 "risk": report.get("verdict", {}).get("risk"),
                 "files": files,
                 "auc": {a.get("name"): a.get("auc") for a in report.get("attacks", [])},
+                "attacks": {a.name: a for a in attacks},
+                "rules": {r.get("rule"): r for r in report.get("rules", []) if r.get("rule")},
+                "change": reading.change_sentence(report),
                 "finished_at": run.finished_at,
             }
         )
     return rows
 
 
-FPR_LEVELS = ("0.001", "0.01", "0.1")
+def version_diffs(*, rows: list[dict]) -> list[dict]:
+    """Each audited version against the one before, as a checker reads a diff.
+
+    ``rows`` are :func:`version_compare`'s. Attacks are named for people, rates in
+    percent; a rule that appeared or went away is listed by its title.
+    """
+    return [_version_diff(before, after) for before, after in zip(rows, rows[1:])]
+
+
+def _version_diff(before: dict, after: dict) -> dict:
+    names = list(dict.fromkeys([*before["attacks"], *after["attacks"]]))
+    one_percent = reading.FPR_LEVELS.index("0.01")
+    attacks = []
+    for name in names:
+        old, new = before["attacks"].get(name), after["attacks"].get(name)
+        attacks.append(
+            {
+                "name": name,
+                "auc": (_auc(old), _auc(new)),
+                "tpr": (_tpr(old, one_percent), _tpr(new, one_percent)),
+            }
+        )
+    old_rules, new_rules = before["rules"], after["rules"]
+    return {
+        "before": before["version"],
+        "after": after["version"],
+        "risk": (before["risk"], after["risk"]),
+        "attacks": attacks,
+        "rules_gone": [_rule_title(old_rules[r]) for r in old_rules if r not in new_rules],
+        "rules_new": [_rule_title(new_rules[r]) for r in new_rules if r not in old_rules],
+        "rules_kept": [_rule_title(new_rules[r]) for r in new_rules if r in old_rules],
+        "change": (before["change"], after["change"]),
+    }
+
+
+def _auc(row: reading.AttackRow | None) -> str:
+    if row is None:
+        return "not run"
+    return reading.auc_text(row.auc) if row.ran else "failed"
+
+
+def _tpr(row: reading.AttackRow | None, index: int) -> str:
+    if row is None:
+        return "not run"
+    return row.tpr[index].text if row.ran else "failed"
+
+
+def _rule_title(rule: dict) -> str:
+    return rule.get("title") or reading.RULE_UNTITLED
 
 
 def report_view(report: dict | None) -> dict | None:
-    """The report, prepared for the web page: rows of plain values, no raw records."""
+    """The report, prepared for the web page: the plain-language summary first, then the
+    evidence for experts, in the names, units and sentences of :mod:`attacks.reading`."""
     if not report:
         return None
     verdict = report.get("verdict", {})
+    attacks, notes = _attack_table(reading.attack_rows(report))
     return {
         "risk": verdict.get("risk"),
-        "summary": verdict.get("summary", ""),
-        "reasons": verdict.get("reasons", []),
-        "attacks": [_attack_row(a) for a in report.get("attacks", [])],
+        "plain": reading.summary(report),
+        "reasons": _reasons(report),
+        "fpr_labels": [reading.fpr_label(level) for level in reading.FPR_LEVELS],
+        "attacks": attacks,
+        "tpr_notes": notes,
         "rules": report.get("rules", []),
-        "sweep": _sweep_view(report.get("sweep")),
+        "sweep": _sweep_view(report.get("sweep"), report.get("model", {}).get("params", {})),
         "shadow_rounds": report.get("shadow_rounds"),
-        "most_exposed": report.get("most_exposed", [])[:10],
+        "most_exposed": _exposed_rows(report.get("most_exposed", [])[:10]),
+        "strongest": reading.strongest_attack(report),
         "model": report.get("model", {}),
         "data": report.get("data", {}),
         "inputs": report.get("inputs", []),
         "policy": report.get("policy", {}),
         "record": report.get("record"),
         "titles": finding_titles(report),
+        "terms": _terms(),
     }
 
 
 def finding_titles(report: dict | None) -> dict[str, str]:
-    """Each finding source (``attack:rmia``, ``rule:...``) with a human title."""
-    report = report or {}
-    titles = {
-        f"attack:{a.get('name')}": a.get("title", a.get("name")) for a in report.get("attacks", [])
-    }
-    titles |= {
-        f"rule:{r.get('rule')}": r.get("title", r.get("rule")) for r in report.get("rules", [])
-    }
-    for reason in report.get("verdict", {}).get("reasons", []):
-        titles.setdefault(reason.get("source", ""), reason.get("title") or reason.get("source"))
-    if report.get("sweep"):
-        titles["sweep"] = "Hyperparameter sweep"
-    titles.pop("", None)
-    return dict(sorted(titles.items()))
+    """Each finding source (``attack:rmia``, ``rule:...``) with its name for people."""
+    return reading.finding_titles(report)
 
 
-def _attack_row(attack: dict) -> dict:
-    ci = attack.get("auc_ci") or [None, None]
-    return {
-        "source": f"attack:{attack.get('name')}",
-        "title": attack.get("title", attack.get("name")),
-        "error": attack.get("error"),
-        "auc": attack.get("auc"),
-        "auc_low": ci[0],
-        "auc_high": ci[1],
-        "tpr": [_tpr_cell(attack, level) for level in FPR_LEVELS],
-        "advantage": attack.get("advantage"),
-    }
+def _reasons(report: dict) -> list[dict]:
+    reasons = report.get("verdict", {}).get("reasons", [])
+    return [
+        {
+            "risk": r.get("risk"),
+            "source": r.get("source", ""),
+            "title": reading.source_title(report, r.get("source", "")),
+            "text": r.get("text", ""),
+        }
+        for r in sorted(reasons, key=lambda r: reading.risk_rank(r.get("risk")))
+        if isinstance(r, dict)
+    ]
 
 
-def _tpr_cell(attack: dict, level: str) -> dict:
-    """A TPR and, when it is None, why (a tie, or too few non-members)."""
-    value = (attack.get("tpr_at_fpr") or {}).get(level)
-    why = (attack.get("tpr_unresolved") or {}).get(level) or {}
-    return {"value": value, "why": None if value is not None else tpr_unresolved_text(why)}
+def _attack_table(rows: list[reading.AttackRow]) -> tuple[list[dict], list[str]]:
+    """Attack rows with each n/a cell pointing at one numbered note saying why."""
+    notes: list[str] = []
+    table = []
+    for row in rows:
+        cells = []
+        for cell in row.tpr:
+            if cell.why and cell.why not in notes and not row.error:
+                notes.append(cell.why)
+            note = notes.index(cell.why) + 1 if cell.why in notes else None
+            cells.append({"text": cell.text, "why": cell.why, "note": note})
+        table.append({"row": row, "tpr": cells})
+    return table, notes
 
 
-def _sweep_view(sweep: dict | None) -> dict | None:
+def _exposed_rows(records: list[dict]) -> list[dict]:
+    return [
+        {
+            "index": r.get("index"),
+            "hash": r.get("hash"),
+            "probability": reading.percent(r.get("probability"), 1),
+        }
+        for r in records
+        if isinstance(r, dict)
+    ]
+
+
+def _sweep_view(sweep: dict | None, model_params: dict) -> dict | None:
     if not sweep:
         return None
     return {
         "attack": sweep.get("attack"),
-        "points": sweep.get("points", []),
+        "points": [_sweep_point(p) for p in reading.sweep_points(sweep, model_params)],
         "recommendation": sweep.get("recommendation"),
-        "skipped": sweep.get("skipped", []),
+        "skipped": [
+            {"setting": reading.setting_text(s.get("param"), s.get("value"))} | s
+            for s in sweep.get("skipped", [])
+        ],
         "note": sweep.get("note", ""),
+    }
+
+
+def _sweep_point(point: dict) -> dict:
+    return {
+        "setting": reading.setting_text(point.get("param"), point.get("value")),
+        "is_original": point.get("is_original") is True,
+        "note": point.get("note", ""),
+        "auc": reading.auc_text(point.get("auc")),
+        "tpr": reading.percent(point.get("tpr_at_1pct_fpr")),
+        "accuracy": reading.percent(point.get("test_accuracy"), 1),
+    }
+
+
+def _terms() -> dict[str, dict]:
+    """The glossary keyed for templates: ``terms.auc.text``, ``terms.tpr_at_fpr.term``."""
+    return {
+        re.sub(r"\W+", "_", term.lower()).strip("_"): {"term": term, "text": text}
+        for term, text in reading.GLOSSARY.items()
     }
 
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from attacks.audit import ATTACKS, AuditConfig, Upload, shadow_base_seed, shadow_rule
 from attacks.exceptions import AuditError, PolicyError
-from attacks.pdf import render_pdf
+from attacks.pdf import ReportIdentity, render_pdf
 from attacks.policy import Policy, load_policy
 from attacks.report import report_dumps
 from attacks.rounds import round_counts
@@ -934,11 +934,27 @@ def _audit_config() -> AuditConfig:
     )
 
 
+def report_identity(*, run: AuditRun, audited_at: datetime) -> ReportIdentity:
+    """Which request, version and researcher a run's PDF belongs to, and when it was audited."""
+    submission = run.submission
+    author = submission.author
+    return ReportIdentity(
+        request=submission.pk,
+        title=submission.title,
+        version=run.version,
+        researcher=author.get_full_name() or author.get_username(),
+        project=submission.project.name if submission.project_id else "",
+        purpose=submission.purpose,
+        audited_at=audited_at.astimezone(UTC).strftime("%d %b %Y, %H:%M UTC"),
+    )
+
+
 @transaction.atomic
 def _audit_run_finish(run: AuditRun, report: dict) -> AuditRun:
     if AuditRun.objects.select_for_update().get(id=run.id).status != RunStatus.RUNNING:
         return run  # stopped by an admin, or finished by another delivery meanwhile
-    pdf = file_store(data=render_pdf(report))
+    finished_at = timezone.now()
+    pdf = file_store(data=render_pdf(report, report_identity(run=run, audited_at=finished_at)))
     _run_update(
         run,
         status=RunStatus.DONE,
@@ -947,7 +963,7 @@ def _audit_run_finish(run: AuditRun, report: dict) -> AuditRun:
         report_pdf=pdf,
         progress=1.0,
         stage="done",
-        finished_at=timezone.now(),
+        finished_at=finished_at,
     )
     submission_set_status(
         submission=run.submission,

@@ -233,13 +233,10 @@ def report_json(request, submission_id: int):
 def submission_compare(request, submission_id: int):
     submission = _visible(request, submission_id)
     rows = selectors.version_compare(submission=submission)
-    attacks = sorted({name for row in rows for name in row["auc"]})
-    for row in rows:
-        row["auc_list"] = [row["auc"].get(name) for name in attacks]
     return render(
         request,
         "submissions/compare.html",
-        {"submission": submission, "rows": rows, "attacks": attacks},
+        {"submission": submission, "rows": rows, "diffs": selectors.version_diffs(rows=rows)},
     )
 
 

@@ -225,13 +225,13 @@ def test_rejection_reasons_count_evidence_of_reject_and_request_changes_reviews(
     ]
 
 
-def test_rejection_reasons_keep_a_source_without_title_and_respect_the_limit():
+def test_rejection_reasons_name_every_source_for_people_and_respect_the_limit():
     review(audited(submitted_request()), Decision.REJECT, ["record", "attack:shadow"])
     review(audited(submitted_request()), Decision.REJECT, ["record"])
 
     rows = selectors.rejection_reason_counts(limit=1)
 
-    assert rows == [{"source": "record", "title": "", "count": 2}]
+    assert rows == [{"source": "record", "title": "The queried record", "count": 2}]
 
 
 # Sign-offs -------------------------------------------------------------------

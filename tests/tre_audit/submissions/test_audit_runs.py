@@ -3,6 +3,7 @@ in the integration tests)."""
 
 import logging
 import pickle
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -89,12 +90,19 @@ def test_running_the_audit_attaches_json_and_pdf_and_awaits_review(example_files
     assert run.status == RunStatus.DONE and run.progress == 1.0
     assert run.report["verdict"]["risk"] == "high"
     assert file_read(stored=run.report_pdf).startswith(b"%PDF")
+    assert f"Request #{submission.pk}: Drug response SVC (version 1)" in _page_one(run)
     assert [e.after for e in submission.audit_entries.order_by("id")] == [
         Status.SUBMITTED,
         Status.AUDITING,
         Status.AWAITING_REVIEW,
     ]
     assert audit_chain_verify().ok
+
+
+def _page_one(run: AuditRun) -> str:
+    pdf = file_read(stored=run.report_pdf)
+    command = ["pdftotext", "-f", "1", "-l", "1", "-", "-"]
+    return subprocess.run(command, input=pdf, capture_output=True, check=True).stdout.decode()
 
 
 def test_a_finished_run_is_not_run_again(example_files):

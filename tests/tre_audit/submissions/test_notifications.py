@@ -61,7 +61,7 @@ def _review(submission, decision=Decision.APPROVE, **extra):
 def audit_gives_high_risk(monkeypatch):
     """The audit returns a stored report at once (a real one: tests/integration)."""
     monkeypatch.setattr(services, "uploads_audit", lambda **_: factories.realistic_report("high"))
-    monkeypatch.setattr(services, "render_pdf", lambda report: factories.REPORT_PDF)
+    monkeypatch.setattr(services, "render_pdf", lambda report, identity=None: factories.REPORT_PDF)
 
 
 def test_an_audit_done_tells_its_author_and_every_other_active_checker(
