@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
 from attacks.metrics import tpr_unresolved_text
+from attacks.progress import PhaseMark, elapsed_text, eta_seconds, eta_text, stage_text
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import RunStatus
 from tre_audit.submissions.exceptions import NotAllowed
@@ -180,19 +183,44 @@ def _sweep_view(sweep: dict | None) -> dict | None:
     }
 
 
-_STAGES = {
-    "": "Queued: waiting for a worker",
-    "rules": "Checking the model's settings against the rules",
-    "sweep": "Sweeping hyperparameters for a safer setting",
-    "report": "Writing the report",
-    "done": "Done",
-}
-
-
 def stage_label(stage: str) -> str:
-    """What the audit is doing, in words: an attack's title or a named step."""
-    from attacks.audit import ATTACKS
+    """What the audit is doing, in words: an attack's name or a named step."""
+    return stage_text(stage)
 
-    if stage in ATTACKS:
-        return f"Running: {ATTACKS[stage][0].split(' (')[0]}"
-    return _STAGES.get(stage, stage[:1].upper() + stage[1:])
+
+def run_eta_seconds(*, run: AuditRun | None, now: datetime) -> float | None:
+    """Seconds the running audit has left at its current phase's rate, or None before
+    the phase has a rate (``attacks.progress.eta_seconds``)."""
+    if run is None or run.status != RunStatus.RUNNING or run.phase_started_at is None:
+        return None
+    mark = PhaseMark(
+        phase=run.phase,
+        started_at=run.phase_started_at.timestamp(),
+        start_progress=run.phase_start_progress,
+        n_updates=run.phase_updates,
+    )
+    return eta_seconds(mark, done=run.progress, now=now.timestamp())
+
+
+def run_elapsed_seconds(*, run: AuditRun | None, now: datetime) -> float | None:
+    """Seconds since the running audit started (the page's timer starts from it)."""
+    if run is None or run.status != RunStatus.RUNNING or run.started_at is None:
+        return None
+    return max((now - run.started_at).total_seconds(), 0.0)
+
+
+def run_progress(*, run: AuditRun | None, now: datetime) -> dict:
+    """The running audit as the request page shows it: stage in words, fraction, the
+    seconds it has run (the page's timer ticks from them) and the time left, if known."""
+    eta = run_eta_seconds(run=run, now=now)
+    elapsed = run_elapsed_seconds(run=run, now=now)
+    return {
+        "stage": stage_label(run.stage if run else ""),
+        "progress": run.progress if run else 0.0,
+        "attempts": run.attempts if run else 0,
+        "run_status": run.status if run else RunStatus.QUEUED,
+        "elapsed_seconds": elapsed,
+        "elapsed_text": "" if elapsed is None else elapsed_text(elapsed),
+        "eta_seconds": eta,
+        "eta_text": eta_text(eta),
+    }

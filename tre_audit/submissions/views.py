@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -103,6 +104,7 @@ def _detail_context(request, submission: Submission) -> dict:
             for r in review_selectors.review_list_visible_to(user=user, submission=submission)
         ],
         "stage": selectors.stage_label(latest.stage if latest else ""),
+        "run_progress": selectors.run_progress(run=latest, now=timezone.now()),
         "comments": review_selectors.comment_list_visible_to(user=user, submission=submission),
         "versions": selectors.version_compare(submission=submission),
         "files": submission.files.filter(version=submission.version).select_related("stored"),
@@ -140,10 +142,7 @@ def submission_progress(request, submission_id: int):
         {
             "status": submission.status,
             "status_label": submission.get_status_display(),
-            "stage": selectors.stage_label(run.stage if run else ""),
-            "progress": run.progress if run else 0.0,
-            "attempts": run.attempts if run else 0,
-            "run_status": run.status if run else RunStatus.QUEUED,
+            **selectors.run_progress(run=run, now=timezone.now()),
         }
     )
 
