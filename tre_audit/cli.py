@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from attacks.checks import audit_numbers_check
 from attacks.exceptions import AuditError
 from attacks.progress import (
     ATTACK_STAGES,
@@ -203,6 +204,7 @@ def _positive(text: str) -> int:
 
 
 def _audit(args) -> int:
+    audit_numbers_check(random_state=args.seed, n_shadow_models=args.shadows, n_jobs=args.jobs)
     _check_out_dir(args.out, force=args.force)
     files = _target_files(args)  # before the heavy imports: a wrong path fails in a blink
     extras = {role: _optional_file(getattr(args, role)) for role in ("record", "description")}
@@ -247,6 +249,8 @@ def _example(args) -> int:
 
 
 def _scan(args) -> int:
+    sweep_shadows = {} if args.shadows is None else {"n_sweep_shadow_models": args.shadows}
+    audit_numbers_check(random_state=args.seed, n_jobs=args.jobs, **sweep_shadows)
     files = _target_files(args)  # before the heavy imports, as in ``audit``
     from attacks.audit import AuditConfig
     from attacks.sandboxed import uploads_scan

@@ -19,6 +19,7 @@ from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.forms import CommentForm, ReviewForm
+from tre_audit.serving import selectors as serving_selectors
 from tre_audit.serving import services as serving_services
 from tre_audit.submissions import selectors, services
 from tre_audit.submissions.enums import RunStatus, Status
@@ -124,6 +125,7 @@ def _detail_context(request, submission: Submission) -> dict:
         else [],
         "user_can_download_bundle": submission.release_bundle_id is not None and acts_for,
         "endpoints": list(submission.endpoints.order_by("-created_at")) if acts_for else [],
+        "serving": _serving_view(request, submission) if acts_for else None,
         "user_can_deploy": serving_services.user_can_deploy(user, submission),
         "new_version_form": NewVersionForm(),
         "withdraw_form": ReasonForm(),
@@ -131,6 +133,13 @@ def _detail_context(request, submission: Submission) -> dict:
         "comment_form": CommentForm(findings=titles),
         "titles": titles,
     }
+
+
+def _serving_view(request, submission: Submission) -> dict:
+    endpoints = list(submission.endpoints.order_by("-created_at"))
+    return serving_selectors.serving_view(
+        submission=submission, endpoints=endpoints, server_url=request.build_absolute_uri("/")
+    )
 
 
 @login_required
