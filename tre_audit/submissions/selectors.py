@@ -191,15 +191,21 @@ def stage_label(stage: str) -> str:
 def run_eta_seconds(*, run: AuditRun | None, now: datetime) -> float | None:
     """Seconds the running audit has left at its current phase's rate, or None before
     the phase has a rate (``attacks.progress.eta_seconds``)."""
-    if run is None or run.status != RunStatus.RUNNING or run.phase_started_at is None:
+    if run is None or run.status != RunStatus.RUNNING:
         return None
-    mark = PhaseMark(
+    return eta_seconds(run_phase_mark(run=run), done=run.progress, now=now.timestamp())
+
+
+def run_phase_mark(*, run: AuditRun) -> PhaseMark | None:
+    """Where the run's current phase started, as stored on it (None before any)."""
+    if run.phase_started_at is None:
+        return None
+    return PhaseMark(
         phase=run.phase,
         started_at=run.phase_started_at.timestamp(),
         start_progress=run.phase_start_progress,
         n_updates=run.phase_updates,
     )
-    return eta_seconds(mark, done=run.progress, now=now.timestamp())
 
 
 def run_elapsed_seconds(*, run: AuditRun | None, now: datetime) -> float | None:

@@ -57,7 +57,7 @@ from tre_audit.submissions.models import (
     SubmissionFile,
 )
 from tre_audit.submissions.notifications import notify_audit_finished
-from tre_audit.submissions.selectors import user_is_author_or_admin, user_roles
+from tre_audit.submissions.selectors import run_phase_mark, user_is_author_or_admin, user_roles
 
 logger = logging.getLogger(__name__)
 
@@ -946,7 +946,7 @@ def _progress_saver(run: AuditRun, *, floor: float = 0.0, now=timezone.now):
     """A progress callback that writes each new stage at once and a moving fraction at
     most every half second, never below ``floor``, with the phase mark the time left is
     estimated from (see ``selectors.run_eta_seconds``)."""
-    last = {"at": None, "stage": None, "mark": _phase_mark_of(run)}
+    last = {"at": None, "stage": None, "mark": run_phase_mark(run=run)}
 
     def save(stage: str, done: float) -> None:
         done, at = max(done, floor), now()
@@ -959,17 +959,6 @@ def _progress_saver(run: AuditRun, *, floor: float = 0.0, now=timezone.now):
         _run_update(run, stage=stage[:STAGE_MAX_LENGTH], progress=done, **_phase_fields(mark))
 
     return save
-
-
-def _phase_mark_of(run: AuditRun) -> PhaseMark | None:
-    if run.phase_started_at is None:
-        return None
-    return PhaseMark(
-        phase=run.phase,
-        started_at=run.phase_started_at.timestamp(),
-        start_progress=run.phase_start_progress,
-        n_updates=run.phase_updates,
-    )
 
 
 def _phase_start(phase: str, progress: float) -> PhaseMark:
