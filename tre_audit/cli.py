@@ -258,9 +258,11 @@ def _scan(args) -> int:
     config = AuditConfig(random_state=args.seed, n_jobs=args.jobs)
     if args.shadows is not None:
         config = dataclasses.replace(config, n_sweep_shadow_models=args.shadows)
-    result = uploads_scan(
-        **_as_uploads(files), label=args.label, policy=_policy(args.policy), config=config
-    )
+    policy = _policy(args.policy)
+    with _progress(args.quiet) as progress:
+        result = uploads_scan(
+            **_as_uploads(files), label=args.label, policy=policy, config=config, progress=progress
+        )
     _print_scan(result)
     if args.out is not None:
         from attacks.report import report_dumps

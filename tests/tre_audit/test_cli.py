@@ -186,6 +186,7 @@ def test_scan_prints_rules_and_a_recommendation(example, tmp_path):
     assert "[HIGH  ]" in result.stdout and "gamma=3" in result.stdout
     scan = json.loads((tmp_path / "scan.json").read_text())
     assert scan["sweep"]["recommendation"]["param"] in {"gamma", "C"}
+    assert "] Sweep: refitting " in result.stderr  # its progress, per grid point
 
 
 def _write_uploads(directory: Path, uploads: dict) -> list:
