@@ -20,6 +20,7 @@ ATTACK_STAGES = {
 }
 _STEPS = {
     "": "Queued: waiting for a worker",
+    "loading": "Loading the model and data in a sandbox",
     "rules": "Checking the model's settings against the rules",
     "sweep": "Sweeping hyperparameters for a safer setting",
     "report": "Writing the report",

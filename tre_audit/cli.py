@@ -223,7 +223,7 @@ def _audit(args) -> int:
         include_raw_values=args.include_raw_values,
     )
     policy = _policy(args.policy)
-    with _progress(args.quiet) as progress:
+    with _progress(args.quiet, first="loading") as progress:
         report = uploads_audit(
             **_as_uploads(files),
             label=args.label,
@@ -259,7 +259,7 @@ def _scan(args) -> int:
     if args.shadows is not None:
         config = dataclasses.replace(config, n_sweep_shadow_models=args.shadows)
     policy = _policy(args.policy)
-    with _progress(args.quiet) as progress:
+    with _progress(args.quiet, first="loading") as progress:
         result = uploads_scan(
             **_as_uploads(files), label=args.label, policy=policy, config=config, progress=progress
         )
@@ -580,12 +580,15 @@ def _without_timer(line: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def _progress(quiet: bool):
-    """The progress callback (None with ``--quiet``), on stderr, with the result on stdout."""
+def _progress(quiet: bool, *, first: str = ""):
+    """The progress callback (None with ``--quiet``), on stderr, with the result on stdout;
+    ``first`` is shown until the first report (loading takes seconds)."""
     if quiet:
         yield None
         return
     printer = ProgressPrinter(sys.stderr, live=sys.stderr.isatty())
+    if first:
+        printer.update(first, 0.0)
     stop = threading.Event()
     ticker = threading.Thread(target=_tick_until, args=(printer, stop), daemon=True)
     ticker.start()
