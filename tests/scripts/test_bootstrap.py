@@ -47,3 +47,27 @@ def test_apt_waits_for_a_held_lock_instead_of_failing_at_once(tmp_path):
     calls = (tmp_path / "calls").read_text().splitlines()
     assert len(calls) == 2 and all("DPkg::Lock::Timeout=600" in call for call in calls)
     assert calls[1].endswith("install -y redis-server chromium")
+
+
+def test_a_pip_failure_is_one_sentence_and_leaves_no_stamp(tmp_path):
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").write_text('#!/bin/sh\necho "ERROR: pip says a lot" >&2\nexit 1\n')
+    (venv_bin / "python").chmod(0o755)
+    (tmp_path / "pyproject.toml").write_text("")
+    result = subprocess.run(
+        ["bash", "-c", f'source "{BOOTSTRAP}"; python_packages'],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("bootstrap: upgrading pip failed with exit status 1 (its output is in ")
+    )
+    assert "pip says a lot" not in result.stderr
+    assert not (tmp_path / ".venv" / ".tre-audit-installed").exists()
