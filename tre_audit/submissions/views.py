@@ -104,7 +104,6 @@ def _detail_context(request, submission: Submission) -> dict:
             {"review": r, "evidence": [titles.get(e, e) for e in r.evidence]}
             for r in review_selectors.review_list_visible_to(user=user, submission=submission)
         ],
-        "stage": selectors.stage_label(latest.stage if latest else ""),
         "run_progress": selectors.run_progress(run=latest, now=timezone.now()),
         "comments": review_selectors.comment_list_visible_to(user=user, submission=submission),
         "versions": selectors.version_compare(submission=submission),
