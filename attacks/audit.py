@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from attacks import report
+from attacks.checks import MAX_SEED, audit_numbers_check  # noqa: F401 - MAX_SEED: public here too
 from attacks.exceptions import AttackError, AuditError, IntakeError
 from attacks.lira import LiRAAttack
 from attacks.policy import Policy, round_rule
@@ -65,8 +66,6 @@ DEFAULT_ATTACKS = tuple(ATTACKS)
 
 #: A progress callback gets a stage name and the fraction of the audit done.
 Progress = Callable[[str, float], None]
-#: The largest seed: NumPy's RandomState takes 0 to 2**32 - 1.
-MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -86,22 +85,12 @@ class AuditConfig:
 
     def __post_init__(self):
         """Refuse a number no audit can run with (AuditError), before anything runs."""
-        _check_whole_number("The seed", self.random_state, low=0, high=MAX_SEED)
-        for what, value in (("shadow models", self.n_shadow_models), ("jobs", self.n_jobs)):
-            if value is not None:
-                _check_whole_number(f"The number of {what}", value, low=1)
-        _check_whole_number(  # the sweep's LiRA needs two
-            "The number of sweep shadow models", self.n_sweep_shadow_models, low=2
+        audit_numbers_check(
+            random_state=self.random_state,
+            n_shadow_models=self.n_shadow_models,
+            n_jobs=self.n_jobs,
+            n_sweep_shadow_models=self.n_sweep_shadow_models,
         )
-
-
-def _check_whole_number(what: str, value, *, low: int, high: int | None = None) -> None:
-    """AuditError unless ``value`` is a whole number from ``low`` (to ``high``)."""
-    whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if whole and low <= value and (high is None or value <= high):
-        return
-    limits = f"of at least {low}" if high is None else f"from {low} to {high}"
-    raise AuditError(f"{what} must be a whole number {limits}, not {value}.")
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,10 @@ def uploads_scan(
     config: AuditConfig,
     max_bytes: int = DEFAULT_MAX_BYTES,
     limits: SandboxLimits = AUDIT_LIMITS,
+    progress: Progress | None = None,
 ) -> dict:
-    """The structural rules and the hyperparameter sweep alone, run in a sandbox.
+    """The structural rules and the hyperparameter sweep alone, run in a sandbox
+    (``progress`` hears the sweep's stages, as in :func:`uploads_audit`).
 
     The sweep takes ``config``'s seed and jobs; with no audit to compare against it
     scores the submitted setting itself, and ``n_sweep_shadow_models`` is its
@@ -142,7 +144,7 @@ def uploads_scan(
         "n_jobs": config.n_jobs,
         "max_bytes": max_bytes,
     }
-    return _audit_call("_scan_in_child", kwargs, limits)
+    return _audit_call("_scan_in_child", kwargs, limits, progress=progress)
 
 
 def uploads_shadow_train(
@@ -461,13 +463,16 @@ def _scan_in_child(
     from attacks.audit import sweep_dict
     from attacks.report import json_safe
     from attacks.scan import HyperparameterScan, check_rules
+    from safe_model.sandbox import sandbox_emit
 
     with _data_errors():
         target = target_from_uploads(
             **_uploads_from_wire(uploads), label=label, max_bytes=max_bytes
         )
         rules = check_rules(target, thresholds=policy["sections"]["rules"])
-        scan = HyperparameterScan(**sweep, n_jobs=n_jobs).fit(target)
+        scan = HyperparameterScan(**sweep, n_jobs=n_jobs).fit(
+            target, progress=lambda stage, done: sandbox_emit({"stage": stage, "done": done})
+        )
     return json_safe({"rules": [dataclasses.asdict(r) for r in rules], "sweep": sweep_dict(scan)})
 
 

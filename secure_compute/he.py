@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +87,7 @@ _REGRESSORS = (LinearRegression, Ridge, Lasso, ElasticNet)
 #: Scalers that are a per-feature affine map and fold into the weights.
 _SCALERS = (StandardScaler, MinMaxScaler, MaxAbsScaler)
 _KINDS = frozenset({*_CLASSIFIERS.values(), "regression"})
+_FOLDABLE_MODELS = (*_CLASSIFIERS, *_REGRESSORS)
 
 
 @dataclass(frozen=True)
@@ -226,15 +228,47 @@ def _model_kind(model) -> str:
     """Name the output semantics of an allowed estimator, or refuse it."""
     kind = _CLASSIFIERS.get(type(model)) or ("regression" if type(model) in _REGRESSORS else None)
     if kind is None:
-        allowed = [cls.__name__ for cls in (*_CLASSIFIERS, *_REGRESSORS)]
         raise UnsupportedModel(
-            f"{type(model).__name__} cannot be served under HE; supported models are {allowed}."
+            f"A {type(model).__name__} is not a linear model, so it cannot be served under "
+            f"homomorphic encryption (only {_names(_FOLDABLE_MODELS)} can); "
+            "serve it in an attested enclave instead."
         )
     try:
         check_is_fitted(model)
     except Exception:
         raise UnsupportedModel(f"The {type(model).__name__} is not fitted.") from None
     return kind
+
+
+def foldable_by_name(model_class: str, step_classes: Sequence[str] = ()) -> bool:
+    """Whether :func:`linear_model_fold` takes a model of this class after these steps.
+
+    A cheap first answer from class names (a report's model summary), so a page offers
+    HE only for what it can serve; folding the fitted model still decides.
+
+    Parameters
+    ----------
+    model_class : str
+        The final estimator's class name, such as ``"LogisticRegression"``.
+    step_classes : sequence of str, default=()
+        The class names of the pipeline steps before it (``"str"`` for ``"passthrough"``).
+
+    Returns
+    -------
+    bool
+    """
+    steps_ok = all(step in {*_names_of(_SCALERS), "str", "NoneType"} for step in step_classes)
+    return model_class in _names_of(_FOLDABLE_MODELS) and steps_ok
+
+
+def _names_of(classes) -> list[str]:
+    return [cls.__name__ for cls in classes]
+
+
+def _names(classes) -> str:
+    """``"A, B and C"``: class names in a sentence."""
+    names = _names_of(classes)
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _fold_scalers(scalers: list, n_features: int) -> tuple[np.ndarray, np.ndarray]:

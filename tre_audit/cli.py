@@ -12,14 +12,26 @@ stderr, its data values left out (``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
+from attacks.checks import audit_numbers_check
 from attacks.exceptions import AuditError
+from attacks.progress import (
+    ATTACK_STAGES,
+    elapsed_text,
+    eta_seconds,
+    eta_text,
+    phase_mark_next,
+    stage_text,
+)
 from safe_model.redact import exception_summary
 from secure_compute.exceptions import SecureComputeError
 
@@ -30,6 +42,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 HTTP_TIMEOUT = (10, 600)
 #: Statuses in which the audit has not finished yet.
 AUDIT_PENDING = {"submitted", "auditing"}
+#: The files every audit, scan and submission takes.
+TARGET = ("model", "train", "test")
 
 
 class CommandError(Exception):
@@ -164,7 +178,7 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         "--interval", type=_seconds, default=2.0, help="seconds between polls with --wait"
     )
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def _add_target_args(p: argparse.ArgumentParser) -> None:
@@ -176,7 +190,7 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     p.add_argument("--jobs", type=int, help="processes for shadow models (default: all cores)")
     p.add_argument("--policy", type=Path, help="risk policy (TOML); default: the built-in policy")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def _positive(text: str) -> int:
@@ -190,28 +204,32 @@ def _positive(text: str) -> int:
 
 
 def _audit(args) -> int:
-    from attacks.audit import AuditConfig
+    audit_numbers_check(random_state=args.seed, n_shadow_models=args.shadows, n_jobs=args.jobs)
+    _check_out_dir(args.out, force=args.force)
+    files = _target_files(args)  # before the heavy imports: a wrong path fails in a blink
+    extras = {role: _optional_file(getattr(args, role)) for role in ("record", "description")}
+    attacks = _attack_names(args.attacks)
+    from attacks.audit import DEFAULT_ATTACKS, AuditConfig
     from attacks.pdf import render_pdf
     from attacks.report import report_dumps
     from attacks.sandboxed import uploads_audit
 
     config = AuditConfig(
+        attacks=attacks or DEFAULT_ATTACKS,
         n_shadow_models=args.shadows,
         random_state=args.seed,
         n_jobs=args.jobs,
-        attacks=_attack_names(args.attacks),
         sweep=not args.no_sweep,
         include_raw_values=args.include_raw_values,
     )
-    _check_out_dir(args.out, force=args.force)
-    with _ProgressBar(args.quiet) as progress:
+    policy = _policy(args.policy)
+    with _progress(args.quiet, first="loading") as progress:
         report = uploads_audit(
-            **_uploads(args),
+            **_as_uploads(files),
             label=args.label,
-            policy=_policy(args.policy),
+            policy=policy,
             config=config,
-            record=_optional_upload(args.record),
-            description=_optional_upload(args.description),
+            **{role: _as_upload(extra) for role, extra in extras.items()},
             progress=progress,
         )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -231,15 +249,20 @@ def _example(args) -> int:
 
 
 def _scan(args) -> int:
+    sweep_shadows = {} if args.shadows is None else {"n_sweep_shadow_models": args.shadows}
+    audit_numbers_check(random_state=args.seed, n_jobs=args.jobs, **sweep_shadows)
+    files = _target_files(args)  # before the heavy imports, as in ``audit``
     from attacks.audit import AuditConfig
     from attacks.sandboxed import uploads_scan
 
     config = AuditConfig(random_state=args.seed, n_jobs=args.jobs)
     if args.shadows is not None:
         config = dataclasses.replace(config, n_sweep_shadow_models=args.shadows)
-    result = uploads_scan(
-        **_uploads(args), label=args.label, policy=_policy(args.policy), config=config
-    )
+    policy = _policy(args.policy)
+    with _progress(args.quiet, first="loading") as progress:
+        result = uploads_scan(
+            **_as_uploads(files), label=args.label, policy=policy, config=config, progress=progress
+        )
     _print_scan(result)
     if args.out is not None:
         from attacks.report import report_dumps
@@ -266,21 +289,28 @@ def _print_scan(result: dict) -> None:
     print(rec["text"] if rec else (sweep.get("note") or "No sweep applies to this model."))
 
 
-def _uploads(args) -> dict:
+def _target_files(args) -> dict[str, tuple[str, bytes]]:
+    """The model, training and held-out files as (name, bytes), read without the audit."""
+    return {role: (getattr(args, role).name, _read(getattr(args, role))) for role in TARGET}
+
+
+def _optional_file(path: Path | None) -> tuple[str, bytes] | None:
+    return None if path is None else (path.name, _read(path))
+
+
+def _as_uploads(files: dict[str, tuple[str, bytes]]) -> dict:
+    return {role: _as_upload(file) for role, file in files.items()}
+
+
+def _as_upload(file: tuple[str, bytes] | None):
     from attacks.audit import Upload
 
-    return {role: _read(getattr(args, role), Upload) for role in ("model", "train", "test")}
+    return None if file is None else Upload(name=file[0], data=file[1])
 
 
-def _optional_upload(path: Path | None):
-    from attacks.audit import Upload
-
-    return None if path is None else _read(path, Upload)
-
-
-def _read(path: Path, upload_class):
+def _read(path: Path) -> bytes:
     try:
-        return upload_class(name=path.name, data=path.read_bytes())
+        return path.read_bytes()
     except FileNotFoundError:
         raise CommandError(f"{path} does not exist.") from None
     except IsADirectoryError:
@@ -304,17 +334,16 @@ def _policy(path: Path | None):
         raise CommandError(f"The policy file {path} cannot be read.") from None
 
 
-def _attack_names(text: str | None) -> tuple[str, ...]:
-    from attacks.audit import ATTACKS, DEFAULT_ATTACKS
-
+def _attack_names(text: str | None) -> tuple[str, ...] | None:
+    """The attacks asked for (None: the audit's default), checked without loading them."""
     if not text:
-        return DEFAULT_ATTACKS
+        return None
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in ATTACKS]
+    unknown = [n for n in names if n not in ATTACK_STAGES]
     if unknown or not names:
         raise CommandError(
             f"Unknown attack {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(ATTACKS)}."
+            f"choose from {', '.join(ATTACK_STAGES)}."
         )
     return names
 
@@ -347,8 +376,8 @@ def _seconds(text: str) -> float:
 
 
 def _submit(args) -> int:
+    files = _target_files(args)
     server = _Server.from_args(args)
-    files = _uploads(args)
     data = {
         "title": args.title,
         "label": args.label,
@@ -364,7 +393,7 @@ def _submit(args) -> int:
         "POST",
         "requests/",
         data=data,
-        files={role: (upload.name, upload.data) for role, upload in files.items()},
+        files=files,
     )
     _print_request(request)
     if args.wait:
@@ -402,7 +431,7 @@ def _print_outcome(request: dict) -> None:
 def _wait(server: _Server, request_id: int, args) -> dict:
     """Poll until the audit has finished, showing its progress; the request at the end."""
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    with _ProgressBar(args.quiet) as progress:
+    with _progress(args.quiet) as progress:
         while True:
             request = server.call("GET", f"requests/{request_id}/")
             audit = request.get("audit") or {}
@@ -486,36 +515,95 @@ def _json(response, url: str):
         raise CommandError(f"{url} did not answer like a tre-audit server.") from None
 
 
-class _ProgressBar:
-    """A tqdm bar driven by the audit's progress callback (stderr, off with --quiet)."""
+#: Seconds between redraws of the live line on a terminal...
+LIVE_SECONDS = 1.0
+#: ...and, elsewhere (a log, a pipe), the longest silence before the line is printed again.
+QUIET_SECONDS = 30.0
 
-    def __init__(self, quiet: bool):
-        self.quiet = (
-            quiet or not sys.stderr.isatty() and os.environ.get("TRE_AUDIT_PROGRESS") != "1"
-        )
 
-    def __enter__(self):
-        if self.quiet:
-            return None
-        from tqdm import tqdm
+def progress_line(*, elapsed: float, stage: str, done: float, eta: float | None) -> str:
+    """``[12 s] Running: RMIA (45%), about 3 min left``: one line of the audit's progress."""
+    left = eta_text(eta)
+    return f"[{elapsed_text(elapsed)}] {stage_text(stage)} ({done:.0%})" + (
+        f", {left}" if left else ""
+    )
 
-        self.bar = tqdm(
-            total=100,
-            unit="%",
-            file=sys.stderr,
-            desc="audit",
-            bar_format="{desc:<14} {bar} {n:.0f}% {elapsed}",
-        )
-        return self.update
+
+class ProgressPrinter:
+    """The audit's progress on ``stream``: a live line redrawn every second on a terminal,
+    else one line per stage (and again after a long silence), so a timer never freezes.
+
+    ``update`` is the audit's progress callback; ``tick`` redraws (a thread calls it).
+    """
+
+    def __init__(self, stream, *, live: bool, clock=time.monotonic):
+        self.stream, self.live, self.clock = stream, live, clock
+        self.started = self.printed_at = clock()
+        self.stage, self.done, self.mark, self.last_line = "", 0.0, None, None
+        self.lock = threading.Lock()
 
     def update(self, stage: str, done: float) -> None:
-        self.bar.set_description_str(stage)
-        self.bar.update(max(0.0, 100 * done - self.bar.n))
+        with self.lock:
+            now = self.clock()
+            self.mark = phase_mark_next(self.mark, stage=stage, done=done, now=now)
+            self.stage, self.done = stage, done
+            self._show(now, changed=True)
 
-    def __exit__(self, *exc):
-        if not self.quiet:
-            self.bar.close()
-        return False
+    def tick(self) -> None:
+        with self.lock:
+            self._show(self.clock(), changed=False)
+
+    def _show(self, now: float, *, changed: bool) -> None:
+        if not self.stage:
+            return
+        eta = eta_seconds(self.mark, done=self.done, now=now)
+        line = progress_line(elapsed=now - self.started, stage=self.stage, done=self.done, eta=eta)
+        if self.live:
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write(f"\r{line[:width]:<{width}}")
+        elif (changed and _without_timer(line) != _without_timer(self.last_line)) or (
+            now - self.printed_at >= QUIET_SECONDS
+        ):
+            self.stream.write(line + "\n")
+            self.printed_at, self.last_line = now, line
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live and self.stage:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _without_timer(line: str | None) -> str | None:
+    """A line without its timer and time left: printed again only when something moved."""
+    return None if line is None else line.split("] ", 1)[-1].split(", about ")[0]
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool, *, first: str = ""):
+    """The progress callback (None with ``--quiet``), on stderr, with the result on stdout;
+    ``first`` is shown until the first report (loading takes seconds)."""
+    if quiet:
+        yield None
+        return
+    printer = ProgressPrinter(sys.stderr, live=sys.stderr.isatty())
+    if first:
+        printer.update(first, 0.0)
+    stop = threading.Event()
+    ticker = threading.Thread(target=_tick_until, args=(printer, stop), daemon=True)
+    ticker.start()
+    try:
+        yield printer.update
+    finally:
+        stop.set()
+        ticker.join()
+        printer.close()
+
+
+def _tick_until(printer: ProgressPrinter, stop: threading.Event) -> None:
+    interval = LIVE_SECONDS if printer.live else QUIET_SECONDS / 6
+    while not stop.wait(interval):
+        printer.tick()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ request; ``encrypt`` verifies the enclave's attestation and seals a CSV to it
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import sys
@@ -84,11 +85,26 @@ def _partner_args(p, server_args, *, csv_required: bool = True) -> None:
         "manifest); default: as the server states it",
     )
     p.add_argument(
+        "--code-measurement",
+        type=_code_measurement,
+        help="the enclave code's measurement to pin (SHA-384 hex, as the request page shows it)",
+    )
+    p.add_argument(
         "--accept-simulated",
         action="store_true",
         help="accept a SIMULATED enclave (no hardware isolation): testing only",
     )
     server_args(p)
+
+
+def _code_measurement(text: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != 48:
+        raise argparse.ArgumentTypeError("must be 96 hexadecimal digits (a SHA-384)")
+    return value
 
 
 def _server(args) -> _Server:
@@ -110,7 +126,8 @@ def _deploy(args) -> int:
     if args.kind == "enclave":
         print(
             "Clients verify it against the TRE's enclave root certificate, given to them out "
-            "of band (the server keeps it in var/enclave-root/root_cert.pem). It is SIMULATED."
+            "of band: download it from the request's page (Secure serving) or copy the "
+            "server's var/enclave-root/root_cert.pem. It is SIMULATED."
         )
     return 0
 
@@ -161,6 +178,7 @@ def _attested_pending(args, server, info: dict):
             rows=rows,
             trusted_roots=_roots(args),
             accept_simulated=args.accept_simulated,
+            expected_code_measurement=args.code_measurement,
         )
     except SecureComputeError as exc:
         raise CommandError(f"Refused the enclave: {exc}") from None

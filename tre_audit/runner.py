@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args, procs, redis: _Service) -> int:
+    started = time.monotonic()
     import django
     from django.core.management import call_command
 
@@ -72,8 +75,8 @@ def _serve(args, procs, redis: _Service) -> int:
         service.start(procs)
     services.insert(0, redis)
     url = f"http://127.0.0.1:{args.port}/"
-    _wait(lambda: _port_busy(args.port), 30, "the web app")
-    _banner(url, passwords)
+    _page_wait(url, alive=lambda: _keep_up(services, procs))
+    _banner(url, passwords, seconds=time.monotonic() - started)
     print(mail_destination(), flush=True)
     if not args.no_demo and not _demo_request(url, keep_up=lambda: _keep_up(services, procs)):
         return 1
@@ -100,6 +103,7 @@ WEB_COMMAND = [
     "-m",
     "gunicorn",
     "tre_audit.wsgi",
+    "--preload",  # the app is imported once and forked: half the start-up CPU of two imports
     "--workers",
     "2",
     "--threads",
@@ -212,8 +216,7 @@ def _demo_request(url: str, *, keep_up) -> bool:
             return False
         time.sleep(1)
         submission.refresh_from_db()
-        run = submission.runs.first()
-        print(f"\r  auditing: {run.stage or 'queued'} {run.progress:4.0%}   ", end="", flush=True)
+        print(f"\r  auditing: {_demo_progress(submission.runs.first())}   ", end="", flush=True)
     run = submission.runs.first()
     outcome = f"{run.risk} risk" if run.risk else submission.get_status_display().lower()
     print(
@@ -224,8 +227,21 @@ def _demo_request(url: str, *, keep_up) -> bool:
     return True
 
 
-def _banner(url: str, passwords: dict[str, str]) -> None:
-    print(f"\ntre-audit is up: {url}", flush=True)
+def _demo_progress(run) -> str:
+    """``RMIA 58%, about 20 s left``: the demo audit's stage in words, or "queued"."""
+    from django.utils import timezone
+
+    from tre_audit.submissions.selectors import run_progress
+
+    if run is None or not run.stage:
+        return "queued"
+    shown = run_progress(run=run, now=timezone.now())
+    left = f", {shown['eta_text']}" if shown["eta_text"] else ""
+    return f"{shown['stage']} {run.progress:.0%}{left}"
+
+
+def _banner(url: str, passwords: dict[str, str], *, seconds: float) -> None:
+    print(f"\ntre-audit is up (its first page answered after {seconds:.0f} s): {url}", flush=True)
     if passwords:
         print("Demo accounts (new passwords each start):")
         for username, password in passwords.items():
@@ -271,6 +287,56 @@ def _wait(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"{what} did not start within {timeout:.0f} s; see var/log/.")
         time.sleep(0.2)
+
+
+#: Seconds the web app may take to answer its first page (a loaded machine needs many)...
+PAGE_TIMEOUT = 180
+#: ...and after how many seconds of waiting the command says what it waits for.
+PAGE_PATIENCE = 10
+
+
+def _page_wait(
+    url: str,
+    *,
+    alive=lambda: True,
+    timeout: float = PAGE_TIMEOUT,
+    opener=None,
+    clock=time.monotonic,
+    sleep=time.sleep,
+) -> float:
+    """Wait until ``url`` answers (any status below 500); the seconds it took.
+
+    Says once why it waits when that takes more than :data:`PAGE_PATIENCE` seconds;
+    SystemExit with a sentence if the page does not answer within ``timeout`` or a
+    service gave up meanwhile (``alive`` false).
+    """
+    opener = opener or urllib.request.urlopen
+    start, told = clock(), False
+    while not _page_answers(url, opener):
+        waited = clock() - start
+        if not alive():
+            raise SystemExit("The web app stopped before its first page answered; see var/log/.")
+        if waited > timeout:
+            raise SystemExit(f"{url} did not answer within {timeout:.0f} s; see var/log/web.log.")
+        if waited > PAGE_PATIENCE and not told:
+            print(
+                f"Waiting for the web app to answer at {url} ({waited:.0f} s so far; "
+                "its first start loads the audit libraries, slower on a busy machine).",
+                flush=True,
+            )
+            told = True
+        sleep(0.5)
+    return clock() - start
+
+
+def _page_answers(url: str, opener) -> bool:
+    try:
+        with opener(url, timeout=10) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (OSError, ValueError):  # refused, reset, timed out: not up yet
+        return False
 
 
 def _port_busy(port: int) -> bool:

@@ -292,6 +292,22 @@ def test_progress_names_every_setting_in_order(famous_leaky):
     assert all(any(stage.startswith(f"sweep: {a} (") for stage in stages) for a in attacked)
 
 
+def test_progress_is_reported_once_per_grid_point_refitted_and_per_setting_attacked():
+    target = make_target(DecisionTreeClassifier(random_state=0), n=120)
+    calls = []
+    result = scan(grid={"min_samples_leaf": [5, 20]}, max_reference_models=2).fit(
+        target, progress=lambda stage, done: calls.append(stage)
+    )
+    refits = [stage for stage in calls if stage.startswith("sweep: refitting ")]
+    assert refits == [
+        "sweep: refitting min_samples_leaf=5 (1 of 2)",
+        "sweep: refitting min_samples_leaf=20 (2 of 2)",
+    ]
+    attacked = [stage for stage in calls if "reference models)" in stage]
+    assert len(attacked) == len(result.points_) == 3  # the current setting and both changes
+    assert len(set(attacked)) == len(attacked)  # each once
+
+
 def test_sweep_prefixes_pipeline_step_names():
     target = make_target(make_pipeline(StandardScaler(), KNeighborsClassifier(5)), n=120)
     result = scan().fit(target)

@@ -71,3 +71,65 @@ def test_a_running_process_is_left_alone():
     finally:
         runner._stop(procs)
     assert first.poll() is not None
+
+
+class _Answer:
+    def __init__(self, status: int):
+        self.status = status
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Page:
+    """A web app that refuses connections, then answers 502 (a proxy's), then 200;
+    each try takes a second of a clock the test owns."""
+
+    def __init__(self, answers):
+        self.answers, self.now, self.tries = list(answers), 0.0, 0
+
+    def open(self, url, timeout):
+        self.tries += 1
+        self.now += 1.0
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return _Answer(answer)
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def _page_wait(page, **kwargs):
+    return runner._page_wait(
+        "http://127.0.0.1:1/", opener=page.open, clock=lambda: page.now, sleep=page.sleep, **kwargs
+    )
+
+
+def test_up_is_only_once_the_first_page_answers_and_a_slow_start_says_why(capsys):
+    page = _Page([ConnectionRefusedError()] * 8 + [502, 200])
+    assert _page_wait(page) == pytest.approx(9 * 1.5 + 1)  # the 502 is not up either
+    assert page.tries == 10
+    said = capsys.readouterr().out
+    assert said.count("Waiting for the web app to answer") == 1  # once, past 10 s
+
+
+def test_a_quick_page_is_up_without_a_word(capsys):
+    page = _Page([302])
+    assert _page_wait(page) == 1.0
+    assert capsys.readouterr().out == ""
+
+
+def test_a_page_that_never_answers_ends_the_command_in_one_sentence():
+    page = _Page([ConnectionRefusedError()] * 100)
+    with pytest.raises(SystemExit, match="did not answer within 20 s; see var/log/web.log"):
+        _page_wait(page, timeout=20)
+
+
+def test_a_web_app_that_gave_up_ends_the_wait():
+    page = _Page([ConnectionRefusedError()] * 3)
+    with pytest.raises(SystemExit, match="stopped before its first page answered"):
+        _page_wait(page, alive=lambda: False)

@@ -1,15 +1,27 @@
-"""Which endpoints a user may see."""
+"""Which endpoints a user may see, which a request may have, and how a partner calls one."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import shlex
+
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
+from secure_compute import he
+from secure_compute.attestation import ROOT_CERT_FILE
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.services import user_has_role
-from tre_audit.serving.enums import EndpointStatus
+from tre_audit.serving.enums import EndpointKind, EndpointStatus
 from tre_audit.serving.exceptions import ServingNotAllowed
 from tre_audit.serving.models import Endpoint
+from tre_audit.submissions.models import Submission
+from tre_audit.submissions.selectors import current_run
+
+#: What a partner names the downloaded root certificate in the commands shown to them.
+ROOT_DOWNLOAD_NAME = "enclave-root.pem"
 
 
 def endpoint_list_visible_to(*, user: AbstractBaseUser) -> QuerySet[Endpoint]:
@@ -38,3 +50,87 @@ def endpoint_list_running() -> list[Endpoint]:
     for endpoint in endpoints:
         endpoint.caller_names = sorted(c.get_username() for c in endpoint.callers.all())
     return endpoints
+
+
+def he_unfit_reason(*, submission: Submission) -> str:
+    """Why HE cannot serve the approved model, as the audit's report names it; "" if it
+    can, or if the report does not say (deploying then folds the model and decides)."""
+    model = _report_model(submission)
+    if not model or not model.get("type"):
+        return ""
+    final = str(model["type"]).rsplit(".", 1)[-1]
+    steps = [str(step).split(": ", 1)[-1] for step in model.get("pipeline_steps", [])[:-1]]
+    if he.foldable_by_name(final, steps):
+        return ""
+    return (
+        f"A {final} is not a linear model, so it cannot be served under homomorphic "
+        "encryption; serve it in an attested enclave instead."
+    )
+
+
+def _report_model(submission: Submission) -> dict | None:
+    run = current_run(submission)
+    return (run.report or {}).get("model") if run is not None else None
+
+
+def endpoint_kinds_offered(*, submission: Submission) -> list[str]:
+    """The secure options that fit the model: HE and the enclave for a linear model, the
+    enclave alone for any other."""
+    if he_unfit_reason(submission=submission):
+        return [EndpointKind.ENCLAVE]
+    return [EndpointKind.HE, EndpointKind.ENCLAVE]
+
+
+def enclave_root_pem() -> bytes | None:
+    """The TRE's enclave root certificate (PEM), once an enclave has made it."""
+    path = settings.TRE_AUDIT_ENCLAVE_ROOT / ROOT_CERT_FILE
+    return path.read_bytes() if path.exists() else None
+
+
+def enclave_root_fingerprint(pem: bytes) -> str:
+    """SHA-256 of the certificate's DER, as ``openssl x509 -fingerprint -sha256`` prints it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+@functools.cache
+def enclave_code_measurement() -> str:
+    """The enclave code's measurement (PCR0, SHA-384 hex) a partner pins: it changes only
+    with the code, so once per process."""
+    from secure_compute.enclave import code_measurement_compute
+
+    return code_measurement_compute().hex()
+
+
+def endpoint_command(endpoint: Endpoint, *, server_url: str) -> str:
+    """The partner's exact command line for calling ``endpoint`` with rows.csv."""
+    server = ["--url", server_url.rstrip("/")]
+    if endpoint.kind == EndpointKind.HE:
+        args = ["he", "predict", str(endpoint.pk), "-f", "rows.csv", "--keys", "partner.key"]
+        return shlex.join(["tre-audit", *args, "--out", "predictions.csv", *server])
+    args = ["enclave", "run", str(endpoint.pk), "-f", "rows.csv", "--root", ROOT_DOWNLOAD_NAME]
+    pins = ["--model-sha256", endpoint.model_sha256]
+    pins += ["--code-measurement", enclave_code_measurement(), "--accept-simulated"]
+    return shlex.join(["tre-audit", *args, *pins, "--out", "predictions.csv", *server])
+
+
+def serving_view(*, submission: Submission, endpoints: list[Endpoint], server_url: str) -> dict:
+    """The request page's secure serving: the options to offer, each endpoint with its
+    command line, and what a partner pins (root fingerprint, code measurement)."""
+    kinds = endpoint_kinds_offered(submission=submission)
+    pem = enclave_root_pem() if any(e.kind == EndpointKind.ENCLAVE for e in endpoints) else None
+    return {
+        "kinds": kinds,
+        "he_unfit": he_unfit_reason(submission=submission),
+        "rows": [
+            {"endpoint": e, "command": endpoint_command(e, server_url=server_url)}
+            for e in endpoints
+        ],
+        "root_fingerprint": enclave_root_fingerprint(pem) if pem else "",
+        "root_download_name": ROOT_DOWNLOAD_NAME,
+        "code_measurement": enclave_code_measurement() if pem else "",
+    }

@@ -58,6 +58,7 @@ from tre_audit.reviews.services import check_approval_signed_off
 from tre_audit.serving.enums import EndpointKind, EndpointStatus
 from tre_audit.serving.exceptions import BudgetSpent, ServingError, ServingNotAllowed
 from tre_audit.serving.models import CallerUsage, Endpoint
+from tre_audit.serving.selectors import he_unfit_reason
 from tre_audit.submissions.enums import FileRole, Status
 from tre_audit.submissions.models import StoredFile, Submission
 from tre_audit.submissions.selectors import user_is_author_or_admin, user_roles
@@ -161,6 +162,8 @@ def endpoint_deploy(
     if kind not in EndpointKind.values:
         raise ServingError(f"There is no endpoint kind called {kind}.")
     model = _approved_model(submission)
+    if kind == EndpointKind.HE and (unfit := he_unfit_reason(submission=submission)):
+        raise ServingError(unfit)  # as the audit's report names the model: no fold needed
     if kind == EndpointKind.HE:
         he_weights(model.sha256)  # refuses a model HE cannot serve, before anything is stored
     endpoint = Endpoint.objects.create(

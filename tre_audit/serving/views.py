@@ -5,7 +5,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from tre_audit.serving import selectors, services
 from tre_audit.serving.enums import EndpointKind
 from tre_audit.serving.exceptions import ServingError, ServingNotAllowed
+from tre_audit.submissions.selectors import user_is_author_or_admin
 from tre_audit.submissions.views import _visible
 
 
@@ -37,6 +38,22 @@ def endpoint_deploy(request, submission_id: int):
             extra_tags="serving",
         )
     return redirect(f"{submission.get_absolute_url()}#serving")
+
+
+@login_required
+def enclave_root_certificate(request, submission_id: int):
+    """The TRE's enclave root certificate (PEM), for the author or an admin to give the
+    partners who call the request's enclave; they pin its fingerprint."""
+    submission = _visible(request, submission_id)
+    if not user_is_author_or_admin(request.user, submission):
+        raise PermissionDenied("Only the author or a TRE admin can download the root certificate.")
+    pem = selectors.enclave_root_pem()
+    if pem is None:
+        raise Http404("No enclave has been deployed here yet, so there is no root certificate.")
+    response = HttpResponse(pem, content_type="application/x-pem-file")
+    name = selectors.ROOT_DOWNLOAD_NAME
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
 
 
 @login_required

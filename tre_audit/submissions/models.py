@@ -159,6 +159,12 @@ class AuditRun(models.Model):
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     stage = models.CharField(max_length=64, blank=True)
     progress = models.FloatField(default=0.0)
+    # Where the current phase (shadows, attacks, sweep) started, for the time left
+    # (attacks.progress.eta_seconds): when, at what progress, reported how often since.
+    phase = models.CharField(max_length=16, blank=True)
+    phase_started_at = models.DateTimeField(null=True, blank=True)
+    phase_start_progress = models.FloatField(default=0.0)
+    phase_updates = models.PositiveIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0)  # times a worker started it
     task_id = models.CharField(max_length=64, blank=True)  # the Celery task running it
     heartbeat_at = models.DateTimeField(null=True, blank=True)  # written while it runs

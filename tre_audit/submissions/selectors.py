@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KT
 
 from attacks import reading
+from attacks.progress import PhaseMark, elapsed_text, eta_seconds, eta_text, stage_text
 from tre_audit.listing import Rows, choice_rank, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import RunStatus, Status
@@ -375,19 +377,50 @@ def _terms() -> dict[str, dict]:
     }
 
 
-_STAGES = {
-    "": "Queued: waiting for a worker",
-    "rules": "Checking the model's settings against the rules",
-    "sweep": "Sweeping hyperparameters for a safer setting",
-    "report": "Writing the report",
-    "done": "Done",
-}
-
-
 def stage_label(stage: str) -> str:
-    """What the audit is doing, in words: an attack's title or a named step."""
-    from attacks.audit import ATTACKS
+    """What the audit is doing, in words: an attack's name or a named step."""
+    return stage_text(stage)
 
-    if stage in ATTACKS:
-        return f"Running: {ATTACKS[stage][0].split(' (')[0]}"
-    return _STAGES.get(stage, stage[:1].upper() + stage[1:])
+
+def run_eta_seconds(*, run: AuditRun | None, now: datetime) -> float | None:
+    """Seconds the running audit has left at its current phase's rate, or None before
+    the phase has a rate (``attacks.progress.eta_seconds``)."""
+    if run is None or run.status != RunStatus.RUNNING:
+        return None
+    return eta_seconds(run_phase_mark(run=run), done=run.progress, now=now.timestamp())
+
+
+def run_phase_mark(*, run: AuditRun) -> PhaseMark | None:
+    """Where the run's current phase started, as stored on it (None before any)."""
+    if run.phase_started_at is None:
+        return None
+    return PhaseMark(
+        phase=run.phase,
+        started_at=run.phase_started_at.timestamp(),
+        start_progress=run.phase_start_progress,
+        n_updates=run.phase_updates,
+    )
+
+
+def run_elapsed_seconds(*, run: AuditRun | None, now: datetime) -> float | None:
+    """Seconds since the running audit started (the page's timer starts from it)."""
+    if run is None or run.status != RunStatus.RUNNING or run.started_at is None:
+        return None
+    return max((now - run.started_at).total_seconds(), 0.0)
+
+
+def run_progress(*, run: AuditRun | None, now: datetime) -> dict:
+    """The running audit as the request page shows it: stage in words, fraction, the
+    seconds it has run (the page's timer ticks from them) and the time left, if known."""
+    eta = run_eta_seconds(run=run, now=now)
+    elapsed = run_elapsed_seconds(run=run, now=now)
+    return {
+        "stage": stage_label(run.stage if run else ""),
+        "progress": run.progress if run else 0.0,
+        "attempts": run.attempts if run else 0,
+        "run_status": run.status if run else RunStatus.QUEUED,
+        "elapsed_seconds": elapsed,
+        "elapsed_text": "" if elapsed is None else elapsed_text(elapsed),
+        "eta_seconds": eta,
+        "eta_text": eta_text(eta),
+    }

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import threading
-import time
 import zipfile
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from attacks.audit import ATTACKS, AuditConfig, Upload, shadow_base_seed, shadow
 from attacks.exceptions import AuditError, PolicyError
 from attacks.pdf import ReportIdentity, render_pdf
 from attacks.policy import Policy, load_policy
+from attacks.progress import PhaseMark, phase_mark_next
 from attacks.report import report_dumps
 from attacks.rounds import round_counts
 from attacks.sandboxed import (
@@ -60,7 +60,7 @@ from tre_audit.submissions.models import (
     SubmissionVersion,
 )
 from tre_audit.submissions.notifications import notify_audit_finished
-from tre_audit.submissions.selectors import user_is_author_or_admin, user_roles
+from tre_audit.submissions.selectors import run_phase_mark, user_is_author_or_admin, user_roles
 
 logger = logging.getLogger(__name__)
 
@@ -654,6 +654,7 @@ def _audit_run_claim(run: AuditRun, *, task_id: str) -> bool:
         heartbeat_at=now,
         shadow_rounds=[],  # a new attempt measures its rounds again; trained shadows stay
         shadows_wanted=0,
+        phase_started_at=None,  # the time left is measured from this attempt's progress
     )
     run.refresh_from_db()
     return claimed == 1
@@ -801,12 +802,14 @@ def _shadow_round_send(run: AuditRun, *, n_rounds_done: int) -> AuditRun:
     AuditShadow.objects.bulk_create(
         [AuditShadow(run=run, index=k) for k in range(start, wanted)], ignore_conflicts=True
     )
+    first = {} if n_rounds_done else _phase_fields(_phase_start("shadows", run.progress))
     _run_update(
         run,
         shadows_wanted=wanted,
         shadows_max=rule.max_models,
         stage=f"shadow models: {run.shadows_done} of {wanted} trained",
         heartbeat_at=timezone.now(),
+        **first,
     )
     _round_chord_send(run.id, run.attempts, range(start, wanted))
     return run
@@ -881,6 +884,7 @@ def audit_shadow_store(
             output_field=CharField(),
         ),
         heartbeat_at=timezone.now(),
+        phase_updates=F("phase_updates") + 1,
     )
     return True
 
@@ -1003,17 +1007,40 @@ def _uploads_of(submission: Submission, version: int) -> dict[str, Upload]:
     }
 
 
-def _progress_saver(run: AuditRun, *, floor: float = 0.0):
-    """A progress callback that writes at most every half second, never below ``floor``."""
-    last = [0.0]
+#: The longest stage a run stores (a sweep's stage names its setting, which may be long).
+STAGE_MAX_LENGTH = AuditRun._meta.get_field("stage").max_length
+
+
+def _progress_saver(run: AuditRun, *, floor: float = 0.0, now=timezone.now):
+    """A progress callback that writes each new stage at once and a moving fraction at
+    most every half second, never below ``floor``, with the phase mark the time left is
+    estimated from (see ``selectors.run_eta_seconds``)."""
+    last = {"at": None, "stage": None, "mark": run_phase_mark(run=run)}
 
     def save(stage: str, done: float) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.5 or done >= 1.0:
-            last[0] = now
-            _run_update(run, stage=stage, progress=max(done, floor))
+        done, at = max(done, floor), now()
+        mark = phase_mark_next(last["mark"], stage=stage, done=done, now=at.timestamp())
+        last["mark"] = mark
+        quiet = last["at"] is not None and (at - last["at"]).total_seconds() < 0.5
+        if stage == last["stage"] and quiet and done < 1.0:
+            return
+        last["at"], last["stage"] = at, stage
+        _run_update(run, stage=stage[:STAGE_MAX_LENGTH], progress=done, **_phase_fields(mark))
 
     return save
+
+
+def _phase_start(phase: str, progress: float) -> PhaseMark:
+    return PhaseMark(phase=phase, started_at=timezone.now().timestamp(), start_progress=progress)
+
+
+def _phase_fields(mark: PhaseMark) -> dict:
+    return {
+        "phase": mark.phase[:16],
+        "phase_started_at": datetime.fromtimestamp(mark.started_at, tz=UTC),
+        "phase_start_progress": mark.start_progress,
+        "phase_updates": mark.n_updates,
+    }
 
 
 def _run_update(run: AuditRun, **fields) -> None:

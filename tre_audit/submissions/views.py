@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -19,6 +20,7 @@ from tre_audit.reviews import selectors as review_selectors
 from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.forms import CommentForm, ReleaseForm, ReviewForm
+from tre_audit.serving import selectors as serving_selectors
 from tre_audit.serving import services as serving_services
 from tre_audit.submissions import record_queries, selectors, services
 from tre_audit.submissions.enums import RunStatus, Status
@@ -138,7 +140,7 @@ def _detail_context(request, submission: Submission) -> dict:
             {"review": r, "evidence": [titles.get(e, e) for e in r.evidence]}
             for r in review_selectors.review_list_visible_to(user=user, submission=submission)
         ],
-        "stage": selectors.stage_label(latest.stage if latest else ""),
+        "run_progress": selectors.run_progress(run=latest, now=timezone.now()),
         "comments": review_selectors.comment_list_visible_to(user=user, submission=submission),
         "versions": selectors.version_compare(submission=submission),
         "version_history": review_selectors.version_history_visible_to(
@@ -163,6 +165,7 @@ def _detail_context(request, submission: Submission) -> dict:
         else [],
         "user_can_download_bundle": submission.release_bundle_id is not None and acts_for,
         "endpoints": list(submission.endpoints.order_by("-created_at")) if acts_for else [],
+        "serving": _serving_view(request, submission) if acts_for else None,
         "user_can_deploy": serving_services.user_can_deploy(user, submission),
         "new_version_form": NewVersionForm(
             submission=submission, kept=kept_get(request.session, key=f"version-{submission.pk}")
@@ -177,6 +180,13 @@ def _detail_context(request, submission: Submission) -> dict:
     }
 
 
+def _serving_view(request, submission: Submission) -> dict:
+    endpoints = list(submission.endpoints.order_by("-created_at"))
+    return serving_selectors.serving_view(
+        submission=submission, endpoints=endpoints, server_url=request.build_absolute_uri("/")
+    )
+
+
 @login_required
 def submission_progress(request, submission_id: int):
     """The audit's progress, polled by the detail page."""
@@ -186,10 +196,7 @@ def submission_progress(request, submission_id: int):
         {
             "status": submission.status,
             "status_label": submission.get_status_display(),
-            "stage": selectors.stage_label(run.stage if run else ""),
-            "progress": run.progress if run else 0.0,
-            "attempts": run.attempts if run else 0,
-            "run_status": run.status if run else RunStatus.QUEUED,
+            **selectors.run_progress(run=run, now=timezone.now()),
         }
     )
 
