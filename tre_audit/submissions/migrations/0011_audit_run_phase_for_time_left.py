@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("submissions", "0007_auditrun_policy_version"),
+        ("submissions", "0010_submission_claim_and_run_risk"),
     ]
 
     operations = [
