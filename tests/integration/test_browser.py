@@ -113,7 +113,7 @@ def _submit(page: Page, files: dict, shot: Screenshots) -> None:
     page.get_by_label("I declare these files are exactly the model and data used.").check()
     shot(page, "submit-form")
     page.get_by_role("button", name="Submit for audit").click()
-    expect(page).to_have_url(re.compile(r"/requests/\d+/$"))
+    expect(page).to_have_url(re.compile(r"/requests/\d+/(#[\w-]+)?$"))
     expect(page.get_by_text("Submitted: the audit has been queued.")).to_be_visible()
     expect(page.get_by_role("heading", name=TITLE)).to_be_visible()
     expect(page.locator("#audit-progress")).to_be_visible()

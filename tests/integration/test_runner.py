@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 from tests.integration.conftest import PATIENCE, free_port
-from tests.tre_audit.test_hostile_uploads import form_fields, hostile_uploads
+from tests.tre_audit.test_hostile_uploads import form_fields, hostile_uploads, label_in
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_TIMEOUT = 60
@@ -96,7 +96,8 @@ def _hostile_uploads_refused_while_serving(session, base: str, runner_pid: int) 
         session.get(form, timeout=HTTP_TIMEOUT)
         answer = session.post(
             form,
-            data=form_fields(label) | {"csrfmiddlewaretoken": session.cookies["csrftoken"]},
+            data=form_fields(label_in(uploads, label))
+            | {"csrfmiddlewaretoken": session.cookies["csrftoken"]},
             files={role: (file_name, data) for role, (file_name, data) in uploads.items()},
             headers={"Referer": form},
             timeout=HTTP_TIMEOUT,

@@ -57,9 +57,10 @@ def _lines(text: str) -> dict[str, str]:
 
 
 def _one_line_error(capsys, code: int) -> str:
+    """The one error line, after any stage lines a wait printed ("[0 s] Auditing (0%)")."""
     out = capsys.readouterr()
     assert code == 2
-    lines = out.err.strip().splitlines()
+    lines = [line for line in out.err.strip().splitlines() if not line.startswith("[")]
     assert len(lines) == 1 and lines[0].startswith("tre-audit: error:"), out.err
     return lines[0]
 
@@ -191,7 +192,10 @@ def test_a_server_that_is_down_exits_2(capsys, monkeypatch):
 
 @pytest.mark.django_db(transaction=False)
 def test_a_missing_token_exits_2_before_reading_any_file(capsys, monkeypatch, tmp_path):
+    """The files exist (their paths are checked first) but are never opened."""
     monkeypatch.delenv("TRE_AUDIT_TOKEN", raising=False)
+    for name in ("model.skops", "train.csv", "test.csv"):
+        (tmp_path / name).write_bytes(b"")
     code = main([*_submit_args(tmp_path), "--url", "http://127.0.0.1:1"])
     assert "No API token: pass --token or set TRE_AUDIT_TOKEN" in _one_line_error(capsys, code)
 

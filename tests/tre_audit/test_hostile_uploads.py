@@ -151,7 +151,7 @@ def _form(uploads, label):
     return form_fields(label) | files
 
 
-def _label_in(uploads, label: str) -> str:
+def label_in(uploads, label: str) -> str:
     """The form checks the label against the training file's header before the intake
     check runs: a hostile training file gets a label it has, for the intake check to answer."""
     name, data = uploads["train"]
@@ -167,7 +167,7 @@ def test_the_web_form_refuses_it_and_stores_nothing(client, settings, case, requ
     uploads, label, phrase = case
     client.force_login(factories.create_user("researcher", Role.RESEARCHER))
     before = request_state()
-    response = client.post(reverse("submissions:create"), _form(uploads, _label_in(uploads, label)))
+    response = client.post(reverse("submissions:create"), _form(uploads, label_in(uploads, label)))
     assert response.status_code == 400
     errors = html.unescape(response.content.decode())
     assert phrase.lower() in errors.lower()

@@ -27,7 +27,7 @@ def test_the_web_shows_the_reason_and_changes_nothing(client, broken_log_request
     client.force_login(broken_log_request.author)
     response = client.post(
         reverse("submissions:withdraw", args=[broken_log_request.pk]),
-        {"reason": "no longer"},
+        {"reason": "no longer", "confirm": "on"},
         follow=True,
     )
     assert AUDIT_LOG_BROKEN in response.content.decode()
