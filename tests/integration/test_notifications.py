@@ -1,7 +1,7 @@
 """A real worker's audit, then the checkers' decisions: who hears of what, in the inbox and
 in the e-mail log both processes append to (the file the run command names)."""
 
-from email import message_from_string
+from email import message_from_string, policy
 
 import pytest
 
@@ -40,7 +40,7 @@ def _mails(log) -> list[tuple[str, str, str]]:
     if not log.exists():
         return []
     texts = [t for t in log.read_text(encoding="utf-8").split(f"\n{SEPARATOR}\n") if t.strip()]
-    parsed = [message_from_string(t) for t in texts]
+    parsed = [message_from_string(t, policy=policy.default) for t in texts]  # unfolds headers
     return [(m["To"], m["Subject"], m.get_payload(decode=True).decode()) for m in parsed]
 
 
