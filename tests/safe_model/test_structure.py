@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Seconds a child process may take to import scikit-learn and load a model on
 #: a loaded machine, and then to show that a crafted predict does not return.
 CHILD_TIMEOUT = 300
-HANG_WAIT = 20
+HANG_WAIT = 8
 
 #: Seeded fuzz cases the test runs (the measurement runs thousands).
 FUZZ_CASES = 400

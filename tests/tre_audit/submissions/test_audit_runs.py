@@ -242,6 +242,9 @@ def test_reconcile_fails_a_stale_run_that_already_stopped_twice(example_files, m
     assert Submission.objects.get(id=submission.id).status == Status.AUDIT_FAILED
 
 
+@pytest.mark.django_db(
+    transaction=True
+)  # the beating thread writes: no test transaction holding SQLite
 def test_the_heartbeat_is_written_while_the_audit_runs(example_files, monkeypatch, settings):
     settings.TRE_AUDIT_HEARTBEAT_SECONDS = 0.25  # a few beats, not 100 writes a second
     beats = []
