@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -10,11 +11,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from tests.postgres import database_url
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,9 +210,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 BROWSER_ARTIFACTS = ROOT / "test-artifacts" / "browser"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def browser_artifacts() -> Path:
-    """test-artifacts/browser/, emptied of an earlier run's files."""
+    """test-artifacts/browser/, emptied of an earlier run's files once per run, so that
+    every browser test's screenshots are there to look at afterwards."""
     BROWSER_ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in BROWSER_ARTIFACTS.iterdir():
         if old.is_file():
@@ -257,3 +263,65 @@ def browser_context(chromium, browser_artifacts, live_server):
     for name, context in contexts:
         context.tracing.stop(path=browser_artifacts / f"trace-{name}.zip")
         context.close()
+
+
+#: The widths each page is screenshotted at: a desktop and a phone.
+WIDTHS = (1280, 390)
+
+
+#: What sticks out past the right edge of the window, unless a scrolling box holds it:
+#: a page that scrolls sideways on a phone hides its right-hand columns.
+OVERFLOWING = """() => {
+  const width = document.documentElement.clientWidth;
+  const scrolls = (e) => {
+    for (let p = e.parentElement; p; p = p.parentElement) {
+      if (["auto", "scroll"].includes(getComputedStyle(p).overflowX)) return true;
+    }
+    return false;
+  };
+  return [...document.querySelectorAll("main *, header *")]
+    .filter((e) => e.getBoundingClientRect().right > width + 1 && !scrolls(e))
+    .filter((e) => ![...e.children].some((c) => c.getBoundingClientRect().right > width + 1))
+    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
+      + (e.className && typeof e.className === "string" ? "." + e.className.split(" ")[0] : "")
+      + " " + JSON.stringify((e.textContent || "").trim().slice(0, 40)));
+}"""
+
+
+class Screenshots:
+    """Numbered full-page screenshots at each of WIDTHS, in the order the flow takes
+    them; each page must fit each width (nothing to scroll sideways for)."""
+
+    def __init__(self, directory, prefix: str = "flow"):
+        self.directory, self.prefix, self.count = directory, prefix, 0
+
+    def __call__(self, page: Page, step: str) -> None:
+        self.count += 1
+        size = page.viewport_size
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": size["height"]})
+            name = f"{self.prefix}-{self.count:02d}-{step}-{width}.png"
+            page.screenshot(path=self.directory / name, full_page=True)
+            overflowing = page.evaluate(OVERFLOWING)
+            assert overflowing == [], f"{name}: wider than {width} px: {overflowing[:5]}"
+        page.set_viewport_size(size)
+
+
+def sign_in_as(new_context, username: str, violations: list[str], width: int = 1280):
+    """A page signed in as ``username`` (password "pw") in a context of its own, whose
+    Content-Security-Policy refusals land in ``violations``."""
+    from playwright.sync_api import expect
+
+    page = new_context(username).new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+    page.on(
+        "console",
+        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).not_to_have_url(re.compile(r"/accounts/login/"))
+    expect(page.locator("header .signout")).to_contain_text(username)
+    return page

@@ -1,9 +1,13 @@
 """The whole release flow in a real browser, on a live server with a real worker and Redis.
 
 A researcher submits the famous-patient example (a high-risk model), watches
-the audit, two output checkers approve it with a justification, a TRE admin
+the audit, reads its summary and ROC chart, hears of it in the inbox and asks
+about one record; a checker claims it, has a review refused and sees why at
+the field; two output checkers approve it with a justification, a TRE admin
 signs both approvals off on the dashboard, and the researcher releases the
-model and downloads the bundle. Screenshots go to test-artifacts/browser/.
+model (only the enclave is offered for serving it) and downloads the bundle,
+whose manifest names both approvers. Each page is screenshotted at 1280 and
+390 px into test-artifacts/browser/.
 """
 
 import hashlib
@@ -17,7 +21,7 @@ from django.contrib.auth.models import Group
 from playwright.sync_api import Page, expect
 
 from tests import factories
-from tests.integration.conftest import PATIENCE
+from tests.integration.conftest import PATIENCE, Screenshots, sign_in_as
 from tre_audit.reviews.enums import Role
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -33,32 +37,27 @@ USERS = {
 }
 
 
-class Screenshots:
-    """Numbered full-page screenshots, in the order the flow takes them."""
-
-    def __init__(self, directory):
-        self.directory, self.count = directory, 0
-
-    def __call__(self, page: Page, step: str) -> None:
-        self.count += 1
-        page.screenshot(path=self.directory / f"{self.count:02d}-{step}.png", full_page=True)
-
-
 def test_a_model_goes_from_submission_to_a_downloaded_release(
     live_server, worker_factory, browser_context, browser_artifacts, example_files
 ):
     _create_users()
     shot = Screenshots(browser_artifacts)
     violations: list[str] = []  # what the Content-Security-Policy blocked, on any page
-    sign_in = lambda username: _sign_in(browser_context, username, violations)  # noqa: E731
+    sign_in = lambda username: sign_in_as(browser_context, username, violations)  # noqa: E731
     researcher = sign_in("rita")
     _submit(researcher, example_files, shot)
     request_url = researcher.url.split("#")[0]  # a fragment would make goto() a same-page jump
 
     worker_factory()  # started only now, so the queued state above is certain
     _follow_the_audit(researcher, shot)
+    _read_the_report(researcher, shot)
+    _hear_in_the_inbox(researcher, request_url, shot)
+    _ask_about_one_record(researcher, example_files, shot)
 
-    _approve(sign_in("carl"), approvals_so_far=0, shot=shot)
+    carl = sign_in("carl")
+    _claim(carl, shot)
+    _refused_review_is_shown_at_its_field(carl, shot)
+    _approve(carl, approvals_so_far=0, shot=shot)
     _approve(sign_in("cleo"), approvals_so_far=1, shot=shot)
     researcher.goto(request_url)
     expect(researcher.locator("#status-label")).to_have_text("Approved")
@@ -69,6 +68,7 @@ def test_a_model_goes_from_submission_to_a_downloaded_release(
     _sign_off_all(sign_in("ada"), shot)
     bundle = _release_and_download(researcher, request_url, shot, browser_artifacts)
     _check_bundle(bundle, model_name=example_files["model"].name)
+    _only_the_enclave_is_offered(researcher, request_url, shot)
     assert violations == []
 
 
@@ -78,21 +78,6 @@ def _create_users() -> None:
         Group.objects.get_or_create(name=role)
     for username, role in USERS.items():
         factories.create_user(username, role)
-
-
-def _sign_in(new_context, username: str, violations: list[str]) -> Page:
-    page = new_context(username).new_page()
-    page.on(
-        "console",
-        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
-    )
-    page.goto("/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", "pw")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).not_to_have_url(re.compile(r"/accounts/login/"))
-    expect(page.locator("header .signout")).to_contain_text(username)
-    return page
 
 
 def _submit(page: Page, files: dict, shot: Screenshots) -> None:
@@ -134,6 +119,83 @@ def _follow_the_audit(page: Page, shot: Screenshots) -> None:
     expect(page.locator("#verdict-h")).to_have_text("Verdict: high risk")
     expect(page.get_by_role("link", name="Report (PDF)")).to_be_visible()
     shot(page, "audited")
+
+
+def _read_the_report(page: Page, shot: Screenshots) -> None:
+    """The plain-language summary opens the report; the ROC chart is drawn from its data."""
+    page.goto(page.url.split("#")[0])
+    expect(page.locator("#summary")).to_be_in_viewport()
+    expect(page.locator("#summary .lead")).not_to_be_empty()
+    expect(page.locator("#recommended-change")).not_to_be_empty()
+    roc = page.locator("#roc-chart-figure")
+    roc.scroll_into_view_if_needed()
+    plot = roc.locator("svg[role=img]")
+    expect(plot).to_be_in_viewport()
+    curves = plot.locator("path.chart-series")
+    assert curves.count() >= 2, "one ROC curve per attack that ran"
+    assert all(len(curves.nth(i).get_attribute("d").split("L")) > 3 for i in range(curves.count()))
+    expect(plot).to_contain_text("1/N")
+    roc.get_by_text("Data behind the chart").click()
+    expect(roc.locator("table tbody tr").first).to_be_visible()
+    text = page.locator("main").inner_text()
+    internal = re.compile(r"\b(?:attack|rule):\w|lira_offline|by rmia")  # "attack: " is prose
+    leaks = [text[max(0, m.start() - 60) : m.end() + 40] for m in internal.finditer(text)]
+    assert leaks == [], "internal identifiers where a person reads the page"
+    shot(page, "report-and-roc-chart")
+
+
+def _hear_in_the_inbox(page: Page, request_url: str, shot: Screenshots) -> None:
+    nav = page.get_by_role("navigation", name="Main")
+    nav.get_by_role("link", name=re.compile("Inbox")).click()
+    entry = page.locator(".inbox li.unread").filter(has_text=TITLE).first
+    expect(entry).to_be_in_viewport()
+    expect(entry).to_contain_text("audit")
+    shot(page, "inbox")
+    entry.get_by_role("link").click()
+    expect(page).to_have_url(re.compile(re.escape(request_url)))
+
+
+def _ask_about_one_record(page: Page, files: dict, shot: Screenshots) -> None:
+    """A training row is asked about; the worker answers from the audit's own shadows."""
+    header, first_row = files["train"].data.decode().splitlines()[:2]
+    form = page.locator("#record-query-form")
+    form.scroll_into_view_if_needed()
+    form.locator("input[type=file]").set_input_files(
+        {"name": "one.csv", "mimeType": "text/csv", "buffer": f"{header}\n{first_row}\n".encode()}
+    )
+    form.get_by_role("button", name="Ask").click()
+    answer = page.locator("[id^=record-query-]").filter(has_text="Record question")
+    expect(answer.first).to_be_in_viewport()
+    expect(answer.first).to_contain_text(
+        "Was this record in the training set?", timeout=AUDIT_TIMEOUT_MS
+    )
+    expect(answer.first).to_contain_text("keyed hash")
+    expect(answer.first).not_to_contain_text(first_row)  # named by hash, never by its values
+    shot(page, "record-answer")
+
+
+def _claim(page: Page, shot: Screenshots) -> None:
+    page.goto("/review/queue/")
+    row = page.get_by_role("row").filter(has_text=TITLE)
+    row.get_by_role("button", name=re.compile("I'm on request")).click()
+    expect(page.locator(".messages")).to_contain_text("is marked as yours")
+    expect(row).to_contain_text("You, since")
+    shot(page, "queue-claimed")
+
+
+def _refused_review_is_shown_at_its_field(page: Page, shot: Screenshots) -> None:
+    """Asking for changes without saying which: the page comes back scrolled to the
+    error, at the field, with the field focused."""
+    page.get_by_role("row").filter(has_text=TITLE).get_by_role("link", name=TITLE).click()
+    page.get_by_label("Request changes").check()
+    page.fill("#id_reason", "The leaves are too small.")
+    page.get_by_role("button", name="Submit review").click()
+    error = page.locator("#id_comment_error")
+    expect(error).to_be_in_viewport()
+    expect(error).to_contain_text("a comment is required to request changes")
+    expect(page.locator("#id_comment")).to_be_focused()
+    expect(page.locator("#id_reason")).to_have_value("The leaves are too small.")
+    shot(page, "review-refused-at-its-field")
 
 
 def _approve(page: Page, *, approvals_so_far: int, shot: Screenshots) -> None:
@@ -211,3 +273,19 @@ def _check_bundle(data: bytes, *, model_name: str) -> None:
         if name != "manifest.json"
     }
     assert manifest["model_sha256"] == hashlib.sha256(members[model]).hexdigest()
+    approvals = manifest["approvals"]
+    assert [(a["checker"], a["decision"]) for a in approvals] == [
+        ("carl", "approve"),
+        ("cleo", "approve"),
+    ]
+    assert all(a["sign_off"]["by"] == "ada" for a in approvals)
+
+
+def _only_the_enclave_is_offered(page: Page, request_url: str, shot: Screenshots) -> None:
+    """An SVC is not linear: the deploy form offers the enclave alone and says why."""
+    page.goto(f"{request_url}#serving")
+    kinds = page.locator("form[action*='/deploy'] input[name=kind]")
+    expect(kinds).to_have_count(1)
+    expect(kinds).to_have_value("enclave")
+    expect(page.get_by_text("is not a linear model")).to_be_in_viewport()
+    shot(page, "serving-options")

@@ -2,12 +2,11 @@
 top of the page and sends version 2 from it; on version 2's page a checker unfolds
 version 1 and reads its review and comments. Screenshots go to test-artifacts/browser/."""
 
-import re
-
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from tests import factories
+from tests.integration.conftest import Screenshots, sign_in_as
 from tre_audit.reviews.enums import Decision, Role
 from tre_audit.reviews.services import comment_add, review_submit
 from tre_audit.submissions import services
@@ -19,22 +18,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ASKED = "Set min_samples_leaf to 20."
 V1_REASON = "Leaves of one record on version 1."
-
-
-def _sign_in(new_context, username: str, violations: list[str], width: int = 1280) -> Page:
-    """A signed-in page whose Content-Security-Policy refusals land in ``violations``."""
-    page = new_context(username).new_page()
-    page.set_viewport_size({"width": width, "height": 900})
-    page.on(
-        "console",
-        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
-    )
-    page.goto("/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", "pw")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).not_to_have_url(re.compile(r"/accounts/login/"))
-    return page
 
 
 def _sent_back(example_files) -> Submission:
@@ -72,12 +55,13 @@ def test_the_researcher_answers_the_banner_and_a_checker_reads_version_1_on_vers
     url = f"/requests/{submission.pk}/"
 
     violations: list[str] = []
-    researcher = _sign_in(browser_context, "rita", violations)
+    researcher = sign_in_as(browser_context, "rita", violations)
     researcher.goto(url)
     banner = researcher.locator(".banner")
     expect(banner).to_be_in_viewport()
     expect(banner).to_contain_text(f"The checkers asked for changes: {ASKED} — cleo")
-    researcher.screenshot(path=browser_artifacts / "versions-01-banner.png", full_page=True)
+    shot = Screenshots(browser_artifacts, prefix="versions")
+    shot(researcher, "banner")
     banner.get_by_role("link", name="Submit a new version").click()
     form = researcher.locator("#new-version-form")
     expect(form).to_be_visible()
@@ -89,9 +73,7 @@ def test_the_researcher_answers_the_banner_and_a_checker_reads_version_1_on_vers
         form.locator(f"#id_{role}").set_input_files(
             {"name": upload.name, "mimeType": "application/octet-stream", "buffer": upload.data}
         )
-    researcher.screenshot(
-        path=browser_artifacts / "versions-02-new-version-form.png", full_page=True
-    )
+    shot(researcher, "new-version-form")
     form.get_by_role("button", name="Submit version 2").click()
     expect(researcher.get_by_text("New version stored")).to_be_visible()
     expect(researcher.locator(".banner")).to_have_count(0)
@@ -99,7 +81,7 @@ def test_the_researcher_answers_the_banner_and_a_checker_reads_version_1_on_vers
     factories.complete_audit(submission, risk="low")
     for width in (1280, 390):
         factories.create_user(f"eve{width}", Role.CHECKER)  # has not reviewed version 2
-        checker = _sign_in(browser_context, f"eve{width}", violations, width)
+        checker = sign_in_as(browser_context, f"eve{width}", violations, width)
         checker.goto(url)
         first = checker.locator("#version-1")
         expect(first).not_to_have_attribute("open", "")
@@ -109,6 +91,7 @@ def test_the_researcher_answers_the_banner_and_a_checker_reads_version_1_on_vers
         expect(first.get_by_text("Leaves hold one record.")).to_be_visible()
         expect(checker.locator("#version-2")).to_contain_text("min_samples_leaf=20 as asked")
         expect(checker.locator("#declaration-changed")).to_contain_text("Purpose")
-        shot = browser_artifacts / f"versions-03-history-{width}.png"
-        checker.screenshot(path=shot, full_page=True)
+        checker.screenshot(
+            path=browser_artifacts / f"versions-03-history-{width}.png", full_page=True
+        )
     assert violations == []
