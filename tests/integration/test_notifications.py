@@ -71,7 +71,8 @@ def test_a_real_audit_and_its_decisions_reach_each_person(worker_factory, exampl
     ]
     _approve_sign_off_release(submission, checkers, admin)
     assert _told()[3:] == [
-        ("admin", Kind.SIGN_OFF_WAITS),  # the first approval, against a high risk
+        ("author", Kind.DECISION),  # the first approval: a second is needed
+        ("admin", Kind.SIGN_OFF_WAITS),  # it was given against a high risk
         ("author", Kind.DECISION),  # the second: approved, and it waits for sign-off too
         ("admin", Kind.SIGN_OFF_WAITS),
         ("author", Kind.SIGN_OFF),
@@ -80,6 +81,7 @@ def test_a_real_audit_and_its_decisions_reach_each_person(worker_factory, exampl
     ]
     mails = _mails(mail_log)
     assert [(to.split("@")[0], subject.split(": ", 1)[1]) for to, subject, _ in mails[3:]] == [
+        ("author", "approved by one checker"),
         ("admin", "a high-risk approval waits for your sign-off"),
         ("author", "approved"),
         ("admin", "a high-risk approval waits for your sign-off"),

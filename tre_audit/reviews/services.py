@@ -97,8 +97,7 @@ def review_submit(
         submission=submission, action=f"review:{decision}", by=reviewer, reason=reason.strip()
     )
     _apply_outcome(submission, run, decision, reviewer, reason)
-    if submission.status != Status.AWAITING_REVIEW:
-        notify_decision(submission, reason=reason, comment=comment)
+    notify_decision(submission, reason=reason, comment=comment)
     notify_sign_off_waits(review)
     return review
 

@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from tre_audit.inbox.enums import Kind
 from tre_audit.inbox.services import notification_send
 from tre_audit.reviews.enums import Role
+from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import Submission
 
 
@@ -58,12 +59,18 @@ def notify_review_waits(submission: Submission, *, risk: str | None) -> None:
 
 
 def notify_decision(submission: Submission, *, reason: str, comment: str = "") -> None:
-    """The author hears the decision that moved the request on, with what to change."""
-    status = submission.get_status_display().lower()
-    body = f"'{submission.title}' is now {status}.\n\nThe checker's reason: {reason}"
+    """The author hears each checker's decision: the one that moved the request on, with
+    what to change, or a first approval that waits for a second checker."""
+    if submission.status == Status.AWAITING_REVIEW:  # approved once, not yet twice
+        subject = "approved by one checker"
+        body = f"'{submission.title}' has one approval; a second checker must approve too."
+    else:
+        subject = submission.get_status_display().lower()
+        body = f"'{submission.title}' is now {subject}."
+    body += f"\n\nThe checker's reason: {reason}"
     if comment:
         body += f"\n\nWhat to change:\n{comment}"
-    _to_author(submission, kind=Kind.DECISION, subject=status, body=body)
+    _to_author(submission, kind=Kind.DECISION, subject=subject, body=body)
 
 
 def notify_sign_off_waits(review) -> None:

@@ -127,19 +127,6 @@ def _declaration_changed(before: SubmissionVersion | None, after: SubmissionVers
     return [DECLARATION_LABELS[name] for name in DECLARATION_LABELS if old[name] != new[name]]
 
 
-def current_runs(submissions: list[Submission]) -> dict[int, AuditRun]:
-    """Each submission's current run (as ``current_run``), in one query; no reports loaded."""
-    version = {s.pk: s.version for s in submissions}
-    runs = {}
-    done = AuditRun.objects.filter(submission__in=version, status=RunStatus.DONE).order_by(
-        "created_at"
-    )
-    for run in done.only("id", "submission_id", "version", "risk"):
-        if run.version == version[run.submission_id]:
-            runs[run.submission_id] = run
-    return runs
-
-
 def with_current_run(queryset: QuerySet[Submission]) -> QuerySet[Submission]:
     """Each request with its current run's id and risk (as ``current_run``), in the same
     query: ``current_run_id`` and ``current_risk``, None before the first finished audit."""

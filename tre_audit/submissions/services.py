@@ -128,7 +128,11 @@ def submission_set_status(
         submission=submission, action="status", before=before, after=to, by=by, reason=reason
     )
     submission.status = to
-    submission.save(update_fields=["status", "updated_at"])
+    fields = ["status", "updated_at"]
+    if before == Status.AWAITING_REVIEW:  # out of the queue: a checker's claim ends with it
+        submission.claimed_by, submission.claimed_at = None, None
+        fields += ["claimed_by", "claimed_at"]
+    submission.save(update_fields=fields)
     return submission
 
 

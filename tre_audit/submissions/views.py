@@ -141,7 +141,10 @@ def _detail_context(request, submission: Submission) -> dict:
             for r in review_selectors.review_list_visible_to(user=user, submission=submission)
         ],
         "run_progress": selectors.run_progress(run=latest, now=timezone.now()),
-        "comments": review_selectors.comment_list_visible_to(user=user, submission=submission),
+        "comments": [
+            {"comment": c, "finding": titles.get(c.finding, c.finding)}
+            for c in review_selectors.comment_list_visible_to(user=user, submission=submission)
+        ],
         "versions": selectors.version_compare(submission=submission),
         "version_history": review_selectors.version_history_visible_to(
             user=user, submission=submission

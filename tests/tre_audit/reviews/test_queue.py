@@ -80,13 +80,30 @@ def test_a_second_checker_is_told_who_is_on_it_and_may_still_review(desk):
         submission=desk.submission,
         reviewer=desk.other,
         run_id=current_run(desk.submission).id,
-        decision=Decision.REJECT,
+        decision=Decision.APPROVE,  # one approval: the request stays in the queue, claimed
         reason="Members are exposed.",
         evidence=["attack:lira"],
     )
     assert review.reviewer == desk.other
     desk.submission.refresh_from_db()
     assert desk.submission.claimed_by == desk.me and len(_claims(desk.submission)) == 1
+
+
+def test_a_claim_ends_when_the_request_leaves_the_queue(desk):
+    """Sent back and resubmitted, the request comes back to the queue claimed by nobody."""
+    submission_claim(submission=desk.submission, by=desk.me, now=NOW)
+    review_submit(
+        submission=desk.submission,
+        run_id=current_run(desk.submission).id,
+        reviewer=desk.other,
+        decision=Decision.REQUEST_CHANGES,
+        reason="small leaves",
+        evidence=["rule:min_leaf_records"],
+        comment="min_samples_leaf=20",
+    )
+    desk.submission.refresh_from_db()
+    assert desk.submission.status == Status.CHANGES_REQUESTED
+    assert (desk.submission.claimed_by, desk.submission.claimed_at) == (None, None)
 
 
 @pytest.mark.parametrize("who", ["author", "admin"])

@@ -291,12 +291,14 @@ def test_a_comment_on_an_unknown_finding_is_refused(client, people):
     assert not Comment.objects.exists()
 
 
-def test_the_author_answers_a_comment(client, people):
+def test_the_author_answers_a_comment_named_by_its_finding_for_people(client, people):
     submission = request_of(people)
-    post(client, people["checker"], "comment", submission, {"finding": "record", "text": "Why?"})
-    post(client, people["author"], "comment", submission, {"finding": "record", "text": "Famous."})
+    rule = {"finding": "rule:min_leaf_records"}
+    post(client, people["checker"], "comment", submission, {**rule, "text": "Why?"})
+    post(client, people["author"], "comment", submission, {**rule, "text": "Famous."})
     shown = page(client, people["checker"], submission)
-    assert "Why?" in shown and "Famous." in shown and "on record" in shown
+    assert "Why?" in shown and "Famous." in shown
+    assert shown.count("on Leaves can hold one record") == 2 and "on rule:" not in shown
 
 
 # The queue --------------------------------------------------------------------------

@@ -141,9 +141,11 @@ def test_a_rejection_tells_the_author(mailoutbox, committed):
     assert "is now rejected" in mailoutbox[0].body
 
 
-def test_a_first_approval_sends_nothing_the_second_announces_approval(mailoutbox, committed):
+def test_a_first_approval_says_a_second_is_needed_the_second_announces_approval(
+    mailoutbox, committed
+):
     submission = factories.create_submission_at_status(Status.AWAITING_REVIEW)
-    for expected in (0, 1):
+    for _ in (1, 2):
         with committed():
             review_submit(
                 submission=submission,
@@ -152,9 +154,11 @@ def test_a_first_approval_sends_nothing_the_second_announces_approval(mailoutbox
                 reason="fine",
                 reviewer=factories.create_user(role=Role.CHECKER),
             )
-        assert len(mailoutbox) == expected
-    assert "approved" in mailoutbox[0].body
-    assert Notification.objects.count() == 1
+    first, second = mailoutbox
+    assert first.subject.endswith("approved by one checker")
+    assert "a second checker must approve too" in first.body
+    assert second.subject.endswith(": approved") and "is now approved" in second.body
+    assert Notification.objects.filter(kind=Kind.DECISION).count() == 2
 
 
 def test_a_high_risk_approval_tells_the_admins_who_may_sign_it_off(mailoutbox, committed):
@@ -167,7 +171,7 @@ def test_a_high_risk_approval_tells_the_admins_who_may_sign_it_off(mailoutbox, c
     (subject, url) = _told(Kind.SIGN_OFF_WAITS)["admin"]
     assert list(_told(Kind.SIGN_OFF_WAITS)) == ["admin"]  # not the approving checker
     assert "waits for your sign-off" in subject and url == submission.get_absolute_url()
-    assert _mailed(mailoutbox) == ["admin@tre.example"]
+    assert _mailed(mailoutbox) == sorted(["admin@tre.example", submission.author.email])
 
 
 def test_a_low_risk_approval_needs_no_admin(committed):
@@ -175,7 +179,8 @@ def test_a_low_risk_approval_needs_no_admin(committed):
     submission = factories.create_audited_submission(risk="low")
     with committed():
         _review(submission)
-    assert not Notification.objects.exists()
+    assert not Notification.objects.exclude(user=submission.author).exists()
+    assert not Notification.objects.filter(kind=Kind.SIGN_OFF_WAITS).exists()
 
 
 def test_the_author_hears_of_the_sign_off_and_the_release(mailoutbox, committed):
