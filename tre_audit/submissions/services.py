@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError, connection, transaction
-from django.db.models import CharField, F, FloatField, Q, Value
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import CharField, F, FloatField, ProtectedError, Q, Value
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
@@ -317,17 +318,67 @@ def _anchored_hashes() -> dict[int, str]:
     return {int(p[0]): p[1] for p in pairs if len(p) == 2 and p[0].isdigit() and len(p[1]) == 64}
 
 
+#: How long an upload kept across a form error (submissions/kept.py) waits for its form
+#: to go through before ``stored_files_prune`` deletes it.
+KEPT_UPLOADS_FOR = timedelta(days=1)
+
+
+@transaction.atomic
 def file_store(*, data: bytes) -> StoredFile:
-    """Store ``data`` under its SHA-256; the same bytes are stored once, never replaced."""
+    """Store ``data`` under its SHA-256; the same bytes are stored once, never replaced.
+
+    The row is locked while the bytes are checked, and storing again makes it new
+    (``created_at``), so ``stored_files_prune`` never takes bytes that are being stored.
+    """
     digest = hashlib.sha256(data).hexdigest()
+    stored, created = StoredFile.objects.select_for_update().get_or_create(
+        sha256=digest, defaults={"size": len(data)}
+    )
+    if not created:
+        StoredFile.objects.filter(pk=digest).update(created_at=timezone.now())
     path = file_path(digest)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    stored, _ = StoredFile.objects.get_or_create(sha256=digest, defaults={"size": len(data)})
     return stored
+
+
+def stored_files_prune(*, now: datetime, older_than: timedelta = KEPT_UPLOADS_FOR) -> int:
+    """Delete the stored files that nothing refers to once they are ``older_than`` old:
+    uploads kept for a form that never went through. Returns how many went.
+
+    Each is deleted under its row's lock after a last look at its references, so a file
+    stored again or referred to meanwhile stays (the database refuses the delete).
+    """
+    cutoff, pruned = now - older_than, 0
+    for digest in _unreferenced_files().filter(created_at__lt=cutoff).values_list("pk", flat=True):
+        try:
+            with transaction.atomic():
+                locked = StoredFile.objects.select_for_update().filter(
+                    pk=digest, created_at__lt=cutoff
+                )
+                if not _unreferenced_files().filter(pk__in=locked.values("pk")).exists():
+                    continue
+                locked.delete()
+                file_path(digest).unlink(missing_ok=True)
+            pruned += 1
+        except (ProtectedError, IntegrityError):  # referred to since the first look
+            continue
+    return pruned
+
+
+def _unreferenced_files():
+    """Stored files no row of any model refers to (found from the models' foreign keys,
+    so a new reference is counted without a change here)."""
+    files = StoredFile.objects.all()
+    for model in apps.get_models():
+        for field in model._meta.concrete_fields:
+            if field.is_relation and field.related_model is StoredFile:
+                refs = model.objects.filter(**{f"{field.attname}__isnull": False})
+                files = files.exclude(pk__in=refs.values(field.attname))  # NOT IN: no NULLs
+    return files
 
 
 def file_read(*, stored: StoredFile) -> bytes:

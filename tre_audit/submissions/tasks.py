@@ -7,6 +7,7 @@ import time
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from safe_model.redact import exception_summary
@@ -178,11 +179,14 @@ def _audit_runs_reconcile(**kwargs) -> None:
 
 
 def _reconcile_forever() -> None:
-    from tre_audit.submissions.services import audit_runs_reconcile
+    """Every half stale period: audits whose worker stopped, and kept uploads whose form
+    never went through (a day after they were kept)."""
+    from tre_audit.submissions.services import audit_runs_reconcile, stored_files_prune
 
     while True:
         time.sleep(settings.TRE_AUDIT_STALE_SECONDS / 2)
         try:
             audit_runs_reconcile()
+            stored_files_prune(now=timezone.now())
         except Exception as exc:  # the broker or database blinked: try again next time
             logger.warning("Reconciling audit runs failed: %s", exception_summary(exc))

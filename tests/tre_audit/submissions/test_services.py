@@ -1,18 +1,22 @@
 import hashlib
 import itertools
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from tests import factories
 from tre_audit.reviews.services import submission_release
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.exceptions import InvalidTransition
-from tre_audit.submissions.models import AuditEntry, Submission
+from tre_audit.submissions.models import AuditEntry, StoredFile, Submission
 from tre_audit.submissions.services import (
+    KEPT_UPLOADS_FOR,
     TRANSITIONS,
     file_path,
     file_read,
     file_store,
+    stored_files_prune,
     submission_set_status,
     submission_withdraw,
 )
@@ -64,6 +68,27 @@ def test_a_stored_file_changed_on_disk_is_refused():
     file_path(stored.sha256).write_bytes(b"tampered")
     with pytest.raises(OSError, match="no longer matches"):
         file_read(stored=stored)
+
+
+def test_kept_uploads_nothing_refers_to_are_pruned_after_a_day_and_nothing_else():
+    kept = file_store(data=b"kept for a form that never went through")
+    submission = factories.create_audited_submission()
+    used = [f.stored for f in submission.files.all()]
+    day_and_a_bit = timezone.now() + KEPT_UPLOADS_FOR + timedelta(minutes=1)
+
+    assert stored_files_prune(now=timezone.now()) == 0  # too young, all of them
+    assert stored_files_prune(now=day_and_a_bit) == 1
+    assert not StoredFile.objects.filter(pk=kept.pk).exists()
+    assert not file_path(kept.sha256).exists()
+    assert all(file_read(stored=stored) for stored in used)  # a request's files stay
+
+
+def test_storing_the_same_bytes_again_makes_the_file_new_to_the_pruner():
+    old = file_store(data=b"kept twice")
+    StoredFile.objects.filter(pk=old.pk).update(created_at=timezone.now() - 2 * KEPT_UPLOADS_FOR)
+    file_store(data=b"kept twice")  # the form was sent again with the same file
+    assert stored_files_prune(now=timezone.now() + KEPT_UPLOADS_FOR / 2) == 0
+    assert file_read(stored=old) == b"kept twice"
 
 
 def test_a_change_is_judged_on_the_stored_status_not_on_a_stale_copy():
