@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from html import escape
 
-from attacks.metrics import FPR_LEVELS, tpr_unresolved_text
+from attacks import reading
+from attacks.metrics import FPR_LEVELS
 
 #: At most this many vertices are drawn per ROC curve: enough for a smooth curve at
 #: any screen width, few enough that a page with five attacks stays small.
@@ -130,7 +131,7 @@ def roc_chart(report: dict) -> Chart | None:
     floor = axis_floor(resolvable)
     x = _log_scale(floor, ROC_FRAME.x0, ROC_FRAME.x1)
     y = _log_scale(floor, ROC_FRAME.y0, ROC_FRAME.y1)
-    legend = tuple(_series(i, _title(a)) for i, (a, _) in enumerate(curves))
+    legend = tuple(_series(i, reading.attack_title(a)) for i, (a, _) in enumerate(curves))
     body = _roc_axes(floor, resolvable, x, y)
     for series, (_, curve) in zip(legend, curves):
         points = [(x(f), y(t)) for f, t in thin_curve(curve, floor=floor)]
@@ -194,14 +195,20 @@ def _from_floor(curve: list[tuple[float, float]], floor: float) -> list[tuple[fl
 
 def roc_table(curves: list[tuple[dict, list]], resolvable: float | None) -> Table:
     """Each attack's AUC and TPR at the report's FPR levels, as the report states them."""
-    columns = ("Attack", "AUC") + tuple(f"TPR at {_level(level)} FPR" for level in FPR_LEVELS)
+    columns = ("Attack", "AUC") + tuple(
+        f"TPR at {reading.fpr_label(k)} FPR" for k in reading.FPR_LEVELS
+    )
     rows = tuple(
-        (_title(a), _decimal(a.get("auc")), *(_tpr_cell(a, level) for level in FPR_LEVELS))
+        (
+            reading.attack_title(a),
+            _decimal(a.get("auc")),
+            *(_tpr_cell(a, k) for k in reading.FPR_LEVELS),
+        )
         for a, _ in curves
     )
     caption = "Share of training records each attack finds at a false-positive rate."
     if resolvable:
-        caption += f" 1/N = {_percent(resolvable)}: no rate below it can be measured."
+        caption += f" 1/N = {reading.percent(resolvable)}: no rate below it can be measured."
     return Table(caption, columns, rows)
 
 
@@ -243,21 +250,21 @@ def _roc_labels(resolvable: float | None, floor: float, x, y) -> list[str]:
 
 
 def _roc_desc(curves: list[tuple[dict, list]], resolvable: float | None) -> str:
-    aucs = "; ".join(f"{_title(a)}: AUC {_decimal(a.get('auc'))}" for a, _ in curves)
-    where = f" The dashed vertical line is 1/N = {_percent(resolvable)}." if resolvable else ""
+    aucs = "; ".join(f"{reading.attack_title(a)}: AUC {_decimal(a.get('auc'))}" for a, _ in curves)
+    where = (
+        f" The dashed vertical line is 1/N = {reading.percent(resolvable)}." if resolvable else ""
+    )
     return (
         f"True-positive against false-positive rate of {len(curves)} attack(s), both axes "
         f"logarithmic; the diagonal is guessing.{where} {aucs}."
     )
 
 
-def _tpr_cell(attack: dict, level: float) -> str:
-    key = str(level)
-    value = _number(_dict(attack.get("tpr_at_fpr")).get(key))
-    if value is not None:
-        return _percent(value)
-    why = _dict(_dict(attack.get("tpr_unresolved")).get(key))
-    return f"n/a: {tpr_unresolved_text(why)}" if why.get("reason") == "tie" else "n/a (below 1/N)"
+def _tpr_cell(attack: dict, level: str) -> str:
+    """The TPR as the report's reader words it, the reason beside an n/a (the caption
+    gives 1/N)."""
+    cell = reading.tpr_cell(attack, level)
+    return cell.text if cell.value is not None else f"n/a: {cell.why}"
 
 
 # The sweep ----------------------------------------------------------------------
@@ -301,8 +308,8 @@ def sweep_table(points: list[dict], suggested: tuple | None) -> Table:
         (
             _setting(p),
             _decimal(p.get("auc")),
-            _percent(p.get("tpr_at_1pct_fpr")),
-            _percent(p.get("test_accuracy")),
+            reading.percent(p.get("tpr_at_1pct_fpr")),
+            reading.percent(p.get("test_accuracy"), 1),
             _mark(p, suggested),
         )
         for p in points
@@ -339,7 +346,7 @@ def _sweep_series(points: list[dict], series: Series, x, y) -> list[str]:
     body = [_path(xy, series, "chart-trail")] if len(xy) > 1 else []
     for p, (px, py) in zip(points, xy):
         tip = escape(f"{_setting(p)}: AUC {_decimal(p.get('auc'))}, accuracy ")
-        tip += escape(_percent(p.get("test_accuracy")))
+        tip += escape(reading.percent(p.get("test_accuracy"), 1))
         body.append(
             f'<circle class="chart-point" cx="{_n(px)}" cy="{_n(py)}" r="4.5" '
             f'fill="{series.colour}"><title>{tip}</title></circle>'
@@ -377,18 +384,18 @@ def _sweep_marked(points: list[dict], suggested) -> str:
     if submitted:
         parts.append(
             f"Submitted: {_setting(submitted)}, AUC {_decimal(submitted.get('auc'))}, "
-            f"accuracy {_percent(submitted.get('test_accuracy'))}."
+            f"accuracy {reading.percent(submitted.get('test_accuracy'), 1)}."
         )
     if suggested:
         parts.append(
             f"Suggested: {suggested[2]}, AUC {_decimal(suggested[1])}, "
-            f"accuracy {_percent(suggested[0])}."
+            f"accuracy {reading.percent(suggested[0], 1)}."
         )
     return " ".join(parts)
 
 
 def _setting(point: dict) -> str:
-    return f"{point.get('param')} = {point.get('value')}"
+    return reading.setting_text(point.get("param"), point.get("value"))
 
 
 def _mark(point: dict, suggested) -> str:
@@ -676,30 +683,14 @@ def _number(value) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _percent(value) -> str:
-    value = _number(value)
-    if value is None:
-        return "n/a"
-    return f"{value:.{_percent_digits(value)}%}" if value else "0%"
-
-
 def _level(value: float) -> str:
     """A round rate for an axis tick or an FPR level: 0.1%, 1%, 10%, 80.5%."""
     return f"{value * 100:.10f}".rstrip("0").rstrip(".") + "%"
 
 
-def _percent_digits(value: float) -> int:
-    """Enough decimals that a small rate (0.02%) is not shown as 0%."""
-    return max(1, -math.floor(math.log10(abs(value) * 100))) if abs(value) < 0.01 else 1
-
-
 def _decimal(value, digits: int = 3) -> str:
     value = _number(value)
     return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _title(attack: dict) -> str:
-    return str(attack.get("title") or attack.get("name") or "Attack")
 
 
 def _dict(value) -> dict:

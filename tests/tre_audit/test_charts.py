@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from django.urls import reverse
 
+from attacks import reading
 from tests.attacks.report_fixture import sample_report
 from tests.tre_audit.dashboard.helpers import audited, submitted_request
 from tre_audit import charts
@@ -66,7 +67,7 @@ def test_the_svg_is_labelled_for_screen_readers_and_scales():
     assert svg.get("viewBox") == "0 0 448 420"
     title, desc = (svg.find(f"{SVG}{tag}") for tag in ("title", "desc"))
     assert svg.get("aria-labelledby") == f"{title.get('id')} {desc.get('id')}"
-    assert "1/N = 0.2%" in desc.text and "LiRA (online): AUC 0.921" in desc.text
+    assert "1/N = 0.20%" in desc.text and "LiRA (online): AUC 0.921" in desc.text
 
 
 def test_every_curve_point_is_inside_the_plot_box():
@@ -89,7 +90,7 @@ def test_the_1_over_n_line_sits_at_1_over_n_on_the_log_axis(n_non_members, axis_
     line = _floor_line(chart)
     assert float(line.get("x1")) == float(line.get("x2"))
     assert float(line.get("x1")) == pytest.approx(frame.x0 + share * (frame.x1 - frame.x0), abs=0.1)
-    assert chart.table.caption.endswith(f"1/N = {charts._percent(1 / n_non_members)}: "
+    assert chart.table.caption.endswith(f"1/N = {reading.percent(1 / n_non_members)}: "
                                         "no rate below it can be measured.")  # fmt: skip
 
 
@@ -165,9 +166,9 @@ def test_the_table_behind_lists_the_reports_numbers():
     for attack, row in zip(_ran(report), table.rows, strict=True):
         assert row[0] == attack["title"]
         assert float(row[1]) == pytest.approx(attack["auc"], abs=5e-4)
-        assert row[2] == "n/a (below 1/N)"  # 0.1% < 1/500
+        assert row[2] == f"n/a: {reading.unresolved_text({}, '0.001')}"  # 0.1% < 1/500
         for level, cell in (("0.01", row[3]), ("0.1", row[4])):
-            assert cell == f"{attack['tpr_at_fpr'][level]:.1%}"
+            assert cell == reading.percent(attack["tpr_at_fpr"][level])
 
 
 def test_a_rate_hidden_by_tied_scores_says_so_in_the_table():
@@ -177,7 +178,8 @@ def test_a_rate_hidden_by_tied_scores_says_so_in_the_table():
 
     row = charts.roc_chart(report).table.rows[0]
 
-    assert row[3] == "n/a: tie: 3 members and 4 non-members score the same; TPR 10.0%–20.0%"
+    assert row[3].startswith("n/a: a tie: 3 members and 4 non-members get the same score")
+    assert row[3].endswith("between 10% and 20% depending on how the tie is broken")
 
 
 @pytest.mark.parametrize(
@@ -216,13 +218,13 @@ def test_the_sweep_chart_marks_the_submitted_and_the_suggested_setting():
     chart = charts.sweep_chart(sample_report()["sweep"])
 
     submitted, suggested = (_group(chart, c) for c in ("chart-submitted", "chart-recommended"))
-    assert _circle(submitted) == _point_at(chart, "min_samples_leaf = 1")
-    assert _circle(suggested) == _point_at(chart, "min_samples_leaf = 10")
+    assert _circle(submitted) == _point_at(chart, "min_samples_leaf=1")
+    assert _circle(suggested) == _point_at(chart, "min_samples_leaf=10")
     assert submitted.find(f"{SVG}text").text == "Submitted"
     assert suggested.find(f"{SVG}text").text == "Suggested"
     assert chart.note.startswith(
-        "Submitted: min_samples_leaf = 1, AUC 0.842, accuracy 81.2%. "
-        "Suggested: min_samples_leaf = 10, AUC 0.603, accuracy 80.5%. Lower is safer"
+        "Submitted: min_samples_leaf=1, AUC 0.842, accuracy 81.2%. "
+        "Suggested: min_samples_leaf=10, AUC 0.603, accuracy 80.5%. Lower is safer"
     )
     assert [s.label for s in chart.legend] == ["min_samples_leaf", "max_depth"]
 
@@ -231,7 +233,7 @@ def test_lower_risk_is_drawn_lower_and_higher_accuracy_further_right():
     chart = charts.sweep_chart(sample_report()["sweep"])
 
     (x_leaf_20, y_leaf_20), (x_leaf_1, y_leaf_1) = (
-        _point_at(chart, f"min_samples_leaf = {v}") for v in (20, 1)
+        _point_at(chart, f"min_samples_leaf={v}") for v in (20, 1)
     )
     assert y_leaf_20 > y_leaf_1  # AUC 0.561 below 0.842 (SVG y grows downwards)
     assert x_leaf_20 < x_leaf_1  # accuracy 0.793 left of 0.812
@@ -242,10 +244,10 @@ def test_the_sweep_table_names_each_setting_and_the_marked_ones():
     table = charts.sweep_chart(sweep).table
 
     assert [row[0] for row in table.rows] == [
-        f"{p['param']} = {p['value']}" for p in sweep["points"]
+        reading.setting_text(p["param"], p["value"]) for p in sweep["points"]
     ]
     marked = {row[0]: row[4] for row in table.rows if row[4]}
-    assert marked == {"min_samples_leaf = 1": "submitted", "min_samples_leaf = 10": "suggested"}
+    assert marked == {"min_samples_leaf=1": "submitted", "min_samples_leaf=10": "suggested"}
     assert table.rows[2][1:4] == ("0.603", "3.6%", "80.5%")
 
 
