@@ -300,6 +300,7 @@ REST_FRAMEWORK = {
         "user": env("TRE_AUDIT_API_RATE", "600/min"),
         "token": env("TRE_AUDIT_TOKEN_RATE", "5/min"),  # per address and username
         "record_query": env("TRE_AUDIT_RECORD_QUERY_RATE", "30/hour"),  # each trains shadows
+        "password_reset": env("TRE_AUDIT_PASSWORD_RESET_RATE", "5/hour"),  # per address
     },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "tre_audit.api.exceptions.api_exception_handler",

@@ -68,3 +68,15 @@ def test_a_reset_sends_a_link_that_sets_a_new_password(client, user, settings):
     assert done.status_code == 302 and done.url == reverse("password_reset_complete")
     user.refresh_from_db()
     assert user.check_password(NEW)
+
+
+def test_resets_past_the_rate_are_refused_in_a_sentence_and_send_nothing(client, user, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["password_reset"]
+    allowed = int(rate.split("/")[0])
+    for _ in range(allowed):
+        assert client.post(reverse("password_reset"), {"email": user.email}).status_code == 302
+    refused = client.post(reverse("password_reset"), {"email": user.email})
+    assert refused.status_code == 429
+    assert "Too many reset requests from this address: try again in" in refused.content.decode()
+    assert len(mail.outbox) == allowed

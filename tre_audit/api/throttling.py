@@ -27,3 +27,12 @@ class RecordQueryRateThrottle(UserRateThrottle):
 
     def allow_request(self, request, view) -> bool:
         return request.method in SAFE_METHODS or super().allow_request(request, view)
+
+
+class PasswordResetRateThrottle(SimpleRateThrottle):
+    """``password_reset`` rate (settings) of reset e-mails asked for per client address."""
+
+    scope = "password_reset"
+
+    def get_cache_key(self, request, view) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
