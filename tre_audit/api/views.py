@@ -12,12 +12,13 @@ from contextlib import contextmanager
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from knox.views import LoginView as KnoxLoginView
 from knox.views import LogoutView as KnoxLogoutView
 from rest_framework import status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -35,6 +36,7 @@ from tre_audit.reviews import services as review_services
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions import record_queries, selectors, services
 from tre_audit.submissions.exceptions import NotAllowed, UploadRefused
+from tre_audit.submissions.forms import SubmissionListForm
 from tre_audit.submissions.models import AuditRun, RecordQuery, Submission
 
 TAG_REQUESTS, TAG_REVIEWS, TAG_AUTH = "requests", "reviews", "auth"
@@ -151,20 +153,47 @@ class TokenLogoutView(KnoxLogoutView):
         return super().post(request, format=format)
 
 
+#: The request list's query parameters: the web list's filters, its sort and the page.
+REQUEST_LIST_PARAMETERS = {
+    "page": "Page number, from 1 (50 requests a page).",
+    "q": "Words in the title, or the request number.",
+    "status": "One status, e.g. awaiting_review.",
+    "risk": "low, medium or high: the current audit's verdict.",
+    "author": "The author's username.",
+    "project": "The project's name.",
+    "since": "Last activity on or after this date (YYYY-MM-DD).",
+    "until": "Last activity on or before this date (YYYY-MM-DD).",
+    "sort": "date, status, risk or title; a leading - sorts descending (default -date).",
+}
+
+
+class RequestPagination(PageNumberPagination):
+    page_size = 50
+
+
 class RequestListView(APIView):
     permission_classes = [IsAuthenticated, CanSubmit]
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(
         tags=[TAG_REQUESTS],
+        parameters=[
+            OpenApiParameter(name, str, description=description)
+            for name, description in REQUEST_LIST_PARAMETERS.items()
+        ],
         responses={200: s.SubmissionRowSerializer(many=True), 401: _ERRORS[401]},
     )
     def get(self, request):
-        """The requests you may see, newest activity first."""
-        rows = selectors.submission_rows(user=request.user)
-        return Response(
-            s.SubmissionRowSerializer(rows, many=True, context={"request": request}).data
+        """The requests you may see, newest activity first, a page at a time, filtered and
+        sorted as the web's request list is (a filter it cannot read is left out)."""
+        form = SubmissionListForm(request.query_params)
+        rows = selectors.submission_rows(
+            user=request.user, filters=form.filters(), sort=form.sort_value()
         )
+        pages = RequestPagination()
+        page = pages.paginate_queryset(rows, request, view=self)
+        data = s.SubmissionRowSerializer(page, many=True, context={"request": request}).data
+        return pages.get_paginated_response(data)
 
     @extend_schema(
         tags=[TAG_REQUESTS],

@@ -13,6 +13,7 @@ import pytest
 from django.urls import reverse
 
 from tests import factories
+from tests.tre_audit.api.support import client_for
 from tests.tre_audit.scale import DAYS, T0, bulk_requests
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.enums import Status
@@ -179,3 +180,24 @@ def test_bad_parameters_are_ignored_never_a_500(client, world):
 def test_the_dates_are_those_of_the_bulk_requests(world):
     days = {s.updated_at.date() for s in world.all}
     assert len(days) == DAYS and min(days) == T0.date()
+
+
+def test_the_api_pages_and_filters_the_same_list_in_bounded_queries(
+    world, django_assert_max_num_queries
+):
+    """The REST list is the web list's rows: 50 a page, the same filters and sort."""
+    api = client_for(world.admin)
+    with django_assert_max_num_queries(MAX_QUERIES):
+        first = api.get("/api/v1/requests/").json()
+    assert first["count"] == N_REQUESTS and len(first["results"]) == 50
+    assert first["next"].endswith("?page=2") and first["previous"] is None
+    last = api.get("/api/v1/requests/", {"page": 10}).json()
+    seen = {r["id"] for r in first["results"]} | {r["id"] for r in last["results"]}
+    assert len(seen) == 100 and last["next"] is None
+
+    high = api.get("/api/v1/requests/", {"risk": "high", "sort": "title"}).json()
+    assert high["count"] == sum(1 for r in world.risk.values() if r == "high")
+    assert {r["risk"] for r in high["results"]} == {"high"}
+    titles = [r["title"] for r in high["results"]]
+    assert titles == sorted(titles)
+    assert api.get("/api/v1/requests/", {"page": 99}).status_code == 404
