@@ -48,9 +48,11 @@ def create_user(username: str | None = None, role: str | None = None):
     return user
 
 
-def create_submission_at_status(status: Status, author=None, risk: str = "low") -> Submission:
+def create_submission_at_status(
+    status: Status, author=None, risk: str = "low", title: str = "A model"
+) -> Submission:
     """A request walked to ``status``; from AUDITING on, it has a finished audit of ``risk``."""
-    submission = Submission.objects.create(title="A model", author=author or create_user())
+    submission = Submission.objects.create(title=title, author=author or create_user())
     for step in PATHS[status]:
         if step == Status.AWAITING_REVIEW:
             AuditRun.objects.create(

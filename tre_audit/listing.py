@@ -51,6 +51,14 @@ class Rows:
         return (self.to_row(item) for item in self.queryset)
 
 
+class SortField(forms.ChoiceField):
+    """The sort menu: a page without a valid sort shows the one it is listed by (the
+    default), so the menu says what the table does and Apply keeps that order."""
+
+    def bound_data(self, data, initial):
+        return data if data and self.valid_value(data) else initial
+
+
 class ListingForm(forms.Form):
     """The filters every list offers; a list's form adds its own and names its sorts.
 
@@ -70,7 +78,7 @@ class ListingForm(forms.Form):
     until = forms.DateField(
         label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
     )
-    sort = forms.ChoiceField(label="Sort by", required=False)
+    sort = SortField(label="Sort by", required=False)
 
     def __init__(self, data: QueryDict | None = None, **kwargs):
         super().__init__(data if data is not None else QueryDict(), **kwargs)
@@ -79,6 +87,7 @@ class ListingForm(forms.Form):
             for name in self.sorts
             for way, words in (("", "ascending"), ("-", "descending"))
         ]
+        self.fields["sort"].initial = self.default_sort
 
     def filters(self) -> dict:
         """The valid, non-empty filter values (a bad one is left out)."""

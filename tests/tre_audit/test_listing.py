@@ -18,6 +18,7 @@ from tests.tre_audit.scale import bulk_requests
 from tre_audit.dashboard.selectors import audit_run_rows
 from tre_audit.listing import Rows, listing_order, listing_page, search_q
 from tre_audit.reviews.enums import Role
+from tre_audit.reviews.forms import QueueForm
 from tre_audit.submissions.enums import RunStatus
 from tre_audit.submissions.forms import SubmissionListForm
 from tre_audit.submissions.models import AuditRun, Project, Submission
@@ -41,6 +42,16 @@ def test_an_unknown_sort_falls_back_to_the_default():
     assert SubmissionListForm(QueryDict("sort=author__password")).sort_value() == "-date"
     assert SubmissionListForm().sort_value() == "-date"
     assert listing_order("password", columns={"date": "updated_at"}) == []
+
+
+def test_the_sort_menu_shows_the_order_the_list_is_in():
+    """Without a sort, or with a bad one, the menu shows the default: Apply keeps the order."""
+    for query in ("", "status=submitted", "sort=author__password"):
+        sort = SubmissionListForm(QueryDict(query))["sort"]
+        assert sort.value() == "-date"
+        assert '<option value="-date" selected>' in str(sort)
+    assert SubmissionListForm(QueryDict("sort=title"))["sort"].value() == "title"
+    assert QueueForm(QueryDict("q=x"))["sort"].value() == "date"  # the queue's default
 
 
 def test_a_number_too_long_for_the_column_is_searched_as_text_only():
