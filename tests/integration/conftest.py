@@ -240,10 +240,10 @@ def chromium(monkeypatch):
 
 
 @pytest.fixture
-def browser_context(chromium, browser_artifacts, live_server):
+def browser_context(chromium, browser_artifacts, live_server, request):
     """Make a traced browser context on the live server, one per person signing in.
 
-    Each context's trace is saved as test-artifacts/browser/trace-<name>.zip,
+    Each context's trace is saved as test-artifacts/browser/trace-<test>-<name>.zip,
     also when the test fails: open it with `playwright show-trace`.
     """
     contexts = []
@@ -261,7 +261,8 @@ def browser_context(chromium, browser_artifacts, live_server):
 
     yield new
     for name, context in contexts:
-        context.tracing.stop(path=browser_artifacts / f"trace-{name}.zip")
+        test = request.node.name.removeprefix("test_")[:40]
+        context.tracing.stop(path=browser_artifacts / f"trace-{test}-{name}.zip")
         context.close()
 
 
