@@ -118,7 +118,7 @@ def write_famous_patient_example(directory, *, gamma: float = 3.0) -> dict[str, 
     import json
     from pathlib import Path
 
-    import skops.io
+    from safe_model import skops_io
 
     train, test = famous_patient_data()
     model = famous_patient_model(train, gamma)
@@ -134,7 +134,7 @@ def write_famous_patient_example(directory, *, gamma: float = 3.0) -> dict[str, 
             ("description", "description.json"),
         )
     }
-    skops.io.dump(model, paths["model"])
+    skops_io.dump(model, paths["model"])
     train.to_csv(paths["train"], index=False)
     test.to_csv(paths["test"], index=False)
     paths["record"].write_text(json.dumps(FAMOUS_PATIENT, indent=2) + "\n")

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse
-import skops.io
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from safe_model import skops_io
 from safe_model.exceptions import ModelRefused
 from safe_model.refusal import checked_bytes, quote, quote_all, reason, repeated, size
 from safe_model.structure import COMPILED_TYPES_ALLOWED, check_model_structure, is_compiled_type
@@ -130,7 +130,7 @@ def load_model(
         raise ModelRefused(PICKLE_REFUSAL)
     _check_skops_zip(data, max_bytes=max_bytes)
     trusted = _allowed_untrusted_types(data)
-    model = _skops_call(skops.io.loads, data, trusted=trusted)
+    model = _skops_call(skops_io.loads, data, trusted=trusted)
     _check_fitted_classifier(model)
     check_model_structure(model)
     return model
@@ -351,7 +351,7 @@ def _expanded_size(archive: zipfile.ZipFile, member: zipfile.ZipInfo, *, cap: in
 
 
 def _allowed_untrusted_types(data: bytes) -> list[str]:
-    names = _skops_call(skops.io.get_untrusted_types, data=data)
+    names = _skops_call(skops_io.get_untrusted_types, data=data)
     refused = [name for name in names if not type_is_allowed(name)]
     if refused:
         raise ModelRefused(

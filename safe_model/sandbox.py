@@ -169,7 +169,7 @@ PRELOAD = (
     "sklearn.ensemble",
     "sklearn.linear_model",
     "sklearn.pipeline",
-    "skops.io",
+    "safe_model.skops_io",  # skops without torch
     "joblib",
     "threadpoolctl",
     "ctypes",

@@ -3,6 +3,7 @@ from django.core.cache import cache
 
 from attacks.audit import Upload
 from attacks.datasets import write_famous_patient_example
+import safe_model.skops_io  # noqa: F401 (first, so skops in the tests does not import torch)
 from tests.postgres import PostgresError, PostgresServer
 
 #: The intake tests' small tables and forest (tests/attacks and tests/safe_model share them);

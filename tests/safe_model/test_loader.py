@@ -421,3 +421,16 @@ def test_an_npz_member_is_counted_as_its_own_zip_expands():
     data = hostile_files.skops_npz_bomb(expanded_bytes=64 * 2**20)
     assert len(data) < 2**20  # small on the wire
     assert "would expand to more than" in refusal(load_model, data, max_bytes=4 * 2**20)
+
+
+def test_reading_a_model_does_not_import_torch():
+    """torch is an optional extra; skops's estimator walk would import it (2 s, 200 MB) in
+    every process that reads a model, the sandbox's zygote among them."""
+    code = (
+        "import sys, safe_model.loader, safe_model.sandbox, attacks.intake, attacks.audit\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]"
