@@ -1,9 +1,9 @@
 import pytest
 from django.core.cache import cache
 
+import safe_model.skops_io  # noqa: F401 (first, so skops in the tests does not import torch)
 from attacks.audit import Upload
 from attacks.datasets import write_famous_patient_example
-import safe_model.skops_io  # noqa: F401 (first, so skops in the tests does not import torch)
 from tests.postgres import PostgresError, PostgresServer
 
 #: The intake tests' small tables and forest (tests/attacks and tests/safe_model share them);
