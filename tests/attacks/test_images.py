@@ -16,6 +16,7 @@ from PIL import Image, ImageFile
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
+from attacks import images
 from attacks.exceptions import IntakeError
 from attacks.images import (
     MAX_IMAGE_PIXELS,
@@ -148,10 +149,15 @@ def test_load_table_and_table_columns_dispatch_on_the_suffix(digits_zip):
 
 
 def test_the_label_header_is_read_without_decoding_any_image(digits, monkeypatch):
-    data = zip_of([*_members(digits), ("img/0000.png", b"not read")])  # a repeated member
-    assert "repeats the member(s) 'img/0000.png'" in refusal(label_columns, data, kind="zip")
     monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("an image was opened"))
     assert label_columns(zip_of(_members(digits)), kind="zip") == ["digit"]
+
+
+def test_the_form_refuses_an_unsafe_zip_from_its_directory_alone(digits):
+    data = zip_of([*_members(digits), ("img/0000.png", b"not read")])  # a repeated member
+    assert refusal(table_columns, data, filename="train.zip") == (
+        "The image archive is refused: its zip repeats the member(s) 'img/0000.png'."
+    )
 
 
 def test_a_record_hash_is_stable(digits, digits_zip):
@@ -233,6 +239,15 @@ def test_a_member_that_expands_hugely_is_refused_while_it_is_read(digits, monkey
     message = refusal(load_images, data, max_bytes=2**20)
     assert message == "The image archive is refused: it would expand to more than 4 MiB."
     assert sum(reads) <= 4 * 2**20 + 2 * archive.READ_CHUNK_BYTES
+
+
+def test_a_labels_csv_that_expands_hugely_is_refused(digits, monkeypatch):
+    monkeypatch.setattr(images, "MAX_LABELS_BYTES", 2**20)
+    members = [m for m in _members(digits) if m[0] != "labels.csv"]
+    data = zip_member_bomb(members, name="labels.csv", expanded_bytes=2**21)
+    assert refusal(load_images, data) == (
+        "The image archive's 'labels.csv' expands to more than 1 MiB."
+    )
 
 
 def test_a_20000_by_20000_png_is_refused_before_its_pixels_are_decoded(digits, monkeypatch):
