@@ -1,5 +1,9 @@
 """Intake of researchers' files: a skops model, data tables and single records.
 
+Image archives (.zip) and NumPy arrays (.npz) are data tables too: they are
+read by :mod:`attacks.images`, imported only when one is uploaded, into the
+same table of float features and a label column.
+
 Everything here reads untrusted, possibly hostile bytes. Every refusal raises
 :class:`attacks.exceptions.IntakeError` carrying one sentence that can be shown
 to the researcher as it is: no traceback text and no raw record values. The
@@ -16,7 +20,7 @@ import math
 import re
 import warnings
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +32,9 @@ from safe_model import loader
 from safe_model.exceptions import ModelRefused
 from safe_model.loader import DEFAULT_MAX_BYTES, EXPANSION_LIMIT
 from safe_model.refusal import checked_bytes, quote, quote_all, reason, repeated, size
+
+if TYPE_CHECKING:
+    from attacks.images import Preprocessing
 
 _NOT_FOUND = object()
 
@@ -49,6 +56,9 @@ MAX_HEADER_CHARS = 100 * MAX_COLUMNS
 #: the most a worker can take; beyond 10 million rows an audit does not end.
 MAX_TABLE_ROWS = 10_000_000
 MAX_TABLE_CELLS = 50_000_000
+
+#: Kinds of data file read by :mod:`attacks.images`, named by their suffix.
+IMAGE_KINDS = ("zip", "npz")
 
 #: Parquet is decoded this many rows at a time, its real rows and bytes
 #: counted as they are decoded (never the file's own metadata).
@@ -94,8 +104,14 @@ def load_model(
 # --------------------------------------------------------------------------- tables
 
 
-def load_table(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
-    """Read an untrusted CSV or Parquet file into a DataFrame.
+def load_table(
+    data: bytes,
+    *,
+    filename: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    preprocessing: Preprocessing | None = None,
+) -> pd.DataFrame:
+    """Read an untrusted CSV, Parquet, image archive or array file into a DataFrame.
 
     Parameters
     ----------
@@ -104,10 +120,15 @@ def load_table(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES
     filename : str
         Name the researcher gave the file. ``.csv`` is read as UTF-8 CSV;
         ``.parquet`` and ``.pq``, or any file opening with the Parquet magic
-        ``PAR1``, as Parquet.
+        ``PAR1``, as Parquet; ``.zip`` as an image archive and ``.npz`` as
+        arrays, by :func:`attacks.images.load_images` and
+        :func:`attacks.images.load_arrays` at their default limits.
     max_bytes : int, default=200 MiB
         Largest accepted file. A Parquet file may decode to at most
         ``EXPANSION_LIMIT`` times this.
+    preprocessing : attacks.images.Preprocessing, optional
+        The declared mode and normalisation of an image archive or array
+        file; not used for tables.
 
     Returns
     -------
@@ -120,10 +141,16 @@ def load_table(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES
         If the file is empty, too large, of an unknown kind, not UTF-8, not
         parseable, has no rows, repeats a column name, or has more columns
         (``MAX_COLUMNS``), rows (``MAX_TABLE_ROWS``), cells
-        (``MAX_TABLE_CELLS``) or decoded bytes than allowed.
+        (``MAX_TABLE_CELLS``) or decoded bytes than allowed; or, for an
+        image archive or array file, as :mod:`attacks.images` refuses it.
     """
     data = checked_bytes(data, max_bytes=max_bytes, what="data file", error=IntakeError)
-    if _table_kind(data, filename) == "parquet":
+    kind = _table_kind(data, filename)
+    if kind in IMAGE_KINDS:
+        from attacks import images  # Pillow is loaded only for image data
+
+        frame = images.load_data(data, kind=kind, preprocessing=preprocessing, max_bytes=max_bytes)
+    elif kind == "parquet":
         frame = _read_parquet(data, max_bytes=max_bytes)
     else:
         frame = _read_csv(data)
@@ -131,7 +158,7 @@ def load_table(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES
 
 
 def table_columns(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
-    """The column names of an untrusted CSV or Parquet file, without reading its rows.
+    """The column names of an untrusted data file, without reading its rows.
 
     Parameters
     ----------
@@ -145,7 +172,9 @@ def table_columns(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BY
     Returns
     -------
     list of str
-        The header of a CSV file or the schema's names of a Parquet file.
+        The header of a CSV file or the schema's names of a Parquet file; the
+        one label column of an image archive or array file, by
+        :func:`attacks.images.label_columns`.
 
     Raises
     ------
@@ -154,7 +183,12 @@ def table_columns(data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BY
         header cannot be parsed, or it has no, repeated or too many columns.
     """
     data = checked_bytes(data, max_bytes=max_bytes, what="data file", error=IntakeError)
-    if _table_kind(data, filename) == "parquet":
+    kind = _table_kind(data, filename)
+    if kind in IMAGE_KINDS:
+        from attacks import images
+
+        return images.label_columns(data, kind=kind)
+    if kind == "parquet":
         names = [str(name) for name in _parquet_schema(data).names]
         where = "Parquet file"
     else:
@@ -191,12 +225,13 @@ def _table_kind(data: bytes, filename: str) -> str:
     if data.startswith(b"PAR1"):
         return "parquet"
     suffix = PurePath(str(filename)).suffix.lower()
-    if suffix == ".csv":
-        return "csv"
+    if suffix in (".csv", ".zip", ".npz"):
+        return suffix[1:]
     if suffix in (".parquet", ".pq"):
         raise IntakeError("The data file is named as Parquet but is not a Parquet file.")
     raise IntakeError(
-        f"Data files must be CSV (.csv) or Parquet (.parquet, .pq), not {quote(suffix or 'none')}."
+        "Data files must be CSV (.csv), Parquet (.parquet, .pq), a zip of images (.zip) or "
+        f"NumPy arrays (.npz), not {quote(suffix or 'none')}."
     )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import io
 import re
-import stat
 import zipfile
 from pathlib import PurePath
 from typing import Any
@@ -26,8 +25,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from safe_model import skops_io
+from safe_model.archive import ZIP_METHODS, checked_members, expanded_size
 from safe_model.exceptions import ModelRefused
-from safe_model.refusal import checked_bytes, quote, quote_all, reason, repeated, size
+from safe_model.refusal import checked_bytes, quote_all, reason, size
 from safe_model.structure import COMPILED_TYPES_ALLOWED, check_model_structure, is_compiled_type
 
 #: Default size cap of one uploaded file: the service's default too
@@ -47,13 +47,6 @@ MAX_SCHEMA_BYTES = 16 * 2**20
 #: forest of 100 trees has about 500, and a HistGradientBoosting model with
 #: 1000 iterations over 10 classes about 30,000.
 MAX_ZIP_MEMBERS = 50_000
-
-#: Members are decompressed this much at a time while their size is counted.
-READ_CHUNK_BYTES = 2**20
-
-#: Compression methods skops writes (stored, or deflated if asked). zipfile
-#: decompresses bzip2 and LZMA without an output bound per read.
-ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 
 #: Member names skops writes: ``schema.json``, and flat ``<id>.npy``,
 #: ``<id>.npz`` and ``<uuid>.bin`` files holding arrays and bytes.
@@ -245,7 +238,7 @@ def _check_skops_zip(data: bytes, *, max_bytes: int) -> None:
         raise ModelRefused("The model file is not a skops file: it is not a zip archive.")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = _checked_members(archive.infolist())
+            members = _checked_members(archive)
             _count_expanded(archive, members, limit=EXPANSION_LIMIT * max_bytes)
     except ModelRefused:
         raise
@@ -255,44 +248,22 @@ def _check_skops_zip(data: bytes, *, max_bytes: int) -> None:
         ) from exc
 
 
-def _checked_members(members: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
-    if len(members) > MAX_ZIP_MEMBERS:
-        raise ModelRefused(
-            f"The model file is refused: it holds {len(members)} zip members, "
-            f"more than the limit of {MAX_ZIP_MEMBERS}."
-        )
-    for member in members:
-        _check_member(member)
-    names = [member.filename for member in members]
-    duplicates = repeated(names)
-    if duplicates:
-        raise ModelRefused(
-            f"The model file is refused: its zip repeats the member(s) {quote_all(duplicates)}."
-        )
-    if "schema.json" not in names:
+def _checked_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    members = checked_members(
+        archive,
+        max_members=MAX_ZIP_MEMBERS,
+        what="model file",
+        error=ModelRefused,
+        name_problem=_skops_name_problem,
+    )
+    if "schema.json" not in [member.filename for member in members]:
         raise ModelRefused("The model file is not a skops file: it has no schema.json.")
     return members
 
 
-def _check_member(member: zipfile.ZipInfo) -> None:
-    problem = _member_name_problem(member.filename)
-    if problem is None and stat.S_ISLNK(member.external_attr >> 16):
-        problem = "is a symbolic link"
-    if problem is None and member.compress_type not in ZIP_METHODS:
-        problem = "uses a compression skops does not write"
-    if problem is not None:
-        raise ModelRefused(
-            f"The model file is refused: its zip member {quote(member.filename)} {problem}."
-        )
-
-
-def _member_name_problem(name: str) -> str | None:
+def _skops_name_problem(name: str) -> str | None:
     if SKOPS_MEMBER_NAME.fullmatch(name):
         return None
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        return "is an absolute path"
-    if ".." in re.split(r"[/\\]", name):
-        return "climbs out of the archive with '..'"
     if "/" in name or "\\" in name:
         return "is a path, not a flat name"
     return "is not a name skops writes"
@@ -302,7 +273,7 @@ def _count_expanded(archive: zipfile.ZipFile, members: list, *, limit: int) -> N
     remaining = limit
     for member in members:
         is_schema = member.filename == "schema.json"
-        n_bytes = _expanded_size(archive, member, cap=MAX_SCHEMA_BYTES if is_schema else remaining)
+        n_bytes = expanded_size(archive, member, cap=MAX_SCHEMA_BYTES if is_schema else remaining)
         if is_schema and n_bytes > MAX_SCHEMA_BYTES:
             raise ModelRefused(
                 "The model file is refused: its schema.json expands to more than "
@@ -332,19 +303,10 @@ def _npz_expanded(data: bytes, *, cap: int) -> int:
                     "The model file is refused: an array archive in it uses a compression "
                     "numpy does not write."
                 )
-            total += _expanded_size(inner, member, cap=cap - total)
+            total += expanded_size(inner, member, cap=cap - total)
             if total > cap:
                 break
     return total
-
-
-def _expanded_size(archive: zipfile.ZipFile, member: zipfile.ZipInfo, *, cap: int) -> int:
-    """Bytes the member really expands to (never its header's word), or the first count over cap."""
-    n_bytes = 0
-    with archive.open(member) as stream:
-        while n_bytes <= cap and (chunk := stream.read(READ_CHUNK_BYTES)):
-            n_bytes += len(chunk)
-    return n_bytes
 
 
 # --------------------------------------------------------------------------- skops

@@ -10,6 +10,7 @@ import io
 import struct
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 import pyarrow as pa
@@ -154,3 +155,46 @@ def skops_npz_bomb(expanded_bytes: int = 64 * 2**20) -> bytes:
                 stream.write(chunk)
     info = zipfile.ZipInfo("bomb.npz")  # stored: only the inner zip is compressed
     return _with_member(skops_model(), info, inner.getvalue())
+
+
+# --------------------------------------------------------------------------- images
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG of a few bytes whose header claims ``width`` x ``height`` grey pixels.
+
+    Its one IDAT chunk holds a single row, so a reader that trusts the header
+    and decodes would fail only after allocating the claimed pixels.
+    """
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey, no interlace
+    pixels = zlib.compress(b"\0" * (width + 1))
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def zip_of(members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> bytes:
+    """A deflated zip of ``(name or ZipInfo, content)`` members, in order, repeats allowed."""
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name" may be the point
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, content in members:
+                archive.writestr(name, content)
+    return out.getvalue()
+
+
+def zip_member_bomb(members: list[tuple[str, bytes]], *, name: str, expanded_bytes: int) -> bytes:
+    """``zip_of(members)`` plus member ``name``: zeros deflated, expanding to ``expanded_bytes``."""
+    out = io.BytesIO(zip_of(members))
+    with zipfile.ZipFile(out, "a") as archive:
+        info = zipfile.ZipInfo(name)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w", force_zip64=True) as stream:
+            for chunk in _padded(b"", b"\0", expanded_bytes):
+                stream.write(chunk)
+    return out.getvalue()
