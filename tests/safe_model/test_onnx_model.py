@@ -15,9 +15,12 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
+from safe_model import loader
 from safe_model.exceptions import ModelRefused
+from safe_model.loader import PICKLE_REFUSAL, model_file_problem
 from safe_model.onnx_check import MAX_NODES, check_onnx_model
 from safe_model.onnx_model import OnnxClassifier, classes_from_labels, load_onnx_classifier
+from tests import hostile_files
 from tests.intake_support import one_sentence
 from tests.safe_model import onnx_models
 
@@ -125,6 +128,14 @@ def test_the_classifier_pickles_and_clones_as_its_bytes_not_its_session(mlp, can
     np.testing.assert_array_equal(clone(model).predict_proba(X), expected)
 
 
+def test_the_form_check_accepts_an_onnx_file_and_refuses_a_renamed_one(mlp):
+    assert model_file_problem(mlp[1], filename="net.onnx") is None
+    zipped = model_file_problem(hostile_files.skops_model(), filename="net.onnx")
+    assert "is a zip archive" in zipped
+    assert "not an ONNX model" in model_file_problem(b"GIF89a...", filename="net.ONNX")
+    assert model_file_problem(b"\x80\x04K\x01.", filename="net.onnx") == PICKLE_REFUSAL
+
+
 # --------------------------------------------------------------------------- refused
 
 
@@ -211,3 +222,24 @@ def test_garbage_and_files_too_large_are_refused(mlp):
         ModelRefused, load_onnx_classifier, mlp[1], classes=[0, 1], max_bytes=100
     )
     assert "larger than the limit" in too_large
+
+
+def test_a_zip_or_pickle_named_onnx_is_refused_by_the_loader(cancer):
+    labels = cancer[1]
+    load = loader.load_model
+    zipped = one_sentence(
+        ModelRefused, load, hostile_files.skops_model(), filename="m.onnx", labels=labels
+    )
+    assert "named .onnx but is not an ONNX model: it is a zip archive" in zipped
+    pickled = pickle.dumps(LogisticRegression())
+    assert one_sentence(ModelRefused, load, pickled, filename="m.onnx") == PICKLE_REFUSAL
+
+
+def test_the_loader_reads_onnx_only_by_name_and_content(cancer):
+    X, labels = cancer
+    data = onnx_models.sklearn_onnx(LogisticRegression().fit(X, labels), X)
+    assert isinstance(loader.load_model(data, filename="m.onnx", labels=labels), OnnxClassifier)
+    as_skops = one_sentence(ModelRefused, loader.load_model, data, filename="m.skops")
+    assert "not a skops file" in as_skops
+    no_labels = one_sentence(ModelRefused, loader.load_model, data, filename="m.onnx")
+    assert "training labels" in no_labels
