@@ -15,6 +15,11 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
+from attacks.audit import AuditConfig, Upload
+from attacks.exceptions import AttackError
+from attacks.policy import load_policy
+from attacks.sandboxed import uploads_audit
+from attacks.shadows import NO_TRAINING_RECIPE, training_template
 from safe_model import loader
 from safe_model.exceptions import ModelRefused
 from safe_model.loader import PICKLE_REFUSAL, model_file_problem
@@ -243,3 +248,43 @@ def test_the_loader_reads_onnx_only_by_name_and_content(cancer):
     assert "not a skops file" in as_skops
     no_labels = one_sentence(ModelRefused, loader.load_model, data, filename="m.onnx")
     assert "training labels" in no_labels
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+def test_shadows_of_an_onnx_model_need_its_declared_template(mlp):
+    model = OnnxClassifier(mlp[1], classes=[0, 1])
+    with pytest.raises(AttackError, match=NO_TRAINING_RECIPE):
+        training_template(model)
+    template = LogisticRegression()
+    assert training_template(clone(model).set_params(shadow_template=template)) is template
+    assert training_template(template) is template  # a scikit-learn model is its own
+
+
+def _csv(X: np.ndarray, y: np.ndarray) -> bytes:
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])]).assign(label=y)
+    return frame.to_csv(index=False).encode()
+
+
+def test_an_onnx_audit_runs_in_the_sandbox_with_its_shadow_free_attacks():
+    X, y = load_breast_cancer(return_X_y=True)
+    _, data = onnx_models.torch_mlp(softmax=True)  # probabilities, the default declaration
+    config = AuditConfig(n_shadow_models=2, random_state=0, n_jobs=1)
+    report = uploads_audit(
+        model=Upload("net.onnx", data),
+        train=Upload("train.csv", _csv(X[:100], y[:100])),
+        test=Upload("test.csv", _csv(X[100:200], y[100:200])),
+        label="label",
+        policy=load_policy(),
+        config=config,
+    )
+    attacks = {attack["name"]: attack for attack in report["attacks"]}
+    assert attacks["worst_case"]["error"] is None
+    assert 0.0 <= attacks["worst_case"]["auc"] <= 1.0
+    for name in ("shadow", "lira", "lira_offline", "rmia"):
+        assert attacks[name]["error"] == NO_TRAINING_RECIPE
+    assert report["model"]["type"] == "safe_model.onnx_model.OnnxClassifier"
+    assert report["model"]["params"]["model_bytes"] == "bytes instance"  # never the file
+    assert report["model"]["classes"] == [0, 1]
+    assert any(NO_TRAINING_RECIPE in reason["text"] for reason in report["verdict"]["reasons"])
