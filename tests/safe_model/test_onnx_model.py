@@ -15,7 +15,7 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from attacks.audit import AuditConfig, Upload
+from attacks.audit import AuditConfig, Upload, audit_uploads
 from attacks.exceptions import AttackError
 from attacks.policy import load_policy
 from attacks.sandboxed import uploads_audit
@@ -270,15 +270,15 @@ def _csv(X: np.ndarray, y: np.ndarray) -> bytes:
 def test_an_onnx_audit_runs_in_the_sandbox_with_its_shadow_free_attacks():
     X, y = load_breast_cancer(return_X_y=True)
     _, data = onnx_models.torch_mlp(softmax=True)  # probabilities, the default declaration
-    config = AuditConfig(n_shadow_models=2, random_state=0, n_jobs=1)
-    report = uploads_audit(
-        model=Upload("net.onnx", data),
-        train=Upload("train.csv", _csv(X[:100], y[:100])),
-        test=Upload("test.csv", _csv(X[100:200], y[100:200])),
-        label="label",
-        policy=load_policy(),
-        config=config,
-    )
+    args = {
+        "model": Upload("net.onnx", data),
+        "train": Upload("train.csv", _csv(X[:100], y[:100])),
+        "test": Upload("test.csv", _csv(X[100:200], y[100:200])),
+        "label": "label",
+        "policy": load_policy(),
+        "config": AuditConfig(n_shadow_models=2, random_state=0, n_jobs=1),
+    }
+    report = uploads_audit(**args)
     attacks = {attack["name"]: attack for attack in report["attacks"]}
     assert attacks["worst_case"]["error"] is None
     assert 0.0 <= attacks["worst_case"]["auc"] <= 1.0
@@ -288,3 +288,9 @@ def test_an_onnx_audit_runs_in_the_sandbox_with_its_shadow_free_attacks():
     assert report["model"]["params"]["model_bytes"] == "bytes instance"  # never the file
     assert report["model"]["classes"] == [0, 1]
     assert any(NO_TRAINING_RECIPE in reason["text"] for reason in report["verdict"]["reasons"])
+    here = audit_uploads(**args)  # the session the child built gives this process's numbers
+    assert _untimed(here) == _untimed(report)
+
+
+def _untimed(report: dict) -> dict:
+    return {key: value for key, value in report.items() if key != "run"}
