@@ -460,17 +460,21 @@ def target_from_uploads(
 ) -> Target:
     """Validate the three submitted files and build the audit target (IntakeError if not).
 
-    ``max_bytes`` is the caller's upload limit, applied to every file.
+    ``max_bytes`` is the caller's upload limit, applied to every file. The tables are
+    read first: an ONNX model's classes are the training labels.
     """
     from attacks import intake
 
-    estimator = intake.load_model(model.data, filename=model.name, max_bytes=max_bytes)
+    train_table = intake.load_table(train.data, filename=train.name, max_bytes=max_bytes)
+    test_table = intake.load_table(test.data, filename=test.name, max_bytes=max_bytes)
+    estimator = intake.load_model(
+        model.data,
+        filename=model.name,
+        max_bytes=max_bytes,
+        labels=intake.label_column(train_table, label=label),  # they name an ONNX model's classes
+    )
     return intake.build_target(
-        estimator,
-        intake.load_table(train.data, filename=train.name, max_bytes=max_bytes),
-        intake.load_table(test.data, filename=test.name, max_bytes=max_bytes),
-        label=label,
-        record_key=bytes.fromhex(train.sha256),
+        estimator, train_table, test_table, label=label, record_key=bytes.fromhex(train.sha256)
     )
 
 

@@ -69,9 +69,14 @@ PARQUET_BATCH_ROWS = 65_536
 
 
 def load_model(
-    data: bytes, *, filename: str = "model.skops", max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes,
+    *,
+    filename: str = "model.skops",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    labels: Any = None,
+    output: str = "probabilities",
 ) -> Any:
-    """Load a fitted classifier from an untrusted skops file.
+    """Load a fitted classifier from an untrusted skops or ONNX file.
 
     The loading is :func:`safe_model.loader.load_model`'s; this wrapper only
     turns its refusal into the attacks library's error.
@@ -81,14 +86,20 @@ def load_model(
     data : bytes
         Content of the uploaded file.
     filename : str, default="model.skops"
-        Name the researcher gave the file; only its extension is read.
+        Name the researcher gave the file; only its extension is read
+        (``.onnx``: an ONNX model, whose content must agree).
     max_bytes : int, default=200 MiB
         Largest accepted file.
+    labels : array-like, optional
+        The training labels: an ONNX model's classes are their sorted values.
+    output : {"probabilities", "logits"}, default="probabilities"
+        What an ONNX model's output holds.
 
     Returns
     -------
     model : estimator
-        Fitted scikit-learn classifier, or Pipeline ending in one.
+        Fitted scikit-learn classifier, or Pipeline ending in one, or an
+        :class:`~safe_model.onnx_model.OnnxClassifier`.
 
     Raises
     ------
@@ -96,7 +107,9 @@ def load_model(
         With the sentence of :class:`safe_model.exceptions.ModelRefused`.
     """
     try:
-        return loader.load_model(data, filename=filename, max_bytes=max_bytes)
+        return loader.load_model(
+            data, filename=filename, max_bytes=max_bytes, labels=labels, output=output
+        )
     except ModelRefused as exc:
         raise IntakeError(str(exc)) from exc
 
@@ -476,11 +489,7 @@ def _feature_columns(
     model: Any, train: pd.DataFrame, test: pd.DataFrame, *, label: str
 ) -> list[str]:
     for frame, where in ((train, "training file"), (test, "test file")):
-        if label not in frame.columns:
-            raise IntakeError(
-                f"The label column {quote(label)} is not in the {where}; "
-                f"its columns are {columns_named(list(frame.columns))}."
-            )
+        label_column(frame, label=label, where=where)
     train_features = [c for c in train.columns if c != label]
     difference = _difference(train_features, [c for c in test.columns if c != label])
     if difference:
@@ -490,6 +499,34 @@ def _feature_columns(
     if not train_features:
         raise IntakeError(f"The data has no feature columns besides the label {quote(label)}.")
     return _model_order(model, train_features)
+
+
+def label_column(frame: pd.DataFrame, *, label: str, where: str = "training file") -> pd.Series:
+    """The label column of a table read by :func:`load_table`.
+
+    Parameters
+    ----------
+    frame : DataFrame
+    label : str
+        Name of the label column.
+    where : str, default="training file"
+        What the table came from, for the refusal sentence.
+
+    Returns
+    -------
+    Series
+
+    Raises
+    ------
+    IntakeError
+        If the table has no such column.
+    """
+    if label not in frame.columns:
+        raise IntakeError(
+            f"The label column {quote(label)} is not in the {where}; "
+            f"its columns are {columns_named(list(frame.columns))}."
+        )
+    return frame[label]
 
 
 def _model_order(model: Any, columns: list[str]) -> list[str]:
@@ -681,6 +718,8 @@ def _check_sizes(y_train: np.ndarray, y_test: np.ndarray) -> None:
 def _check_predicts(model: Any, X: pd.DataFrame, *, where: str) -> None:
     try:
         model.predict(X.head(5))
+    except ModelRefused as exc:  # an ONNX graph that failed: its own sentence
+        raise IntakeError(str(exc)) from None
     except Exception as exc:
         raise IntakeError(
             f"The model could not predict on the {where} ({type(exc).__name__}); "

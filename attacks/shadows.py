@@ -19,7 +19,13 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 
+from attacks.exceptions import AttackError
 from attacks.target import Target, true_class_proba
+
+#: Why the attacks that retrain the model do not run on one that cannot be retrained.
+NO_TRAINING_RECIPE = (
+    "No training recipe was declared with this model, so no shadow model of it can be trained."
+)
 
 
 @dataclass(frozen=True)
@@ -113,9 +119,8 @@ def shadow_train(
     X, y, _ = target.pool()
     X_extra, y_extra = _extra_or_empty(X, y, X_extra, y_extra)
     mask = shadow_mask(index, len(y), base_seed)
-    conf, extra = _fit_one(
-        clone(target.model), X, y, mask, shadow_seed(index, base_seed), X_extra, y_extra
-    )
+    template = clone(training_template(target.model))
+    conf, extra = _fit_one(template, X, y, mask, shadow_seed(index, base_seed), X_extra, y_extra)
     return ShadowOutput(index=index, in_mask=mask, confidences=conf, extra_confidences=extra)
 
 
@@ -155,7 +160,8 @@ def shadow_pool_fit(
     base = base_seed_of(random_state)
     X, y, _ = target.pool()
     X_extra, y_extra = _extra_or_empty(X, y, X_extra, y_extra)
-    template = clone(target.model)  # unfitted: a fitted forest is megabytes to ship per job
+    # unfitted: a fitted forest is megabytes to ship per job
+    template = clone(training_template(target.model))
     indices = range(start, start + n_shadow_models)
     jobs = (
         delayed(_fit_one)(
@@ -194,14 +200,35 @@ def fit_quietly(model: BaseEstimator, X, y) -> BaseEstimator:
         return model.fit(X, y)
 
 
+def training_template(model: BaseEstimator) -> BaseEstimator:
+    """What shadows of ``model`` are clones of: the model itself, or its declared template.
+
+    A model that cannot be refitted from itself (an ONNX file:
+    :class:`safe_model.onnx_model.OnnxClassifier`) has a ``shadow_template``, the
+    estimator built from its declared architecture and recipe, or None.
+
+    Raises
+    ------
+    AttackError
+        :data:`NO_TRAINING_RECIPE`, if the template is None: every attack that
+        trains shadows reports that sentence and the others run.
+    """
+    if not hasattr(model, "shadow_template"):
+        return model
+    if model.shadow_template is None:
+        raise AttackError(NO_TRAINING_RECIPE)
+    return model.shadow_template
+
+
 def reseeded_clone(model: BaseEstimator, seed: int) -> BaseEstimator:
-    """An unfitted copy of ``model`` whose every ``random_state`` is ``seed``.
+    """An unfitted copy of ``model`` (its :func:`training_template`) whose every
+    ``random_state`` is ``seed``.
 
     Works through Pipelines and meta-estimators (``svc__random_state``), and sets
     every ``n_jobs`` that asks for more to 1, so that shadows, which already run
     one per core, do not oversubscribe the machine.
     """
-    shadow = clone(model)
+    shadow = clone(training_template(model))
     params = shadow.get_params(deep=True)
     updates = {k: seed for k in params if k.split("__")[-1] == "random_state"}
     updates.update(

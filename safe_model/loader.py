@@ -1,4 +1,4 @@
-"""Loading an untrusted skops model: the one safe loader of the project.
+"""Loading an untrusted skops or ONNX model: the one safe loader of the project.
 
 Pickle and joblib files are refused without being unpickled. A skops file is
 a zip: its member names are checked and its members are read in chunks, their
@@ -6,8 +6,9 @@ real expanded sizes counted, before skops reads the same bytes, so skops never
 decompresses more than was counted. The model is built only when every type
 it names passes :func:`type_is_allowed`, and its compiled structures are
 validated by :func:`safe_model.structure.check_model_structure` before
-anything predicts with it. Every refusal raises
-:class:`safe_model.exceptions.ModelRefused` with one sentence.
+anything predicts with it. A file named ``.onnx`` is an ONNX model instead, and
+must be one: it is checked and run by :mod:`safe_model.onnx_model`. Every refusal
+raises :class:`safe_model.exceptions.ModelRefused` with one sentence.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from sklearn.utils.validation import check_is_fitted
 from safe_model import skops_io
 from safe_model.archive import ZIP_METHODS, checked_members, expanded_size
 from safe_model.exceptions import ModelRefused
+from safe_model.onnx_check import is_onnx_name, onnx_file_problem
+from safe_model.onnx_model import classes_from_labels, load_onnx_classifier
 from safe_model.refusal import checked_bytes, quote_all, reason, size
 from safe_model.structure import COMPILED_TYPES_ALLOWED, check_model_structure, is_compiled_type
 
@@ -91,42 +94,65 @@ _NOT_FOUND = object()
 
 
 def load_model(
-    data: bytes, *, filename: str = "model.skops", max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes,
+    *,
+    filename: str = "model.skops",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    labels: Any = None,
+    output: str = "probabilities",
 ) -> Any:
-    """Load a fitted classifier from an untrusted skops file.
+    """Load a fitted classifier from an untrusted skops or ONNX file.
 
     Parameters
     ----------
     data : bytes
         Content of the uploaded file.
     filename : str, default="model.skops"
-        Name the researcher gave the file; only its extension is read.
+        Name the researcher gave the file; only its extension is read. A name
+        ending in ``.onnx`` makes it an ONNX model, whose content must agree.
     max_bytes : int, default=200 MiB
         Largest accepted file. Its members may expand to at most
         ``EXPANSION_LIMIT`` times this, and schema.json to ``MAX_SCHEMA_BYTES``.
+    labels : array-like of shape (n_records,), optional
+        The training labels. Read only for an ONNX model, whose classes they name
+        (:func:`safe_model.onnx_model.classes_from_labels`); a skops model has its own.
+    output : {"probabilities", "logits"}, default="probabilities"
+        What an ONNX model's output holds, as declared with it; unused for skops.
 
     Returns
     -------
     model : estimator
         Fitted scikit-learn classifier, or Pipeline ending in one, whose
-        compiled structures passed :func:`safe_model.structure.check_model_structure`.
+        compiled structures passed :func:`safe_model.structure.check_model_structure`;
+        or an :class:`~safe_model.onnx_model.OnnxClassifier`.
 
     Raises
     ------
     ModelRefused
         If the file is pickle or joblib, not a sound skops zip, too large or
         expands too far, names a type that :func:`type_is_allowed` refuses,
-        does not hold a fitted classifier, or holds an inconsistent structure.
+        does not hold a fitted classifier, or holds an inconsistent structure;
+        for an ONNX file, as :func:`safe_model.onnx_model.load_onnx_classifier`,
+        or if no labels were given.
     """
     data = checked_bytes(data, max_bytes=max_bytes, what="model file", error=ModelRefused)
     if _looks_like_pickle(data, filename):
         raise ModelRefused(PICKLE_REFUSAL)
+    if is_onnx_name(filename):
+        return _load_onnx(data, labels=labels, output=output, max_bytes=max_bytes)
     _check_skops_zip(data, max_bytes=max_bytes)
     trusted = _allowed_untrusted_types(data)
     model = _skops_call(skops_io.loads, data, trusted=trusted)
     _check_fitted_classifier(model)
     check_model_structure(model)
     return model
+
+
+def _load_onnx(data: bytes, *, labels: Any, output: str, max_bytes: int) -> Any:
+    if labels is None:
+        raise ModelRefused("An ONNX model needs its training labels, which name its classes.")
+    classes = classes_from_labels(labels)
+    return load_onnx_classifier(data, classes=classes, output=output, max_bytes=max_bytes)
 
 
 def type_is_allowed(name: str) -> bool:
@@ -196,8 +222,10 @@ def _class_is_allowed(cls: type) -> bool:
 def model_file_problem(data: bytes, *, filename: str) -> str | None:
     """Why a file plainly is not a skops file (a pickle, not a zip archive), or None.
 
-    Reads only the file's name and its first and last bytes, never parses it:
-    cheap and safe outside the sandbox, for a form to refuse such a file at once.
+    A file named ``.onnx`` must instead open as an ONNX model does
+    (:func:`safe_model.onnx_check.onnx_file_problem`). Reads only the file's name
+    and its first and last bytes, never parses it: cheap and safe outside the
+    sandbox, for a form to refuse such a file at once.
 
     Parameters
     ----------
@@ -213,6 +241,8 @@ def model_file_problem(data: bytes, *, filename: str) -> str | None:
     """
     if _looks_like_pickle(data, filename):
         return PICKLE_REFUSAL
+    if is_onnx_name(filename):
+        return onnx_file_problem(data)
     if not data.startswith(b"PK\x03\x04"):
         return "The model file is not a skops file: it is not a zip archive."
     return None
