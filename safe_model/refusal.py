@@ -7,6 +7,7 @@ record values are never quoted at all.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -124,3 +125,66 @@ def size(n_bytes: int) -> str:
         if n_bytes >= scale:
             return f"{n_bytes / scale:g} {unit}"
     return f"{n_bytes} bytes"
+
+
+class _Repeated(ValueError):
+    """JSON keys that occur twice in one object (``args[0]``: their names)."""
+
+
+class _Constant(ValueError):
+    """NaN or Infinity, which Python's json accepts and JSON does not."""
+
+
+def strict_json(data: Any, *, what: str, max_bytes: int, error: type[Exception]) -> Any:
+    """Decode an untrusted UTF-8 JSON upload, or raise ``error`` with one sentence.
+
+    Refuses what ``json.loads`` lets through on its own: a repeated key (the later
+    would silently win, so a reviewer reading the file could see another value
+    than the one used), NaN and Infinity, and nesting deep enough to exhaust the
+    stack.
+
+    Parameters
+    ----------
+    data : bytes or str
+        The upload as received.
+    what : str
+        What the upload is ("declaration"), for the sentence.
+    max_bytes : int
+        Largest accepted size, checked before anything is parsed.
+    error : type of Exception
+        The caller's domain error.
+
+    Returns
+    -------
+    object
+        The decoded JSON value.
+    """
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    data = checked_bytes(data, max_bytes=max_bytes, what=what, error=error)
+    try:
+        return json.loads(
+            data.decode("utf-8-sig"), object_pairs_hook=_unique_pairs, parse_constant=_constant
+        )
+    except _Repeated as exc:
+        raise error(f"The {what} repeats the key(s) {quote_all(exc.args[0])}.") from None
+    except _Constant:
+        raise error(f"The {what} holds NaN or Infinity, which JSON does not allow.") from None
+    except UnicodeDecodeError:
+        raise error(f"The {what} is not UTF-8 text.") from None
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"The {what} is not valid JSON (line {exc.lineno}, column {exc.colno})."
+        ) from None
+    except (ValueError, RecursionError):
+        raise error(f"The {what} is not valid JSON.") from None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    duplicates = repeated(key for key, _ in pairs)
+    if duplicates:
+        raise _Repeated(duplicates)
+    return dict(pairs)
+
+
+def _constant(name: str) -> Any:
+    raise _Constant(name)
