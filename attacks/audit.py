@@ -456,23 +456,45 @@ class Upload:
 
 
 def target_from_uploads(
-    *, model: Upload, train: Upload, test: Upload, label: str, max_bytes: int = DEFAULT_MAX_BYTES
+    *,
+    model: Upload,
+    train: Upload,
+    test: Upload,
+    label: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    declaration: Upload | None = None,
 ) -> Target:
-    """Validate the three submitted files and build the audit target (IntakeError if not).
+    """Validate the submitted files and build the audit target (IntakeError if not).
 
-    ``max_bytes`` is the caller's upload limit, applied to every file. The tables are
-    read first: an ONNX model's classes are the training labels.
+    ``max_bytes`` is the caller's upload limit, applied to every file. An ONNX
+    model may come with its ``declaration`` (``docs/nn-declaration.md``): it says
+    how image data become inputs and what the output holds, is checked against the
+    file's weights, and its recipe trains the shadow models. The tables are read
+    before the model: an ONNX model's classes are the training labels.
     """
     from attacks import intake
 
-    train_table = intake.load_table(train.data, filename=train.name, max_bytes=max_bytes)
-    test_table = intake.load_table(test.data, filename=test.name, max_bytes=max_bytes)
+    declared = None
+    if declaration is not None:
+        from attacks.nn.declared import declaration_read
+
+        declared = declaration_read(declaration.data)
+    preprocessing = declared.preprocessing if declared else None
+    train_table, test_table = (
+        intake.load_table(u.data, filename=u.name, max_bytes=max_bytes, preprocessing=preprocessing)
+        for u in (train, test)
+    )
     estimator = intake.load_model(
         model.data,
         filename=model.name,
         max_bytes=max_bytes,
         labels=intake.label_column(train_table, label=label),  # they name an ONNX model's classes
+        output=declared.output if declared else "probabilities",
     )
+    if declared is not None:
+        from attacks.nn.declared import declared_model
+
+        estimator = declared_model(estimator, declared)
     return intake.build_target(
         estimator, train_table, test_table, label=label, record_key=bytes.fromhex(train.sha256)
     )
@@ -492,6 +514,7 @@ def audit_uploads(
     max_bytes: int = DEFAULT_MAX_BYTES,
     rounds: PoolRounds | None = None,
     target: Target | None = None,
+    declaration: Upload | None = None,
 ) -> dict:
     """Audit submitted files end to end: the one entry point of the CLI and the service.
 
@@ -502,12 +525,18 @@ def audit_uploads(
     """
     if target is None:
         target = target_from_uploads(
-            model=model, train=train, test=test, label=label, max_bytes=max_bytes
+            model=model,
+            train=train,
+            test=test,
+            label=label,
+            max_bytes=max_bytes,
+            declaration=declaration,
         )
     inputs = [
         u.describe(role)
         for role, u in (
             ("model", model),
+            ("declaration", declaration),
             ("train", train),
             ("test", test),
             ("record", record),

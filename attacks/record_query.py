@@ -275,6 +275,7 @@ def record_query_uploads(
     label: str,
     record: Upload,
     config: AuditConfig,
+    declaration: Upload | None = None,
     policy: Policy,
     n_shadow_models: int,
     shadows: list[np.ndarray] | None = None,
@@ -284,7 +285,12 @@ def record_query_uploads(
     from attacks.audit import target_from_uploads
 
     target = target_from_uploads(
-        model=model, train=train, test=test, label=label, max_bytes=max_bytes
+        model=model,
+        train=train,
+        test=test,
+        label=label,
+        max_bytes=max_bytes,
+        declaration=declaration,
     )
     as_json = Upload(name="record.json", data=json.dumps(record_object(record)).encode())
     return record_query(

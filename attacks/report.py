@@ -102,14 +102,21 @@ def model_summary(target: Target) -> dict[str, Any]:
     steps = (
         [f"{n}: {type(s).__name__}" for n, s in model.steps] if isinstance(model, Pipeline) else []
     )
-    return {
+    params = final.get_params(deep=False)
+    if hasattr(final, "shadow_template"):  # an ONNX file: its bytes and template are no setting
+        params = {k: v for k, v in params.items() if k not in ("model_bytes", "shadow_template")}
+    summary = {
         "type": f"{type(final).__module__}.{type(final).__qualname__}",
         "pipeline_steps": steps,
-        "params": json_safe(final.get_params(deep=False)),
+        "params": json_safe(params),
         "classes": json_safe(list(model.classes_)),
         "train_accuracy": float(model.score(target.X_train, target.y_train)),
         "test_accuracy": float(model.score(target.X_test, target.y_test)),
     }
+    declaration = getattr(final, "declaration_", None)  # attacks.nn.declared.declared_model
+    if declaration is not None:
+        summary["declaration"] = declaration
+    return summary
 
 
 def data_summary(target: Target, label: str) -> dict[str, Any]:

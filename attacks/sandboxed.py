@@ -35,6 +35,7 @@ def uploads_check(
     model: Upload,
     train: Upload,
     test: Upload,
+    declaration: Upload | None = None,
     label: str,
     max_bytes: int = DEFAULT_MAX_BYTES,
     limits: SandboxLimits = INTAKE_LIMITS,
@@ -44,7 +45,10 @@ def uploads_check(
     Parameters
     ----------
     model, train, test : Upload
-        The submitted skops model and its members and non-members.
+        The submitted skops or ONNX model and its members and non-members.
+    declaration : Upload, optional
+        An ONNX model's declared architecture and training recipe (JSON,
+        ``docs/nn-declaration.md``).
     label : str
         Name of the label column.
     max_bytes : int, default=200 MiB
@@ -60,7 +64,11 @@ def uploads_check(
     try:
         sandbox_call(
             "attacks.sandboxed:_check_in_child",
-            kwargs={"uploads": _wire_uploads(model=model, train=train, test=test)}
+            kwargs={
+                "uploads": _wire_uploads(
+                    model=model, train=train, test=test, declaration=declaration
+                )
+            }
             | {"label": label, "max_bytes": max_bytes},
             limits=limits,
             reraise=_RERAISED,
@@ -74,6 +82,7 @@ def uploads_audit(
     model: Upload,
     train: Upload,
     test: Upload,
+    declaration: Upload | None = None,
     label: str,
     policy: Policy,
     config: AuditConfig,
@@ -92,7 +101,12 @@ def uploads_audit(
         the sandbox: the sentence says which.
     """
     uploads = _wire_uploads(
-        model=model, train=train, test=test, record=record, description=description
+        model=model,
+        train=train,
+        test=test,
+        declaration=declaration,
+        record=record,
+        description=description,
     )
     kwargs = {
         "uploads": uploads,
@@ -109,6 +123,7 @@ def uploads_scan(
     model: Upload,
     train: Upload,
     test: Upload,
+    declaration: Upload | None = None,
     label: str,
     policy: Policy,
     config: AuditConfig,
@@ -134,7 +149,7 @@ def uploads_scan(
         As :func:`uploads_audit`.
     """
     kwargs = {
-        "uploads": _wire_uploads(model=model, train=train, test=test),
+        "uploads": _wire_uploads(model=model, train=train, test=test, declaration=declaration),
         "label": label,
         "policy": dataclasses.asdict(policy),
         "sweep": {
@@ -152,6 +167,7 @@ def uploads_shadow_train(
     model: Upload,
     train: Upload,
     test: Upload,
+    declaration: Upload | None = None,
     label: str,
     index: int,
     base_seed: int,
@@ -173,7 +189,7 @@ def uploads_shadow_train(
         As :func:`uploads_audit`, or if the sandbox sent back something else.
     """
     kwargs = {
-        "uploads": _wire_uploads(model=model, train=train, test=test),
+        "uploads": _wire_uploads(model=model, train=train, test=test, declaration=declaration),
         "label": label,
         "index": index,
         "base_seed": base_seed,
@@ -206,6 +222,7 @@ def uploads_audit_round(
     model: Upload,
     train: Upload,
     test: Upload,
+    declaration: Upload | None = None,
     label: str,
     policy: Policy,
     config: AuditConfig,
@@ -235,7 +252,7 @@ def uploads_audit_round(
         As :func:`uploads_audit`.
     """
     kwargs = {
-        "uploads": _wire_uploads(model=model, train=train, test=test),
+        "uploads": _wire_uploads(model=model, train=train, test=test, declaration=declaration),
         "label": label,
         "policy": dataclasses.asdict(policy),
         "config": dataclasses.asdict(config),
@@ -251,6 +268,7 @@ def uploads_record_query(
     model: Upload,
     train: Upload,
     test: Upload,
+    declaration: Upload | None = None,
     label: str,
     record: Upload,
     policy: Policy,
@@ -277,7 +295,9 @@ def uploads_record_query(
         As :func:`uploads_audit`; an IntakeError if the record is refused.
     """
     kwargs = {
-        "uploads": _wire_uploads(model=model, train=train, test=test, record=record),
+        "uploads": _wire_uploads(
+            model=model, train=train, test=test, declaration=declaration, record=record
+        ),
         "label": label,
         "policy": dataclasses.asdict(policy),
         "config": dataclasses.asdict(config),

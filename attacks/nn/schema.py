@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from attacks.checks import MAX_SEED
 from attacks.exceptions import IntakeError
+from attacks.images import Preprocessing
 from safe_model.refusal import quote, quote_all, strict_json
 
 #: A declaration is a short JSON file; a 64-layer network is about 8 KiB of it.
@@ -476,6 +477,20 @@ class Recipe:
     seed: int = _check(_whole(0, MAX_SEED), 0)
 
 
+def _preprocessing(value: Any, path: str) -> Preprocessing | None:
+    if value is None:  # as to_dict writes "none declared"
+        return None
+    if not isinstance(value, dict):
+        raise IntakeError(f"{path} must be a JSON object (mode, scale, mean, std).")
+    unknown = [key for key in value if key not in {"mode", "scale", "mean", "std"}]
+    if unknown:
+        raise IntakeError(f"{path} has unknown key(s) {quote_all(unknown)}.")
+    for key in ("mean", "std"):
+        if key in value and not isinstance(value[key], list):
+            raise IntakeError(f"{path}.{key} must be a list of numbers, one per channel.")
+    return Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+
+
 def _recipe(value: Any, path: str) -> Recipe:
     if not isinstance(value, dict):
         raise IntakeError(f"{path} must be an object.")
@@ -501,12 +516,16 @@ class Declaration:
     architecture : tuple of layers
     recipe : Recipe or None
         None when the researcher declared none: no shadow model can be trained.
+    preprocessing : Preprocessing or None
+        How image or array data become the network's inputs (mode, scale, mean,
+        std: :class:`attacks.images.Preprocessing`); None for tables.
     """
 
     input_shape: tuple[int, ...] = _check(_input_shape)
     output: str = _check(_one_of("logits", "probabilities"))
     architecture: tuple = _check(_list_of(_choice_of(*LAYERS.values()), what="layers"))
     recipe: Recipe | None = _check(_recipe, None)
+    preprocessing: Preprocessing | None = _check(_preprocessing, None)
 
     @property
     def n_classes(self) -> int:
@@ -526,7 +545,7 @@ class Declaration:
 def parse_declaration(
     data: bytes | str | dict,
     *,
-    n_classes: int,
+    n_classes: int | None,
     limits: DeclarationLimits = DeclarationLimits(),  # noqa: B008 - frozen, shared safely
 ) -> Declaration:
     """Read and check a declaration; one sentence naming the field if it is refused.
@@ -535,8 +554,9 @@ def parse_declaration(
     ----------
     data : bytes, str or dict
         UTF-8 JSON text, or the already decoded object.
-    n_classes : int
+    n_classes : int or None
         Classes of the audited labels; the last layer must give one score per class.
+        None checks that later (:func:`check_classes`), once the labels are read.
     limits : DeclarationLimits, optional
         The service's caps (layers, parameters, epochs, batch size, sizes).
 
@@ -560,7 +580,8 @@ def parse_declaration(
     declaration = _dataclass_from(Declaration, data, "")
     _check_limits(declaration, limits)
     _checked_shapes(declaration, limits)
-    check_classes(declaration, n_classes)
+    if n_classes is not None:
+        check_classes(declaration, n_classes)
     _check_augmentation(declaration)
     return declaration
 

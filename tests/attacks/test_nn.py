@@ -119,10 +119,10 @@ def _export_graph(classifier, **export_options):
 
 
 def test_schema_imports_without_torch():
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "import attacks.nn.schema, attacks.nn.matching, attacks.nn.teaching\n"
-        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]"
+    code = (  # torch is installed here: it must simply not be imported
+        "import sys\n"
+        "import attacks.nn.schema, attacks.nn.matching, attacks.nn.teaching, attacks.nn.declared\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
