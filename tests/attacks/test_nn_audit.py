@@ -11,7 +11,7 @@ from attacks.audit import AuditConfig, Upload
 from attacks.exceptions import IntakeError
 from attacks.nn.declared import NOT_ONNX
 from attacks.nn.teaching import teaching_write
-from attacks.policy import load_policy
+from attacks.policy import default_policy_text, load_policy
 from attacks.sandboxed import uploads_audit, uploads_check
 
 POOL_ATTACKS = ("shadow", "lira", "lira_offline", "rmia")
@@ -71,3 +71,19 @@ def test_a_declaration_with_a_skops_model_is_refused(mlp, example_files):
     files = {**example_files, "declaration": mlp["declaration"]}
     with pytest.raises(IntakeError, match=NOT_ONNX.split(";")[0]):
         uploads_check(**files, label="response")
+
+
+def test_a_recipe_beyond_the_policys_epochs_is_refused_naming_the_cap(mlp):
+    declared = json.loads(mlp["declaration"].data)
+    declared["recipe"]["epochs"] = 10**6
+    greedy = {**mlp, "declaration": Upload("declaration.json", json.dumps(declared).encode())}
+    cap = load_policy().sections["neural_networks"]["max_epochs"]
+    with pytest.raises(IntakeError, match=rf"epochs.*{cap}"):
+        uploads_check(**greedy, label="label")
+
+
+def test_a_policy_sets_the_caps_a_recipe_is_held_to(mlp):
+    text = default_policy_text().replace("max_epochs = 500", "max_epochs = 10")
+    with pytest.raises(IntakeError, match=r"epochs.*10\b"):
+        uploads_check(**mlp, label="label", policy=load_policy(text))  # it asks for 20
+    uploads_check(**mlp, label="label")  # within the default's 500
