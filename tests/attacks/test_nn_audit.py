@@ -3,11 +3,14 @@ models, so LiRA, RMIA and the shadow-model attack run as for a scikit-learn mode
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from attacks.audit import AuditConfig, Upload, audit_run, audit_uploads
+from attacks.audit import AuditConfig, Upload, audit_run, audit_uploads, target_from_uploads
 from attacks.exceptions import IntakeError
 from attacks.nn.declared import NOT_ONNX
 from attacks.nn.teaching import teaching_case, teaching_model, teaching_write
@@ -149,3 +152,28 @@ def test_the_onnx_file_loses_nothing_against_the_in_memory_network():
             assert low <= attack["auc"] <= high, attack["name"]
             low, high = attack["auc_ci"]
             assert low <= ours[attack["name"]]["auc"] <= high, attack["name"]
+
+
+def test_image_arrays_are_normalised_as_the_declaration_says(digits):
+    """The digits as an npz of raw 0..16 pixels with ``scale`` 1/16 declared make the
+    same inputs as the CSV of scaled pixels."""
+    uploads = digits["digits_cnn_overfit"]
+    declared = json.loads(uploads["declaration"].data)
+    declared["preprocessing"] = {"scale": 0.0625}
+    arrays = {}
+    for role in ("train", "test"):
+        table = pd.read_csv(io.BytesIO(uploads[role].data))
+        pixels = (table.drop(columns="label").to_numpy() * 16).round().astype(np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, X=pixels.reshape(-1, 1, 8, 8), y=table["label"].to_numpy())
+        arrays[role] = Upload(f"{role}.npz", buffer.getvalue())
+    as_arrays = target_from_uploads(
+        model=uploads["model"],
+        **arrays,
+        label="y",
+        declaration=Upload("declaration.json", json.dumps(declared).encode()),
+    )
+    as_csv = target_from_uploads(**uploads, label="label")
+    assert as_arrays.feature_names[:2] == ["pixel_0_0_0", "pixel_0_0_1"]
+    np.testing.assert_allclose(as_arrays.X_train.to_numpy(), as_csv.X_train.to_numpy(), atol=1e-6)
+    np.testing.assert_array_equal(as_arrays.y_test, as_csv.y_test)
