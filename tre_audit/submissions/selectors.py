@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from datetime import datetime
 
@@ -270,6 +272,7 @@ def report_view(report: dict | None) -> dict | None:
         "attacks": attacks,
         "tpr_notes": notes,
         "rules": report.get("rules", []),
+        "network": reading.declared_network(report),
         "sweep": _sweep_view(report.get("sweep"), report.get("model", {}).get("params", {})),
         "shadow_rounds": report.get("shadow_rounds"),
         "most_exposed": _exposed_rows(report.get("most_exposed", [])[:10]),
@@ -411,3 +414,95 @@ def run_progress(*, run: AuditRun | None, now: datetime) -> dict:
         "eta_seconds": eta,
         "eta_text": eta_text(eta),
     }
+
+
+#: The declaration's caps (attacks.nn.schema.DeclarationLimits) in words.
+LIMIT_WORDS = {
+    "max_layers": "Layers",
+    "max_parameters": "Trainable parameters",
+    "max_epochs": "Epochs",
+    "max_batch_size": "Batch size",
+    "max_input_values": "Values per record",
+    "max_activation_values": "Values per record after any layer",
+}
+
+
+def declaration_format() -> dict:
+    """How to declare a neural network, for the page the upload form links to.
+
+    Read from the schema itself (each layer type, recipe choice and field with its
+    default, and the service's caps) with the teaching networks' declarations as
+    examples, so the page cannot drift from what intake accepts.
+    """
+    from attacks.nn import schema
+    from attacks.nn.teaching import DECLARATIONS
+
+    return {
+        "top": _schema_fields(schema.Declaration),
+        "layers": _schema_entries(*schema.LAYERS.values()),
+        "recipe": _schema_fields(schema.Recipe),
+        "choices": [
+            ("optimizer", _schema_entries(schema.Sgd, schema.Adam, schema.AdamW)),
+            (
+                "lr_schedule",
+                _schema_entries(schema.NoSchedule, schema.StepSchedule, schema.CosineSchedule),
+            ),
+            (
+                "augmentation",
+                _schema_entries(schema.HorizontalFlip, schema.RandomCrop, schema.GaussianNoise),
+            ),
+        ],
+        "limits": [
+            (LIMIT_WORDS.get(f.name, f.name), f"{f.default:,}")
+            for f in dataclasses.fields(schema.DeclarationLimits)
+        ],
+        "examples": [
+            (title, _example_text(DECLARATIONS[name]))
+            for title, name in (
+                ("A tabular MLP (30 features, 2 classes)", "breast_cancer_mlp"),
+                ("An image CNN (8x8 grey images, 10 classes)", "digits_cnn_regularised"),
+            )
+        ],
+    }
+
+
+def _schema_entries(*classes) -> list[dict]:
+    """Each choice's JSON ``type``, the first line of its docstring and its fields."""
+    return [
+        {
+            "type": cls.kind,
+            "about": (cls.__doc__ or "").strip().splitlines()[0].replace("``", ""),
+            "fields": _schema_fields(cls),
+        }
+        for cls in classes
+    ]
+
+
+def _schema_fields(cls) -> list[dict]:
+    return [{"name": f.name, "default": _default_text(f)} for f in dataclasses.fields(cls)]
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    default = f.default
+    if default is dataclasses.MISSING:
+        return "required"
+    if default is None:
+        return "none"
+    if hasattr(default, "kind"):  # a choice, e.g. the schedule "none"
+        return json.dumps(default.kind)
+    return json.dumps(list(default) if isinstance(default, tuple) else default)
+
+
+def _example_text(declared: dict) -> str:
+    """A declaration as a researcher would lay it out: one layer, one recipe key a line."""
+    lines = []
+    for key, value in declared.items():
+        if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            inner = ",\n".join(f"    {json.dumps(v)}" for v in value)
+            lines.append(f'  "{key}": [\n{inner}\n  ]')
+        elif isinstance(value, dict):
+            inner = ",\n".join(f'    "{k}": {json.dumps(v)}' for k, v in value.items())
+            lines.append(f'  "{key}": {{\n{inner}\n  }}')
+        else:
+            lines.append(f'  "{key}": {json.dumps(value)}')
+    return "{\n" + ",\n".join(lines) + "\n}"
