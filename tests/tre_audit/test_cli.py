@@ -298,3 +298,12 @@ def test_a_missing_declaration_file_exits_2_before_the_audit_is_loaded(tmp_path)
     result = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=tmp_path)
     assert _one_line_error(result) == "tre-audit: error: net.json does not exist."
     assert not (tmp_path / "o").exists()
+
+
+def test_scan_takes_a_networks_declaration_and_says_no_sweep_applies(mlp_dir):
+    from attacks.scan import NO_ONNX_SWEEP
+
+    files = network_args(mlp_dir, "unused")[1:11]  # --model to --label, as the audit's
+    result = run("scan", *files, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["No structural findings.", NO_ONNX_SWEEP]

@@ -106,11 +106,11 @@ class VersionFilesForm(forms.Form):
         help_text="For an ONNX network only.",  # with its link to the format: __init__
     )
     train = TableFileField(
-        label=f"Training set ({DATA_FORMATS})",
-        help_text="Exactly the rows the model was fitted on.",
+        label="Training set",
+        help_text=f"Exactly the rows the model was fitted on: {DATA_FORMATS}.",
     )
     test = TableFileField(
-        label=f"Held-out set ({DATA_FORMATS})", help_text="Rows the model never saw in training."
+        label="Held-out set", help_text=f"Rows the model never saw in training: {DATA_FORMATS}."
     )
 
     def __init__(self, *args, kept: dict[str, KeptFile] | None = None, **kwargs):
