@@ -15,7 +15,7 @@ from attacks import reading
 from attacks.progress import PhaseMark, elapsed_text, eta_seconds, eta_text, stage_text
 from tre_audit.listing import Rows, choice_rank, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Role
-from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.exceptions import NotAllowed
 from tre_audit.submissions.models import (
     DECLARATION_LABELS,
@@ -81,6 +81,7 @@ def version_rows(*, submission: Submission) -> list[dict]:
     """
     records = {v.number: v for v in submission.versions.all()}
     runs = _verdict_runs(submission)
+    networks = _declared_networks(submission)
     rows = []
     for number in range(submission.version, 0, -1):
         record, run = records.get(number), runs.get(number)
@@ -90,7 +91,7 @@ def version_rows(*, submission: Submission) -> list[dict]:
                 "is_current": number == submission.version,
                 "note": record.note if record else "",
                 "sent_at": record.created_at if record else None,
-                "changed": _declaration_changed(records.get(number - 1), record),
+                "changed": _declaration_changed(records.get(number - 1), record, networks),
                 "run": run,
                 "risk": run.risk if run and run.status == RunStatus.DONE else None,
                 "summary": getattr(run, "summary", None) or "",
@@ -112,21 +113,35 @@ def _verdict_runs(submission: Submission) -> dict[int, AuditRun]:
 
 def declaration_changes(*, submission: Submission) -> list[str]:
     """The names (as people read them) of the declaration fields the current version
-    changed since the one before; none for the first version."""
+    changed since the one before, and its network's declaration if that changed (one
+    given, dropped or different); none for the first version."""
     records = {
         v.number: v
         for v in submission.versions.filter(number__in=[submission.version - 1, submission.version])
     }
     return _declaration_changed(
-        records.get(submission.version - 1), records.get(submission.version)
+        records.get(submission.version - 1),
+        records.get(submission.version),
+        _declared_networks(submission),
     )
 
 
-def _declaration_changed(before: SubmissionVersion | None, after: SubmissionVersion | None):
+def _declared_networks(submission: Submission) -> dict[int, str]:
+    """The SHA-256 of each version's declared network (versions without one are absent)."""
+    declared = submission.files.filter(role=FileRole.DECLARATION)
+    return dict(declared.values_list("version", "stored_id"))
+
+
+def _declaration_changed(
+    before: SubmissionVersion | None, after: SubmissionVersion | None, networks: dict[int, str]
+) -> list[str]:
     if before is None or after is None:
         return []
     old, new = before.declaration(), after.declaration()
-    return [DECLARATION_LABELS[name] for name in DECLARATION_LABELS if old[name] != new[name]]
+    changed = [DECLARATION_LABELS[name] for name in DECLARATION_LABELS if old[name] != new[name]]
+    if networks.get(before.number) != networks.get(after.number):
+        changed.append(FileRole.DECLARATION.label)
+    return changed
 
 
 def with_current_run(queryset: QuerySet[Submission]) -> QuerySet[Submission]:

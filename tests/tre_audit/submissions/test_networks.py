@@ -16,6 +16,7 @@ from tests.safe_model.onnx_models import sklearn_onnx
 from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.exceptions import UploadRefused
 from tre_audit.submissions.models import StoredFile, Submission
+from tre_audit.submissions.selectors import declaration_changes, version_rows
 from tre_audit.submissions.services import (
     audit_run_execute,
     file_read,
@@ -105,6 +106,7 @@ def test_a_new_version_can_change_the_declaration_or_go_without(mlp_files):
         **network(mlp_files, architecture=lighter),
     )
     assert version_uploads(submission=submission, version=2)["declaration"] == lighter
+    assert declaration_changes(submission=submission) == [FileRole.DECLARATION.label]
     first = version_uploads(submission=submission, version=1)["declaration"]
     assert first == mlp_files["declaration"]  # the earlier version keeps its own
 
@@ -116,3 +118,9 @@ def test_a_new_version_can_change_the_declaration_or_go_without(mlp_files):
         **network(mlp_files, model=_regression_onnx(mlp_files), architecture=None),
     )
     assert "declaration" not in version_uploads(submission=submission, version=3)
+    assert declaration_changes(submission=submission) == [FileRole.DECLARATION.label]  # dropped
+    assert [row["changed"] for row in version_rows(submission=submission)] == [
+        [FileRole.DECLARATION.label],
+        [FileRole.DECLARATION.label],
+        [],
+    ]
