@@ -24,6 +24,7 @@ from attacks.checks import MAX_SEED, audit_numbers_check  # noqa: F401 - MAX_SEE
 from attacks.exceptions import AttackError, AuditError, IntakeError
 from attacks.lira import LiRAAttack
 from attacks.policy import Policy, round_rule
+from attacks.reading import attack_name
 from attacks.rmia import RMIAAttack
 from attacks.rounds import PoolRounds, RoundResult, RoundRule, pool_grow
 from attacks.scan import HyperparameterScan, SweepReference, check_rules
@@ -223,7 +224,8 @@ def _run_attacks(target, config, rounds, top_k, rec_X, rec_y, progress):
     n_shadows = rounds.n_models if rounds is not None else 0
     for i, name in enumerate(config.attacks):
         title, factory, uses_pool = ATTACKS[name]
-        title = title.format(n=n_shadows)
+        # a pool attack without a pool (no recipe, or training failed) is not "0 models"
+        title = title.format(n=n_shadows) if n_shadows or not uses_pool else attack_name(name)
         progress(name, 0.5 + 0.2 * i / len(config.attacks))
         started = time.perf_counter()
         try:

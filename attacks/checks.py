@@ -10,6 +10,10 @@ import numbers
 
 from attacks.exceptions import AuditError
 
+#: The data files an audit reads (attacks.intake, attacks.images), as every interface
+#: names them to people: the CLI's help, the upload form and the API's schema.
+DATA_FORMATS = "CSV, Parquet, a zip of PNG/JPEG images with labels.csv, or an .npz"
+
 #: The largest seed: NumPy's RandomState takes 0 to 2**32 - 1.
 MAX_SEED = 2**32 - 1
 

@@ -650,12 +650,32 @@ def _model_section(report: dict) -> tuple[str, list]:
     params = _dict(model.get("params"))
     if params:
         flow += [_p("Parameters of the final step", "h3"), _params_table(params)]
+    network = reading.declared_network(report)
+    if network is not None:
+        flow += _network_flow(network)
     flow += [_p("Data", "h3"), _kv_table(_data_pairs(data), _widths(1.3, 4))]
     counts = _class_counts_table(_dict(data.get("class_counts")))
     if counts is not None:
         flow += [Spacer(1, 6), counts]
     flow += [_p("Input files", "h3"), _inputs_table(_dicts(report.get("inputs")))]
     return "Model and data", flow
+
+
+def _network_flow(network: reading.DeclaredNetwork) -> list:
+    """The declared architecture and recipe, in the words of the web page's."""
+    rows = [["#", "Layer", "Type", "Settings as declared", "Output per record"]]
+    rows += [[str(r.number), r.name, r.kind, r.settings, r.output] for r in network.layers]
+    flow = [
+        _p("Declared network", "h3"),
+        _t(network.note),
+        _kv_table(list(network.network), _widths(1.3, 4)),
+        Spacer(1, 6),
+        _table(rows[: MAX_ROWS + 1], _widths(0.05, 0.2, 0.13, 0.47, 0.15)),
+        _p("Training recipe", "h3"),
+    ]
+    if network.recipe:
+        return [*flow, _kv_table(list(network.recipe), _widths(1.3, 4))]
+    return [*flow, _t(network.no_recipe)]
 
 
 def _steps_text(steps) -> str:

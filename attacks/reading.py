@@ -13,6 +13,7 @@ missing, null or of the wrong type, and it then reads as missing, never raises.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -381,6 +382,20 @@ EXPOSED_GUIDANCE = (
     "researcher for the suggested change (or for a reason it is not needed) before approving, "
     "and ask them to check these rows, by row number, for duplicates or unusual values."
 )
+#: The verdict and its meaning when every finding behind it is an attack that could not run
+#: (a network declared without a recipe): nothing was found, but nothing was shown either.
+INCOMPLETE_VERDICT = (
+    "Medium risk: the audit is incomplete, because attacks it needs could not run, so it "
+    "cannot show that the model keeps its training data private. Release it only once they "
+    "have run, or with a reason to accept it."
+)
+INCOMPLETE_MEANING = (
+    "For a person in the training data, this audit cannot yet say how exposed they are: "
+    "the attacks that would tell could not run."
+)
+INCOMPLETE_CHANGE = (
+    "No change of setting can be suggested until the attacks that could not run have run."
+)
 _COUNTS = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine")
 
 
@@ -406,7 +421,7 @@ def summary(report: dict | None) -> Summary:
         risk=risk,
         verdict=verdict_sentence(report),
         evidence=tuple(evidence_sentences(report)),
-        meaning=MEANINGS.get(risk, ""),
+        meaning=INCOMPLETE_MEANING if is_incomplete(report) else MEANINGS.get(risk, ""),
         change=change_sentence(report),
         exposed=EXPOSED_GUIDANCE if _dicts(report.get("most_exposed")) else "",
     )
@@ -418,10 +433,24 @@ def verdict_sentence(report: dict) -> str:
     risk = verdict.get("risk")
     if risk not in RISKS:
         return "The report states no verdict."
-    top = [r for r in _dicts(verdict.get("reasons")) if r.get("risk") == risk]
+    top = _top_reasons(report)
     names = list(dict.fromkeys(source_title(report, _str(r.get("source"))) for r in top))
     names = [n for n in names if n != "No finding"]
+    if is_incomplete(report):
+        return INCOMPLETE_VERDICT + f" Not run: {'; '.join(names)}."
     return VERDICTS[risk] + (f" It rests on: {'; '.join(names)}." if names else "")
+
+
+def _top_reasons(report: dict) -> list[dict]:
+    """The verdict's reasons at its own risk: the findings that set it."""
+    verdict = _dict(report.get("verdict"))
+    return [r for r in _dicts(verdict.get("reasons")) if r.get("risk") == verdict.get("risk")]
+
+
+def is_incomplete(report: dict | None) -> bool:
+    """Whether every finding that sets the verdict is an attack that could not run."""
+    top = _top_reasons(_dict(report))
+    return bool(top) and all(_dict(r.get("evidence")).get("error") for r in top)
 
 
 def evidence_sentences(report: dict) -> list[Evidence]:
@@ -433,22 +462,25 @@ def evidence_sentences(report: dict) -> list[Evidence]:
 def _attack_evidence(report: dict) -> list[Evidence]:
     """Attacks of one kind that reach the same risk, in one sentence; each failure alone."""
     groups: dict[tuple[str, str], list[AttackRow]] = {}
-    failed = []
+    failed: dict[str, list[AttackRow]] = {}
     for row in attack_rows(report):
         if not row.ran:
-            failed.append(
-                Evidence(
-                    "medium",
-                    f"{row.name} could not run: {_sentence(row.error or 'it gave no result')} "
-                    "The audit is incomplete without it.",
-                )
-            )
+            failed.setdefault(_sentence(row.error or "it gave no result"), []).append(row)
             continue
         groups.setdefault((row.kind, risk_of(report, row.source)), []).append(row)
     sentences = [
         Evidence(risk, _group_sentence(kind, rows)) for (kind, risk), rows in groups.items()
     ]
-    return sentences + failed
+    return sentences + [Evidence("medium", _failed_sentence(r, why)) for why, r in failed.items()]
+
+
+def _failed_sentence(rows: list[AttackRow], why: str) -> str:
+    """Attacks that failed for one reason, in one sentence (a missing recipe stops four)."""
+    if len(rows) == 1:
+        return f"{rows[0].name} could not run: {why} The audit is incomplete without it."
+    count = _COUNTS[len(rows)] if len(rows) < len(_COUNTS) else str(len(rows))
+    names = ", ".join(r.name for r in rows)
+    return f"{count} attacks ({names}) could not run: {why} The audit is incomplete without them."
 
 
 def _group_sentence(kind: str, rows: list[AttackRow]) -> str:
@@ -534,6 +566,8 @@ def change_sentence(report: dict) -> str:
     sweep = _dict(report.get("sweep"))
     if not _dicts(sweep.get("points")):
         note = _str(sweep.get("note"))
+        if not note and is_incomplete(report):
+            return INCOMPLETE_CHANGE
         return note or "No hyperparameter sweep was run, so no change of setting is suggested."
     rec = _dict(sweep.get("recommendation"))
     new, cut = _num(rec.get("auc")), _num(rec.get("auc_reduction"))
@@ -567,6 +601,228 @@ def _first_sentence(text: str) -> str:
 def _sentence(text: str) -> str:
     text = text.strip()
     return text if text.endswith(".") else text + "."
+
+
+# ======================================================================================
+# A declared neural network: its layers and training recipe
+# ======================================================================================
+
+#: A layer type of the declaration (torch's name) -> what it is, for people.
+LAYER_NAMES = {
+    "Linear": "Fully connected",
+    "Conv2d": "Convolution",
+    "BatchNorm1d": "Batch normalisation",
+    "BatchNorm2d": "Batch normalisation",
+    "ReLU": "Activation",
+    "GELU": "Activation",
+    "Tanh": "Activation",
+    "MaxPool2d": "Max pooling",
+    "AvgPool2d": "Average pooling",
+    "Dropout": "Dropout (training only)",
+    "Flatten": "Flatten",
+}
+#: What the ONNX file's output holds, in words.
+OUTPUT_WORDS = {
+    "logits": "Scores before a softmax (logits)",
+    "probabilities": "Class probabilities",
+}
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+AUGMENTATION_NAMES = {
+    "hflip": "horizontal flip",
+    "random_crop": "random crop",
+    "gaussian_noise": "Gaussian noise",
+}
+#: What the declared network is, above its tables on the web page and in the PDF.
+NETWORK_NOTE = (
+    "As the researcher declared it with the ONNX file; its layers were checked against the "
+    "file's weights."
+)
+#: ... and what its recipe is for, when one was declared.
+RECIPE_NOTE = (
+    "The audit builds this network itself and trains its shadow models with the recipe "
+    "below: no code of the researcher's runs."
+)
+#: Why the strongest attacks did not run on a network declared without a recipe.
+NO_RECIPE = (
+    "No training recipe was declared, so no shadow model of this network could be "
+    "trained: the attacks that need them (LiRA, RMIA, the shadow-model attack) did not run."
+)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One declared layer: its place, what it is, its settings as declared, its output."""
+
+    number: int
+    name: str
+    kind: str
+    settings: str
+    output: str
+
+
+@dataclass(frozen=True)
+class DeclaredNetwork:
+    """The network a researcher declared with an ONNX model, as people read it.
+
+    ``network`` and ``recipe`` are label / value pairs; ``recipe`` is empty when no
+    recipe was declared, and ``no_recipe`` then says what that means for the audit.
+    """
+
+    network: tuple[tuple[str, str], ...]
+    layers: tuple[LayerRow, ...]
+    recipe: tuple[tuple[str, str], ...]
+    no_recipe: str = ""
+    note: str = NETWORK_NOTE
+
+
+def declared_network(report: dict | None) -> DeclaredNetwork | None:
+    """The report's declared network (``model.declaration``), or None for a model
+    declared without one (every scikit-learn model)."""
+    declared = _dict(_dict(_dict(report).get("model")).get("declaration"))
+    if not declared:
+        return None
+    layers = [_typed(layer) for layer in _list(declared.get("architecture"))]
+    from attacks.nn.schema import layer_shapes  # no torch: the schema's own shape chain
+
+    parsed = _parsed(declared)
+    shapes = None if parsed is None else layer_shapes(parsed)
+    recipe = _dict(declared.get("recipe"))
+    return DeclaredNetwork(
+        network=tuple(_network_pairs(declared, parsed)),
+        layers=tuple(
+            LayerRow(
+                number=i + 1,
+                name=LAYER_NAMES.get(_str(layer.get("type")), "Layer"),
+                kind=_str(layer.get("type"), MISSING),
+                settings=_settings(layer) or "none",
+                output=_dims(shapes[i]) if shapes else MISSING,
+            )
+            for i, layer in enumerate(layers)
+        ),
+        recipe=tuple(_recipe_pairs(recipe)) if recipe else (),
+        no_recipe="" if recipe else NO_RECIPE,
+        note=f"{NETWORK_NOTE} {RECIPE_NOTE}" if recipe else NETWORK_NOTE,
+    )
+
+
+def _typed(layer) -> dict:
+    """A layer or step as an object: ``"ReLU"`` is ``{"type": "ReLU"}``."""
+    return {"type": layer} if isinstance(layer, str) else _dict(layer)
+
+
+def _parsed(declared: dict):
+    """The declaration read by its own schema (for shapes and counts), or None if it
+    does not read; the report writes an absent recipe as null, which the JSON omits."""
+    from attacks.exceptions import AuditError
+    from attacks.nn.schema import parse_declaration
+
+    given = {key: value for key, value in declared.items() if value is not None}
+    try:
+        return parse_declaration(given, n_classes=None)
+    except (AuditError, TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def _network_pairs(declared: dict, parsed) -> list[tuple[str, str]]:
+    shape = declared.get("input_shape")
+    shape = tuple(shape) if isinstance(shape, list) else ()
+    pairs = [
+        ("Input", _input_words(shape)),
+        ("Output", OUTPUT_WORDS.get(_str(declared.get("output")), MISSING)),
+        ("Layers", str(len(_list(declared.get("architecture"))))),
+    ]
+    if parsed is not None:
+        pairs.append(("Trainable parameters", f"{parsed.n_parameters:,}"))
+    preprocessing = _dict(declared.get("preprocessing"))
+    if preprocessing:
+        pairs.append(("Input preprocessing", _settings(preprocessing)))
+    return pairs
+
+
+def _input_words(shape: tuple) -> str:
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        return MISSING
+    if len(shape) == 1:
+        return f"{shape[0]:,} features per record"
+    channels = "1 channel" if shape[0] == 1 else f"{shape[0]} channels"
+    return f"Images of {channels}, {_dims(shape[1:])} pixels"
+
+
+def _dims(shape) -> str:
+    return "x".join(str(n) for n in shape) if isinstance(shape, tuple | list) else MISSING
+
+
+def _settings(fields: dict) -> str:
+    """A layer's or step's fields as the researcher writes them: ``in_features=30, bias=true``."""
+    return ", ".join(
+        f"{_clip(str(key), 40)}={_json(value)}" for key, value in fields.items() if key != "type"
+    )
+
+
+def _json(value) -> str:
+    if value is None:
+        return MISSING
+    try:
+        return _clip(json.dumps(value, allow_nan=False), 60)
+    except (TypeError, ValueError):
+        return MISSING
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _recipe_pairs(recipe: dict) -> list[tuple[str, str]]:
+    optimizer = _dict(recipe.get("optimizer"))
+    kind = _str(optimizer.get("type"))
+    extra = {k: v for k, v in optimizer.items() if k not in ("type", "lr")}
+    decay = _num(recipe.get("weight_decay"))
+    return [
+        (
+            "Optimiser",
+            OPTIMIZER_NAMES.get(kind, MISSING) + (f" ({_settings(extra)})" if extra else ""),
+        ),
+        ("Learning rate", _json(optimizer.get("lr"))),
+        ("Epochs", _json(recipe.get("epochs"))),
+        ("Batch size", _json(recipe.get("batch_size"))),
+        (
+            "Weight decay",
+            "none"
+            if decay == 0
+            else f"{_json(recipe.get('weight_decay'))}"
+            + (" (decoupled)" if kind == "adamw" and decay else ""),
+        ),
+        ("Learning-rate schedule", _schedule_words(recipe.get("lr_schedule"))),
+        ("Augmentation", _augmentation_words(recipe.get("augmentation"))),
+        ("Seed", _json(recipe.get("seed"))),
+    ]
+
+
+def _schedule_words(schedule) -> str:
+    schedule = _typed(schedule)
+    kind = _str(schedule.get("type"), "none")
+    if kind == "none":
+        return "none (constant)"
+    if kind == "cosine":
+        return "cosine, down to 0 over all epochs"
+    if kind == "step":
+        gamma, every = _json(schedule.get("gamma")), _json(schedule.get("step_size"))
+        return f"step: times {gamma} every {every} epochs"
+    return MISSING
+
+
+def _augmentation_words(steps) -> str:
+    steps = [_typed(step) for step in _list(steps)]
+    words = []
+    for step in steps:
+        name = AUGMENTATION_NAMES.get(_str(step.get("type")), MISSING)
+        settings = _settings(step)
+        words.append(f"{name} ({settings})" if settings else name)
+    return "; ".join(words) or "none"
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
 
 # ======================================================================================

@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from attacks.reading import attack_name
-from attacks.shadows import ShadowPool
+from attacks.shadows import NO_TRAINING_RECIPE, ShadowPool
 
 #: z of a two-sided 95% interval: a DeLong interval is AUC +- Z95 standard errors.
 Z95 = 1.959964
@@ -93,6 +93,13 @@ class Round:
     results: list[RoundResult]
 
 
+def _why_none(error: Exception) -> str:
+    """Why no pool was trained: a model without a recipe is not a failure, and says so."""
+    if str(error) == NO_TRAINING_RECIPE:
+        return NO_TRAINING_RECIPE
+    return "Training the shadow models failed."
+
+
 @dataclass
 class PoolRounds:
     """A grown pool, its rounds and why they stopped; or the error that stopped them."""
@@ -116,7 +123,7 @@ class PoolRounds:
         """The report's ``shadow_rounds``: what was trained, round by round, and why it stopped."""
         return {
             "n_models": self.n_models,
-            "stopped": self.reason if self.error is None else "Training the shadow models failed.",
+            "stopped": self.reason if self.error is None else _why_none(self.error),
             "rule": asdict(rule),
             "rounds": [
                 {

@@ -1080,8 +1080,20 @@ def _default_grid(core) -> dict[str, list]:
     return {}
 
 
+#: The sweep's note for an ONNX model (a network, or scikit-learn through skl2onnx): its
+#: settings are fixed in the file, or its declared recipe's, not estimator parameters.
+NO_ONNX_SWEEP = (
+    "The hyperparameter sweep does not apply to an ONNX model, so it suggests no change "
+    "of setting; for a network, a declared recipe with more weight decay, fewer epochs or "
+    "augmentation is what to try."
+)
+
+
 def _empty_note(model) -> str:
+    """Why no sweep ran, as the report's "what would lower the risk" reads it."""
     core, _ = _core_template(model)
+    if hasattr(core, "shadow_template"):  # safe_model.onnx_model.OnnxClassifier
+        return NO_ONNX_SWEEP
     return f"No default sweep for {type(core).__name__}; pass grid= to sweep it."
 
 

@@ -179,5 +179,9 @@ def _all_clear(attacks) -> Reason:
 def _summary(risk: str, reasons: list[Reason]) -> str:
     if not reasons:
         return "Low risk: no attack or rule found evidence that the model gives away its members."
-    titles = list(dict.fromkeys(r.title or r.source for r in reasons if r.risk == risk))
+    top = [r for r in reasons if r.risk == risk]
+    if all(r.evidence.get("error") for r in top):  # e.g. a network declared without a recipe
+        names = dict.fromkeys(attack_name(r.source.partition(":")[2]) for r in top)
+        return f"{risk.capitalize()} risk: the audit is incomplete; not run: {'; '.join(names)}."
+    titles = list(dict.fromkeys(r.title or r.source for r in top))
     return f"{risk.capitalize()} risk, from: {'; '.join(titles)}."

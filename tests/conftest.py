@@ -7,8 +7,13 @@ from attacks.datasets import write_famous_patient_example
 from tests.postgres import PostgresError, PostgresServer
 
 #: The intake tests' small tables and forest (tests/attacks and tests/safe_model share them);
-#: a really audited request to ask records of (web and API record-query tests).
-pytest_plugins = ["tests.intake_support", "tests.tre_audit.record_query_support"]
+#: a really audited request to ask records of (web and API record-query tests); and
+#: the teaching MLP as a researcher submits it (the network tests of every interface).
+pytest_plugins = [
+    "tests.intake_support",
+    "tests.nn_support",
+    "tests.tre_audit.record_query_support",
+]
 
 #: Fixtures that give a test the database; with --postgres only such tests run.
 DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server"}

@@ -148,8 +148,10 @@ def create_audited_submission(
     project=None,
     condition: str = ReleaseCondition.AS_FILE,
     model_bytes: bytes | None = None,
+    declaration_bytes: bytes | None = None,
 ) -> Submission:
-    """A request with stored files whose DONE run holds ``realistic_report(risk)`` and a PDF.
+    """A request with stored files whose DONE run holds ``realistic_report(risk)`` and a PDF
+    (and, given ``declaration_bytes``, a network's declaration among its files).
 
     It is walked to AWAITING_REVIEW like ``create_submission_at_status``; the decisions
     after that are made through the review services by fresh checkers (two approvals
@@ -169,6 +171,13 @@ def create_audited_submission(
             data = model_bytes  # a real model, for tests that serve it
         SubmissionFile.objects.create(
             submission=submission, role=role, name=name, stored=file_store(data=data)
+        )
+    if declaration_bytes is not None:
+        SubmissionFile.objects.create(
+            submission=submission,
+            role=FileRole.DECLARATION,
+            name="declaration.json",
+            stored=file_store(data=declaration_bytes),
         )
     for step in PATHS[Status.AWAITING_REVIEW if status in _DECIDED else status]:
         _audit_step(submission, step, risk)

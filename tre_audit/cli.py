@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from attacks.checks import audit_numbers_check
+from attacks.checks import DATA_FORMATS, audit_numbers_check
 from attacks.exceptions import AuditError
 from attacks.progress import (
     ATTACK_STAGES,
@@ -140,10 +140,7 @@ def _add_submit(commands) -> None:
         help="submit a model to a tre-audit server for audit and output checking",
         description="Submitting declares that the files are exactly the model and data used.",
     )
-    submit.add_argument("--model", required=True, type=Path, help="fitted model (.skops)")
-    submit.add_argument("--train", required=True, type=Path, help="training set (CSV/Parquet)")
-    submit.add_argument("--test", required=True, type=Path, help="held-out set (CSV/Parquet)")
-    submit.add_argument("--label", required=True, help="name of the label column")
+    _add_files_args(submit)
     submit.add_argument("--title", required=True, help="what the model is, in a few words")
     submit.add_argument(
         "--hosting",
@@ -181,11 +178,21 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def _add_target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, type=Path, help="fitted scikit-learn model (.skops)")
-    p.add_argument("--train", required=True, type=Path, help="training set (.csv or .parquet)")
-    p.add_argument("--test", required=True, type=Path, help="held-out set (.csv or .parquet)")
+def _add_files_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=Path, help="fitted model (.skops or .onnx)")
+    p.add_argument(
+        "--architecture",
+        type=Path,
+        help="an ONNX network's declared architecture and training recipe (JSON, "
+        "docs/nn-declaration.md); without it the attacks needing shadow models do not run",
+    )
+    p.add_argument("--train", required=True, type=Path, help=f"training set ({DATA_FORMATS})")
+    p.add_argument("--test", required=True, type=Path, help=f"held-out set ({DATA_FORMATS})")
     p.add_argument("--label", required=True, help="name of the label column")
+
+
+def _add_target_args(p: argparse.ArgumentParser) -> None:
+    _add_files_args(p)
     p.add_argument("--shadows", type=int, help="shadow models (default: the policy's)")
     p.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     p.add_argument("--jobs", type=int, help="processes for shadow models (default: all cores)")
@@ -290,8 +297,12 @@ def _print_scan(result: dict) -> None:
 
 
 def _target_files(args) -> dict[str, tuple[str, bytes]]:
-    """The model, training and held-out files as (name, bytes), read without the audit."""
-    return {role: (getattr(args, role).name, _read(getattr(args, role))) for role in TARGET}
+    """The model, training and held-out files (and a declaration, as ``declaration``: the
+    library's and the API's name for it) as (name, bytes), read without the audit."""
+    files = {role: (getattr(args, role).name, _read(getattr(args, role))) for role in TARGET}
+    if args.architecture is not None:
+        files["declaration"] = (args.architecture.name, _read(args.architecture))
+    return files
 
 
 def _optional_file(path: Path | None) -> tuple[str, bytes] | None:

@@ -68,6 +68,24 @@ def sample_report() -> dict:
     }
 
 
+def network_report(name: str = "digits_cnn_regularised", *, recipe: bool = True) -> dict:
+    """The sample report as it reads for a teaching network submitted as an ONNX file:
+    ``model.declaration`` as the audit writes it (the schema's ``to_dict``)."""
+    from attacks.nn.schema import parse_declaration
+    from attacks.nn.teaching import DECLARATIONS
+
+    declared = {k: v for k, v in DECLARATIONS[name].items() if recipe or k != "recipe"}
+    report = sample_report()
+    report["model"] = {
+        **report["model"],
+        "type": "safe_model.onnx_model.OnnxClassifier",
+        "pipeline_steps": [],
+        "params": {"n_threads": 1, "output": "logits"},
+        "declaration": parse_declaration(declared, n_classes=None).to_dict(),
+    }
+    return report
+
+
 def schema_1(report: dict) -> dict:
     """The same report as schema 1.0 wrote it (as reports stored before 2.0 are): no
     ``run``, its fields in the header, in each attack and in ``reproducibility``."""

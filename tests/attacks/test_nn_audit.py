@@ -23,16 +23,11 @@ from attacks.target import Target
 POOL_ATTACKS = ("shadow", "lira", "lira_offline", "rmia")
 
 
-@pytest.fixture(scope="module")
-def mlp(tmp_path_factory):
+@pytest.fixture
+def mlp(mlp_files):
     """The breast-cancer MLP as a researcher uploads it, with a lighter recipe (the
-    audit trains it again for every shadow)."""
-    paths = teaching_write("breast_cancer_mlp", tmp_path_factory.mktemp("mlp"))
-    uploads = {role: Upload(path.name, path.read_bytes()) for role, path in paths.items()}
-    declared = json.loads(uploads["declaration"].data)
-    declared["recipe"]["epochs"] = 20
-    uploads["declaration"] = Upload("declaration.json", json.dumps(declared).encode())
-    return uploads
+    audit trains it again for every shadow): tests/nn_support.py."""
+    return mlp_files
 
 
 def _audit(uploads, **config):

@@ -14,7 +14,7 @@ import pytest
 
 from attacks.pdf import _roc_on_log_axes, render_pdf
 from attacks.reading import CLI_AUDIT, ReportIdentity
-from tests.attacks.report_fixture import sample_report, schema_1
+from tests.attacks.report_fixture import network_report, sample_report, schema_1
 
 PAGE = re.compile(rb"/Type /Page[^s]")
 STREAM = re.compile(rb"stream\r?\n(.*?)endstream", re.DOTALL)
@@ -251,6 +251,36 @@ def test_the_pdf_ends_with_a_glossary_and_says_what_to_do_about_exposed_rows(req
     glossary = text.split("Glossary")[-1]
     assert "1/N line" in glossary and "Area under the ROC curve" in glossary
     assert "treat these people as identifiable" in text
+
+
+def test_a_declared_network_shows_its_layers_and_recipe_in_words():
+    text = " ".join(_pdf_text(render_pdf(_without_charts(network_report()), IDENTITY)).split())
+    network = text.split("Declared network")[1].split("Data ")[0]
+    for shown in (
+        "Images of 1 channel, 8x8 pixels",
+        "Scores before a softmax (logits)",
+        "Trainable parameters 1,386",
+        "1 Convolution Conv2d in_channels=1, out_channels=8, kernel_size=3, stride=1,",
+        "Max pooling MaxPool2d kernel_size=2, stride=2 8x4x4",
+        "Dropout (training only) Dropout p=0.5 128",
+        "Fully connected Linear in_features=128, out_features=10, bias=true 10",
+        "Optimiser AdamW (betas=[0.9, 0.999])",
+        "Learning rate 0.01",
+        "Epochs 30",
+        "Weight decay 0.05 (decoupled)",
+        "Learning-rate schedule cosine, down to 0 over all epochs",
+        "Augmentation random crop (padding=1)",
+    ):
+        assert shown in network, shown
+    for internal in (*INTERNAL, "architecture[", "recipe.", '"type"', "lr_schedule"):
+        assert internal not in text
+
+
+def test_a_network_declared_without_a_recipe_says_what_did_not_run():
+    text = " ".join(_pdf_text(render_pdf(_without_charts(network_report(recipe=False)))).split())
+    recipe = text.split("Training recipe")[1]
+    assert recipe.startswith(" No training recipe was declared, so no shadow model of this")
+    assert "Epochs" not in recipe.split("Data ")[0]
 
 
 def test_a_cli_pdf_says_it_is_no_tre_request():

@@ -192,3 +192,83 @@ def test_a_malformed_report_reads_as_missing_never_raises(junk):
 def test_an_attack_name_of_the_wrong_type_is_named_not_raised(name):
     rows = reading.attack_rows({"attacks": [{"name": name, "auc": 0.6}]})
     assert rows[0].kind == "other" and reading.attack_name(name) == "Unnamed attack"
+
+
+# A declared network -------------------------------------------------------------------
+
+NO_RECIPE_ERROR = (
+    "No training recipe was declared with this model, so no shadow model of it can be trained."
+)
+
+
+def _without_shadows() -> dict:
+    """The attacks a network without a recipe reports: the pool ones failed, one ran."""
+    failed = [
+        {"name": name, "title": name, "error": NO_RECIPE_ERROR}
+        for name in ("shadow", "lira", "lira_offline", "rmia")
+    ]
+    reasons = [
+        _reason(f"attack:{a['name']}", "medium") | {"evidence": {"error": NO_RECIPE_ERROR}}
+        for a in failed
+    ]
+    return _report([*failed, _attack("worst_case", 0.57, 0.014)], reasons)
+
+
+def test_attacks_stopped_by_one_missing_recipe_are_one_sentence_and_the_audit_incomplete():
+    plain = reading.summary(_without_shadows())
+    assert [e.text for e in plain.evidence if e.risk == "medium"] == [
+        "Four attacks (Shadow-model attack, LiRA (online), LiRA (offline), RMIA) could not "
+        f"run: {NO_RECIPE_ERROR} The audit is incomplete without them."
+    ]
+    assert plain.verdict == (
+        f"{reading.INCOMPLETE_VERDICT} Not run: Shadow-model attack; LiRA (online); "
+        "LiRA (offline); RMIA."
+    )
+    assert "gives some evidence" not in plain.verdict + plain.meaning
+    assert plain.change == reading.INCOMPLETE_CHANGE
+    found = copy.deepcopy(_without_shadows())  # a finding beside the failures: not incomplete
+    found["verdict"]["reasons"].append(_reason("attack:worst_case", "medium"))
+    assert not reading.is_incomplete(found)
+    assert reading.summary(found).verdict.startswith(reading.VERDICTS["medium"])
+
+
+def test_a_declared_network_reads_its_layers_shapes_and_recipe():
+    from tests.attacks.report_fixture import network_report
+
+    network = reading.declared_network(network_report("breast_cancer_mlp"))
+    assert dict(network.network) == {
+        "Input": "30 features per record",
+        "Output": "Scores before a softmax (logits)",
+        "Layers": "3",
+        "Trainable parameters": "530",
+    }
+    assert [(r.name, r.kind, r.output) for r in network.layers] == [
+        ("Fully connected", "Linear", "16"),
+        ("Activation", "ReLU", "16"),
+        ("Fully connected", "Linear", "2"),
+    ]
+    assert network.layers[0].settings == "in_features=30, out_features=16, bias=true"
+    recipe = dict(network.recipe)
+    assert recipe["Optimiser"] == "Adam (betas=[0.9, 0.999])" and recipe["Epochs"] == "100"
+    assert recipe["Weight decay"] == recipe["Augmentation"] == "none"
+    assert network.no_recipe == "" and reading.RECIPE_NOTE in network.note
+    bare = reading.declared_network(network_report("breast_cancer_mlp", recipe=False))
+    assert bare.recipe == () and bare.no_recipe == reading.NO_RECIPE
+    assert reading.declared_network(sample_report()) is None  # a scikit-learn model
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"architecture": "x", "recipe": 3},
+        {"input_shape": [True], "architecture": [{"type": "Linear", "in_features": [1]}, 5]},
+        {"architecture": ["ReLU"], "recipe": {"optimizer": 7, "augmentation": [3, "x"]}},
+        {"output": {"x": 1}, "preprocessing": "z", "recipe": {"lr_schedule": [1], "seed": 1e400}},
+    ],
+)
+def test_a_malformed_declaration_reads_as_missing_never_raises(junk):
+    network = reading.declared_network({"model": {"declaration": junk}})
+    assert "Trainable parameters" not in dict(network.network)  # it does not read as a network
+    assert all(row.output == reading.MISSING for row in network.layers)
+    for _label, value in (*network.network, *network.recipe):
+        assert isinstance(value, str) and "Traceback" not in value

@@ -249,3 +249,61 @@ def test_a_refusal_by_the_secure_compute_library_exits_2_in_one_line(monkeypatch
     monkeypatch.setattr(cli, "_example", refused)
     assert cli.main(["example", "famous-patient", "--out", "unused"]) == 2
     assert capsys.readouterr().err == "tre-audit: error: The attestation document is too old.\n"
+
+
+# A neural network: --architecture -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlp_dir(mlp_files, tmp_path_factory):
+    """The teaching MLP's files as a researcher has them (its recipe light: nn_support)."""
+    directory = tmp_path_factory.mktemp("mlp")
+    for upload in mlp_files.values():
+        (directory / upload.name).write_bytes(upload.data)
+    return directory
+
+
+def network_args(mlp_dir, out, declaration="declaration.json"):
+    return (
+        *("audit", "--model", mlp_dir / "model.onnx", "--architecture", mlp_dir / declaration),
+        *("--train", mlp_dir / "train.csv", "--test", mlp_dir / "test.csv", "--label", "label"),
+        *("--shadows", "4", "--jobs", "1", "--no-sweep", "--out", out),
+    )
+
+
+def test_a_network_is_audited_with_its_declared_recipe(mlp_dir, tmp_path):
+    result = run(*network_args(mlp_dir, tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {a["name"]: a["error"] for a in report["attacks"]} == {
+        name: None for name in ("shadow", "lira", "lira_offline", "rmia", "worst_case")
+    }
+    assert report["model"]["declaration"]["recipe"]["epochs"] == 20
+    assert "declaration" in {i["role"] for i in report["inputs"]}
+
+
+def test_a_declaration_that_does_not_fit_the_model_exits_2_in_one_line(mlp_dir, tmp_path):
+    declared = json.loads((mlp_dir / "declaration.json").read_text())
+    declared["architecture"][-1]["out_features"] = 3
+    (tmp_path / "three.json").write_text(json.dumps(declared))
+    line = _one_line_error(run(*network_args(mlp_dir, tmp_path / "out", tmp_path / "three.json")))
+    assert line.endswith("The architecture ends with 3 outputs, but the labels hold 2 classes.")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_declaration_file_exits_2_before_the_audit_is_loaded(tmp_path):
+    for name in ("m.skops", "t.csv", "h.csv"):  # the others are there (and never read)
+        (tmp_path / name).write_bytes(b"x")
+    args = ("audit", *UNREAD, "--architecture", "net.json", "--out", "o")
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert _one_line_error(result) == "tre-audit: error: net.json does not exist."
+    assert not (tmp_path / "o").exists()
+
+
+def test_scan_takes_a_networks_declaration_and_says_no_sweep_applies(mlp_dir):
+    from attacks.scan import NO_ONNX_SWEEP
+
+    files = network_args(mlp_dir, "unused")[1:11]  # --model to --label, as the audit's
+    result = run("scan", *files, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["No structural findings.", NO_ONNX_SWEEP]

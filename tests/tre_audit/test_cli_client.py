@@ -204,3 +204,19 @@ def test_a_missing_token_exits_2_before_reading_any_file(capsys, monkeypatch, tm
 def test_a_missing_file_exits_2(capsys, tmp_path):
     code = main([*_submit_args(tmp_path), "--url", "http://127.0.0.1:1", "--token", "t"])
     assert "model.skops does not exist" in _one_line_error(capsys, code)
+
+
+def test_submit_sends_a_networks_declaration(live_server, researcher, mlp_files, tmp_path, capsys):
+    for upload in mlp_files.values():
+        (tmp_path / upload.name).write_bytes(upload.data)
+    args = [
+        "submit",
+        *("--model", str(tmp_path / "model.onnx")),
+        *("--architecture", str(tmp_path / "declaration.json")),
+        *("--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv")),
+        *("--label", "label", "--title", "Breast-cancer MLP"),
+    ]
+    assert main([*args, "--url", live_server.url, "--token", researcher[1]]) == 0
+    submission = Submission.objects.get(pk=int(_lines(capsys.readouterr().out)["id"]))
+    stored = dict(submission.files.values_list("role", "stored_id"))
+    assert stored["declaration"] == mlp_files["declaration"].sha256

@@ -31,6 +31,13 @@ from tre_audit import cli
 from tre_audit.reviews.enums import Role
 from tre_audit.submissions.models import StoredFile
 
+
+def _custom_op_onnx() -> bytes:
+    from tests.safe_model.onnx_models import custom_domain_graph  # imports torch: when run
+
+    return custom_domain_graph()
+
+
 #: case: (which upload is hostile, how it is built, a phrase its refusal must hold)
 CASES = {
     "tree left child 10**12": (
@@ -98,8 +105,27 @@ CASES = {
         "decodes to more than",
     ),
     "CSV of 20,000 columns": ("train", lambda: hostile_files.csv_wide(20_000), "20,000 columns"),
+    "ONNX graph with a custom op": (
+        "model",
+        _custom_op_onnx,
+        "of the custom domain 'com.microsoft'",
+    ),
+    "declaration that is not JSON": (
+        "declaration",
+        lambda: b'{"input_shape": [3], "output": "logits",',
+        "The declaration is not valid JSON",
+    ),
 }
-FILE_NAMES = {"model": "model.skops", "train": "train.csv", "test": "test.csv"}
+FILE_NAMES = {
+    "model": "model.skops",
+    "declaration": "declaration.json",
+    "train": "train.csv",
+    "test": "test.csv",
+}
+#: The cases whose hostile file is named for what it claims to be.
+CASE_FILE_NAMES = {"ONNX graph with a custom op": "model.onnx"}
+#: The web form's name for an upload, where it is not the role's (the API's and library's).
+FORM_NAMES = {"declaration": "architecture"}
 
 
 @functools.cache
@@ -118,6 +144,7 @@ def hostile_uploads(name: str) -> tuple[dict[str, tuple[str, bytes]], str, str]:
     files, label = honest_files()
     data = build()
     file_name = "train.parquet" if data.startswith(b"PAR1") else FILE_NAMES[role]
+    file_name = CASE_FILE_NAMES.get(name, file_name)
     uploads = {r: (FILE_NAMES[r], d) for r, d in files.items()} | {role: (file_name, data)}
     return uploads, label, phrase
 
@@ -146,8 +173,13 @@ def assert_one_sentence(message: str, phrase: str) -> None:
     assert phrase.lower() in message.lower(), message
 
 
-def _form(uploads, label):
-    files = {role: SimpleUploadedFile(name, data) for role, (name, data) in uploads.items()}
+def _form(uploads, label, *, names=None):
+    """The form's fields and files, each file under ``names``' name for its role."""
+    names = names or {}
+    files = {
+        names.get(role, role): SimpleUploadedFile(name, data)
+        for role, (name, data) in uploads.items()
+    }
     return form_fields(label) | files
 
 
@@ -167,7 +199,9 @@ def test_the_web_form_refuses_it_and_stores_nothing(client, settings, case, requ
     uploads, label, phrase = case
     client.force_login(factories.create_user("researcher", Role.RESEARCHER))
     before = request_state()
-    response = client.post(reverse("submissions:create"), _form(uploads, label_in(uploads, label)))
+    response = client.post(
+        reverse("submissions:create"), _form(uploads, label_in(uploads, label), names=FORM_NAMES)
+    )
     assert response.status_code == 400
     errors = html.unescape(response.content.decode())
     assert phrase.lower() in errors.lower()
@@ -193,10 +227,11 @@ def _cli_args(tmp_path, uploads, label) -> list[str]:
     for role, (name, data) in uploads.items():
         paths[role] = tmp_path / name
         paths[role].write_bytes(data)
+    declared = ["--architecture", str(paths["declaration"])] if "declaration" in paths else []
     return [
         *("audit", "--model", str(paths["model"]), "--train", str(paths["train"])),
         *("--test", str(paths["test"]), "--label", label, "--out", str(tmp_path / "audit")),
-        *("--shadows", "2", "--no-sweep", "--quiet"),
+        *("--shadows", "2", "--no-sweep", "--quiet", *declared),
     ]
 
 

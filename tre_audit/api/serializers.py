@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from attacks.audit import Upload
+from attacks.checks import DATA_FORMATS
 from attacks.intake import MAX_RECORD_BYTES
 from attacks.record_query import MEMBER, NOT_MEMBER, UNKNOWN
 from safe_model.refusal import size
@@ -58,9 +59,18 @@ class RecordQueryCreateSerializer(serializers.Serializer):
 
 
 class VersionFilesSerializer(serializers.Serializer):
-    model = UploadField(help_text="The fitted scikit-learn model, saved with skops.io.dump.")
-    train = UploadField(help_text="Exactly the rows the model was fitted on (CSV or Parquet).")
-    test = UploadField(help_text="Rows the model never saw in training (CSV or Parquet).")
+    model = UploadField(
+        help_text="The fitted model: scikit-learn saved with skops.io.dump (.skops), or a "
+        "model exported to ONNX (.onnx): a neural network, or scikit-learn through skl2onnx."
+    )
+    declaration = UploadField(
+        required=False,
+        help_text="With an ONNX network only: its declared architecture and training recipe "
+        "(JSON, docs/nn-declaration.md), so the audit can train shadow models of it. Without "
+        "one only the attacks that need no shadow models run; with a skops model it is refused.",
+    )
+    train = UploadField(help_text=f"Exactly the rows the model was fitted on ({DATA_FORMATS}).")
+    test = UploadField(help_text=f"Rows the model never saw in training ({DATA_FORMATS}).")
 
 
 class SubmissionCreateSerializer(VersionFilesSerializer):

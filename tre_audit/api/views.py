@@ -203,7 +203,7 @@ class RequestListView(APIView):
     def post(self, request):
         """Submit a model and its data for an audit (researchers only).
 
-        The three files are checked on arrival; a refused file stores nothing.
+        The files are checked on arrival; a refused file stores nothing.
         """
         data = _valid(s.SubmissionCreateSerializer, request)
         with _forbidden_if_not_allowed():
@@ -214,6 +214,7 @@ class RequestListView(APIView):
                 project=data.get("project"),
                 declaration=s.declaration_from(data),
                 model=data["model"],
+                architecture=data.get("declaration"),
                 train=data["train"],
                 test=data["test"],
             )
@@ -277,6 +278,7 @@ class NewVersionView(APIView):
                 submission=submission,
                 by=request.user,
                 model=data["model"],
+                architecture=data.get("declaration"),
                 train=data["train"],
                 test=data["test"],
                 note=data["note"],

@@ -16,7 +16,11 @@ class Status(models.TextChoices):
 
 
 class FileRole(models.TextChoices):
+    """What a stored file of a request is. A version holds one file per role; the
+    declaration is optional (an ONNX model's architecture and training recipe)."""
+
     MODEL = "model", "Model"
+    DECLARATION = "declaration", "Declared architecture and training recipe"
     TRAIN = "train", "Training set"
     TEST = "test", "Held-out set"
     REPORT_PDF = "report_pdf", "Report (PDF)"

@@ -5,15 +5,18 @@ import copy
 from django import forms
 from django.conf import settings
 from django.forms.models import model_to_dict
+from django.urls import reverse
+from django.utils.html import format_html
 
 from attacks.audit import Upload
+from attacks.checks import DATA_FORMATS
 from attacks.exceptions import IntakeError
 from attacks.intake import MAX_RECORD_BYTES, columns_named, table_columns
 from safe_model.loader import model_file_problem
 from safe_model.refusal import quote, size
 from tre_audit.listing import ListingForm, risk_choices
 from tre_audit.submissions.enums import Hosting, Status
-from tre_audit.submissions.kept import FILE_ROLES, KeptFile
+from tre_audit.submissions.kept import FILE_ROLES, OPTIONAL_FILE_ROLES, KeptFile
 from tre_audit.submissions.models import Project, StoredFile
 from tre_audit.submissions.services import NEW_VERSION_DECLARED, upload_size_refusal
 
@@ -52,8 +55,23 @@ class ModelFileField(LimitedFileField):
         return model_file_problem(upload.data, filename=upload.name)
 
 
+class DeclarationFileField(LimitedFileField):
+    """A network's declaration that reads as one (JSON of the schema's layers and recipe);
+    whether it is the model's own is checked with the model, in the sandbox."""
+
+    def refusal(self, upload: Upload) -> str | None:
+        from attacks.nn.declared import declaration_read  # no torch: JSON and dataclasses
+
+        try:
+            declaration_read(upload.data)
+        except IntakeError as exc:
+            return str(exc)
+        return None
+
+
 class TableFileField(LimitedFileField):
-    """A CSV or Parquet file whose header can be read."""
+    """A table whose columns can be read: CSV, Parquet, a zip of images with labels.csv,
+    or an .npz of arrays (attacks.intake.table_columns reads each)."""
 
     def refusal(self, upload: Upload) -> str | None:
         try:
@@ -70,37 +88,66 @@ def _columns(upload: Upload) -> list[str]:
 
 
 class VersionFilesForm(forms.Form):
-    """The three files of a version; those kept from an earlier post need not be sent again."""
+    """The files of a version; those kept from an earlier post need not be sent again.
+
+    The declaration is optional: a kept one is used unless the post ticks its
+    "do not send" box (``<name>-drop``), which forgets it.
+    """
 
     model = ModelFileField(
-        label="Model file (.skops)",
-        help_text="Save with skops.io.dump; pickle and joblib files are refused.",
+        label="Model file (.skops or .onnx)",
+        help_text="A scikit-learn model saved with skops.io.dump, or a model exported to "
+        "ONNX (a neural network, or scikit-learn through skl2onnx); pickle and joblib files "
+        "are refused.",
+    )
+    architecture = DeclarationFileField(
+        label="Declared architecture and training recipe (JSON)",
+        required=False,
+        help_text="For an ONNX network only.",  # with its link to the format: __init__
     )
     train = TableFileField(
-        label="Training set (CSV or Parquet)", help_text="Exactly the rows the model was fitted on."
+        label="Training set",
+        help_text=f"Exactly the rows the model was fitted on: {DATA_FORMATS}.",
     )
     test = TableFileField(
-        label="Held-out set (CSV or Parquet)", help_text="Rows the model never saw in training."
+        label="Held-out set", help_text=f"Rows the model never saw in training: {DATA_FORMATS}."
     )
 
     def __init__(self, *args, kept: dict[str, KeptFile] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["architecture"].help_text = format_html(
+            "For an ONNX network only: its layers and how it was trained, so that the audit "
+            'can train shadow models of it (<a href="{}">the format</a>). Without it only the '
+            "attacks that need no shadow models run.",
+            reverse("submissions:declaration_format"),
+        )
         #: The files of a post that passed their own checks: kept if the form fails.
         self.arrived: dict[str, Upload] = {}
+        #: Optional kept files the post said not to send: forgotten if the form fails.
+        self.dropped: set[str] = set()
         self.keep(kept or {})
 
     def keep(self, kept: dict[str, KeptFile]) -> None:
         """Show these files as kept, and use them for the inputs a post leaves empty."""
         self.kept = dict(kept)
         for role in FILE_ROLES:
-            self.fields[role].required = role not in self.kept
+            self.fields[role].required = role not in self.kept and role not in OPTIONAL_FILE_ROLES
             self.fields[role].kept = self.kept.get(role)
+            self.fields[role].optional = role in OPTIONAL_FILE_ROLES
 
     def clean(self):
         cleaned = super().clean()
         self.arrived = {r: cleaned[r] for r in FILE_ROLES if cleaned.get(r) is not None}
+        self.dropped = {
+            r
+            for r in OPTIONAL_FILE_ROLES
+            if r in self.kept
+            and r not in self.arrived
+            and self.data.get(f"{self[r].html_name}-drop")
+        }
         for role in FILE_ROLES:
-            if role not in self.arrived and role not in self.errors and role in self.kept:
+            unsent = role not in self.arrived and role not in self.errors
+            if unsent and role in self.kept and role not in self.dropped:
                 cleaned[role] = self._kept_upload(role)
         return cleaned
 
@@ -111,8 +158,9 @@ class VersionFilesForm(forms.Form):
             self.add_error(role, "The kept file is no longer available: choose it again.")
             return None
 
-    def uploads(self) -> dict[str, Upload]:
-        """The three files to submit (each sent now or kept), once the form is valid."""
+    def uploads(self) -> dict[str, Upload | None]:
+        """The files to submit (each sent now or kept; None for an optional one not
+        given), by the services' names for them, once the form is valid."""
         return {role: self.cleaned_data[role] for role in FILE_ROLES}
 
 
@@ -146,7 +194,7 @@ class SubmissionForm(VersionFilesForm):
         label="I declare these files are exactly the model and data used.",
         help_text="The audit is only meaningful for the exact files.",
     )
-    field_order = ["title", "project", "model", "train", "label", "test"]
+    field_order = ["title", "project", "model", "architecture", "train", "label", "test"]
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)

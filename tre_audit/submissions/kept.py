@@ -7,6 +7,7 @@ cannot be sent in a form, so no one can claim a file they did not upload.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from attacks.audit import Upload
@@ -14,7 +15,10 @@ from tre_audit.submissions import services
 from tre_audit.submissions.models import StoredFile
 
 SESSION_KEY = "kept_uploads"
-FILE_ROLES = ("model", "train", "test")
+#: The file inputs of a version's form, named as the services take them.
+FILE_ROLES = ("model", "architecture", "train", "test")
+#: Those a version may go without (an ONNX model's declared architecture and recipe).
+OPTIONAL_FILE_ROLES = ("architecture",)
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,13 @@ def _kept_file(entry) -> KeptFile | None:
         return None
 
 
-def kept_put(session, *, key: str, uploads: dict[str, Upload]) -> dict[str, KeptFile]:
-    """Store ``uploads`` and keep them for the form ``key``, each replacing its role's."""
+def kept_put(
+    session, *, key: str, uploads: dict[str, Upload], dropped: Iterable[str] = ()
+) -> dict[str, KeptFile]:
+    """Store ``uploads`` and keep them for the form ``key``, each replacing its role's;
+    forget the kept files of the ``dropped`` roles (an optional file no longer wanted)."""
     forms = dict(session.get(SESSION_KEY, {}))
-    entries = dict(forms.get(key, {}))
+    entries = {role: e for role, e in forms.get(key, {}).items() if role not in set(dropped)}
     for role, upload in uploads.items():
         stored = services.file_store(data=upload.data)
         entries[role] = asdict(KeptFile(sha256=stored.sha256, name=upload.name, size=stored.size))

@@ -30,11 +30,11 @@ from tre_audit.submissions.models import AuditRun, RecordQuery
 from tre_audit.submissions.selectors import user_roles
 from tre_audit.submissions.services import (
     _audit_config,
-    _uploads_of,
     audit_entry_append,
     file_read,
     file_store,
     policy_of_run,
+    version_uploads,
 )
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def record_query_execute(*, query: RecordQuery) -> RecordQuery:
     run = query.run
     try:
         answer = uploads_record_query(
-            **_uploads_of(run.submission, run.version),
+            **version_uploads(submission=run.submission, version=run.version),
             label=run.submission.label,
             record=Upload(name=query.input_name, data=file_read(stored=query.input)),
             policy=policy_of_run(run=run),

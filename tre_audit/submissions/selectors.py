@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from datetime import datetime
 
@@ -13,7 +15,7 @@ from attacks import reading
 from attacks.progress import PhaseMark, elapsed_text, eta_seconds, eta_text, stage_text
 from tre_audit.listing import Rows, choice_rank, listing_filter, listing_order, risk_rank, search_q
 from tre_audit.reviews.enums import Role
-from tre_audit.submissions.enums import RunStatus, Status
+from tre_audit.submissions.enums import FileRole, RunStatus, Status
 from tre_audit.submissions.exceptions import NotAllowed
 from tre_audit.submissions.models import (
     DECLARATION_LABELS,
@@ -79,6 +81,7 @@ def version_rows(*, submission: Submission) -> list[dict]:
     """
     records = {v.number: v for v in submission.versions.all()}
     runs = _verdict_runs(submission)
+    networks = _declared_networks(submission)
     rows = []
     for number in range(submission.version, 0, -1):
         record, run = records.get(number), runs.get(number)
@@ -88,7 +91,7 @@ def version_rows(*, submission: Submission) -> list[dict]:
                 "is_current": number == submission.version,
                 "note": record.note if record else "",
                 "sent_at": record.created_at if record else None,
-                "changed": _declaration_changed(records.get(number - 1), record),
+                "changed": _declaration_changed(records.get(number - 1), record, networks),
                 "run": run,
                 "risk": run.risk if run and run.status == RunStatus.DONE else None,
                 "summary": getattr(run, "summary", None) or "",
@@ -110,21 +113,35 @@ def _verdict_runs(submission: Submission) -> dict[int, AuditRun]:
 
 def declaration_changes(*, submission: Submission) -> list[str]:
     """The names (as people read them) of the declaration fields the current version
-    changed since the one before; none for the first version."""
+    changed since the one before, and its network's declaration if that changed (one
+    given, dropped or different); none for the first version."""
     records = {
         v.number: v
         for v in submission.versions.filter(number__in=[submission.version - 1, submission.version])
     }
     return _declaration_changed(
-        records.get(submission.version - 1), records.get(submission.version)
+        records.get(submission.version - 1),
+        records.get(submission.version),
+        _declared_networks(submission),
     )
 
 
-def _declaration_changed(before: SubmissionVersion | None, after: SubmissionVersion | None):
+def _declared_networks(submission: Submission) -> dict[int, str]:
+    """The SHA-256 of each version's declared network (versions without one are absent)."""
+    declared = submission.files.filter(role=FileRole.DECLARATION)
+    return dict(declared.values_list("version", "stored_id"))
+
+
+def _declaration_changed(
+    before: SubmissionVersion | None, after: SubmissionVersion | None, networks: dict[int, str]
+) -> list[str]:
     if before is None or after is None:
         return []
     old, new = before.declaration(), after.declaration()
-    return [DECLARATION_LABELS[name] for name in DECLARATION_LABELS if old[name] != new[name]]
+    changed = [DECLARATION_LABELS[name] for name in DECLARATION_LABELS if old[name] != new[name]]
+    if networks.get(before.number) != networks.get(after.number):
+        changed.append(FileRole.DECLARATION.label)
+    return changed
 
 
 def with_current_run(queryset: QuerySet[Submission]) -> QuerySet[Submission]:
@@ -270,6 +287,7 @@ def report_view(report: dict | None) -> dict | None:
         "attacks": attacks,
         "tpr_notes": notes,
         "rules": report.get("rules", []),
+        "network": reading.declared_network(report),
         "sweep": _sweep_view(report.get("sweep"), report.get("model", {}).get("params", {})),
         "shadow_rounds": report.get("shadow_rounds"),
         "most_exposed": _exposed_rows(report.get("most_exposed", [])[:10]),
@@ -411,3 +429,95 @@ def run_progress(*, run: AuditRun | None, now: datetime) -> dict:
         "eta_seconds": eta,
         "eta_text": eta_text(eta),
     }
+
+
+#: The declaration's caps (attacks.nn.schema.DeclarationLimits) in words.
+LIMIT_WORDS = {
+    "max_layers": "Layers",
+    "max_parameters": "Trainable parameters",
+    "max_epochs": "Epochs",
+    "max_batch_size": "Batch size",
+    "max_input_values": "Values per record",
+    "max_activation_values": "Values per record after any layer",
+}
+
+
+def declaration_format() -> dict:
+    """How to declare a neural network, for the page the upload form links to.
+
+    Read from the schema itself (each layer type, recipe choice and field with its
+    default, and the service's caps) with the teaching networks' declarations as
+    examples, so the page cannot drift from what intake accepts.
+    """
+    from attacks.nn import schema
+    from attacks.nn.teaching import DECLARATIONS
+
+    return {
+        "top": _schema_fields(schema.Declaration),
+        "layers": _schema_entries(*schema.LAYERS.values()),
+        "recipe": _schema_fields(schema.Recipe),
+        "choices": [
+            ("optimizer", _schema_entries(schema.Sgd, schema.Adam, schema.AdamW)),
+            (
+                "lr_schedule",
+                _schema_entries(schema.NoSchedule, schema.StepSchedule, schema.CosineSchedule),
+            ),
+            (
+                "augmentation",
+                _schema_entries(schema.HorizontalFlip, schema.RandomCrop, schema.GaussianNoise),
+            ),
+        ],
+        "limits": [
+            (LIMIT_WORDS.get(f.name, f.name), f"{f.default:,}")
+            for f in dataclasses.fields(schema.DeclarationLimits)
+        ],
+        "examples": [
+            (title, _example_text(DECLARATIONS[name]))
+            for title, name in (
+                ("A tabular MLP (30 features, 2 classes)", "breast_cancer_mlp"),
+                ("An image CNN (8x8 grey images, 10 classes)", "digits_cnn_regularised"),
+            )
+        ],
+    }
+
+
+def _schema_entries(*classes) -> list[dict]:
+    """Each choice's JSON ``type``, the first line of its docstring and its fields."""
+    return [
+        {
+            "type": cls.kind,
+            "about": (cls.__doc__ or "").strip().splitlines()[0].replace("``", ""),
+            "fields": _schema_fields(cls),
+        }
+        for cls in classes
+    ]
+
+
+def _schema_fields(cls) -> list[dict]:
+    return [{"name": f.name, "default": _default_text(f)} for f in dataclasses.fields(cls)]
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    default = f.default
+    if default is dataclasses.MISSING:
+        return "required"
+    if default is None:
+        return "none"
+    if hasattr(default, "kind"):  # a choice, e.g. the schedule "none"
+        return json.dumps(default.kind)
+    return json.dumps(list(default) if isinstance(default, tuple) else default)
+
+
+def _example_text(declared: dict) -> str:
+    """A declaration as a researcher would lay it out: one layer, one recipe key a line."""
+    lines = []
+    for key, value in declared.items():
+        if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            inner = ",\n".join(f"    {json.dumps(v)}" for v in value)
+            lines.append(f'  "{key}": [\n{inner}\n  ]')
+        elif isinstance(value, dict):
+            inner = ",\n".join(f'    "{k}": {json.dumps(v)}' for k, v in value.items())
+            lines.append(f'  "{key}": {{\n{inner}\n  }}')
+        else:
+            lines.append(f'  "{key}": {json.dumps(value)}')
+    return "{\n" + ",\n".join(lines) + "\n}"

@@ -412,12 +412,16 @@ def submission_create(
     model: Upload,
     train: Upload,
     test: Upload,
+    architecture: Upload | None = None,
     declaration: Declaration = Declaration(),
     project: Project | None = None,
 ) -> Submission:
-    """Check the three files on arrival, store them, and queue the audit.
+    """Check the files on arrival, store them, and queue the audit.
 
-    Nothing is stored when a file is refused: the checks run first.
+    ``architecture`` is an ONNX model's declared architecture and training recipe
+    (JSON, ``docs/nn-declaration.md``; the library's ``declaration``), not to be
+    confused with ``declaration``, what the researcher declares on the form. Nothing
+    is stored when a file is refused: the checks run first.
     """
     if Role.RESEARCHER not in user_roles(author):
         raise NotAllowed("Only researchers submit models for release.")
@@ -425,7 +429,8 @@ def submission_create(
         raise SubmissionError("Declare that the files are exactly the model and data used.")
     if project is not None and not project.members.filter(pk=author.pk).exists():
         raise NotAllowed("You can only submit to a project you are a member of.")
-    _check_uploads(model=model, train=train, test=test, label=label)
+    files = version_files(model=model, train=train, test=test, architecture=architecture)
+    _check_uploads(files, label=label)
     with transaction.atomic():
         submission = Submission.objects.create(
             title=title,
@@ -442,7 +447,7 @@ def submission_create(
             reason=title,
         )
         _version_record(submission, note="")
-        _version_store(submission, model=model, train=train, test=test)
+        _version_store(submission, files)
     return submission
 
 
@@ -460,10 +465,14 @@ def submission_new_version(
     model: Upload,
     train: Upload,
     test: Upload,
+    architecture: Upload | None = None,
     note: str = "",
     declared: Mapping[str, str] | None = None,
 ) -> Submission:
     """Store a new version's files and audit it again; earlier versions are kept.
+
+    Files are the version's own, as at submission: an ONNX model's ``architecture``
+    (its declaration) comes with each version that has one, and is not carried over.
 
     ``declared`` holds the declaration's fields this version gives (any of
     ``NEW_VERSION_DECLARED``); a field left out or blank stays as it was. The request
@@ -476,8 +485,8 @@ def submission_new_version(
         raise NotAllowed("Only the author can submit a new version of a request.")
     _check_takes_new_version(submission)  # refused before the files are read
     declared = _declared_checked(declared or {})
-    label = declared.get("label", submission.label)
-    _check_uploads(model=model, train=train, test=test, label=label)
+    files = version_files(model=model, train=train, test=test, architecture=architecture)
+    _check_uploads(files, label=declared.get("label", submission.label))
     with transaction.atomic():
         _check_takes_new_version(submission_lock(submission=submission))
         changed = _declaration_apply(submission, declared)
@@ -490,7 +499,7 @@ def submission_new_version(
             reason=_new_version_reason(submission.version, note, changed),
         )
         _version_record(submission, note=note)
-        _version_store(submission, model=model, train=train, test=test)
+        _version_store(submission, files)
     return submission
 
 
@@ -538,8 +547,37 @@ def _check_takes_new_version(submission: Submission) -> None:
         )
 
 
-def _version_store(submission: Submission, *, model: Upload, train: Upload, test: Upload):
-    for role, upload in ((FileRole.MODEL, model), (FileRole.TRAIN, train), (FileRole.TEST, test)):
+#: The roles of a version's files, in the order the audit lists its inputs; each is
+#: the keyword the sandboxed library takes that file by (``uploads_audit(model=...)``).
+VERSION_FILE_ROLES = (FileRole.MODEL, FileRole.DECLARATION, FileRole.TRAIN, FileRole.TEST)
+
+
+def version_files(
+    *, model: Upload, train: Upload, test: Upload, architecture: Upload | None = None
+) -> dict[str, Upload]:
+    """A version's uploads by role, without the declaration when none came."""
+    files = {
+        FileRole.MODEL: model,
+        FileRole.DECLARATION: architecture,
+        FileRole.TRAIN: train,
+        FileRole.TEST: test,
+    }
+    return {role: upload for role, upload in files.items() if upload is not None}
+
+
+def version_uploads(*, submission: Submission, version: int) -> dict[str, Upload]:
+    """The stored files of one version as the sandboxed library takes them
+    (``**version_uploads(...)``): the one place an audit, a shadow task, a round and a
+    record query get their inputs, so none of them forgets the declaration."""
+    stored = submission.files.filter(version=version, role__in=VERSION_FILE_ROLES)
+    return {
+        f.role: Upload(name=f.name, data=file_read(stored=f.stored))
+        for f in stored.select_related("stored")
+    }
+
+
+def _version_store(submission: Submission, files: dict[str, Upload]) -> None:
+    for role, upload in files.items():
         SubmissionFile.objects.create(
             submission=submission,
             version=submission.version,
@@ -588,19 +626,15 @@ def upload_size_refusal(*, name: str, size: int) -> str | None:
     return f"{name} is larger than the upload limit of {shown}."
 
 
-def _check_uploads(*, model: Upload, train: Upload, test: Upload, label: str) -> None:
-    for upload in (model, train, test):
+def _check_uploads(files: dict[str, Upload], *, label: str) -> None:
+    """The uploads checked in a sandbox as the audit will read them (a declaration with a
+    skops model is refused there: ``attacks.nn.declared.NOT_ONNX``)."""
+    for upload in files.values():
         refusal = upload_size_refusal(name=upload.name, size=len(upload.data))
         if refusal:
             raise UploadRefused(refusal)
     try:
-        uploads_check(
-            model=model,
-            train=train,
-            test=test,
-            label=label,
-            max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES,
-        )
+        uploads_check(**files, label=label, max_bytes=settings.TRE_AUDIT_MAX_UPLOAD_BYTES)
     except AuditError as exc:
         raise UploadRefused(str(exc)) from None
 
@@ -677,7 +711,7 @@ def audit_run_execute(
             return _shadow_round_send(run, n_rounds_done=0)
         with _heartbeat(run):
             report = uploads_audit(
-                **_uploads_of(submission, run.version),
+                **version_uploads(submission=submission, version=run.version),
                 label=submission.label,
                 policy=policy_of_run(run=run),
                 config=config,
@@ -904,7 +938,7 @@ def audit_shadow_train(*, run: AuditRun, attempt: int, index: int) -> None:
     try:
         with _heartbeat(run):
             confidences = uploads_shadow_train(
-                **_uploads_of(run.submission, run.version),
+                **version_uploads(submission=run.submission, version=run.version),
                 label=run.submission.label,
                 index=index,
                 base_seed=shadow_base_seed(_audit_config()),
@@ -954,7 +988,7 @@ def audit_run_round(*, run: AuditRun, attempt: int, n_models: int) -> AuditRun:
     try:
         with _heartbeat(run):
             out = uploads_audit_round(
-                **_uploads_of(run.submission, run.version),
+                **version_uploads(submission=run.submission, version=run.version),
                 label=run.submission.label,
                 policy=policy_of_run(run=run),
                 config=_audit_config(),
@@ -1052,14 +1086,6 @@ def audit_run_fail(*, run: AuditRun, error: str, by: AbstractBaseUser | None = N
         return run
     notify_audit_finished(run.submission, risk=None, error=error)
     return run
-
-
-def _uploads_of(submission: Submission, version: int) -> dict[str, Upload]:
-    files = {f.role: f for f in submission.files.filter(version=version).select_related("stored")}
-    return {
-        role: Upload(name=files[role].name, data=file_read(stored=files[role].stored))
-        for role in (FileRole.MODEL, FileRole.TRAIN, FileRole.TEST)
-    }
 
 
 #: The longest stage a run stores (a sweep's stage names its setting, which may be long).
@@ -1160,10 +1186,15 @@ def policy_version_create(*, text: str, note: str, by: AbstractBaseUser) -> Poli
 def release_bundle_build(
     *, submission: Submission, run: AuditRun, with_model: bool, now: datetime | None = None
 ) -> StoredFile:
-    """A zip of the model (unless withheld), report.pdf, report.json and a manifest: the
-    members' hashes, the request it releases, who approved it and the release date
-    (``now``). Names, decisions and reasons only: no value of the data goes in."""
+    """A zip of the model (unless withheld), its declared architecture and recipe if it
+    has one, report.pdf, report.json and a manifest: the members' hashes, the request it
+    releases, who approved it and the release date (``now``). Names, decisions and
+    reasons only: no value of the data goes in.
+
+    The declaration goes in even when the model is withheld: it holds no weights or
+    data, report.json quotes it already, and it says what the report audited."""
     files = {f.role: f for f in submission.files.filter(version=run.version)}
+    declared = files.get(FileRole.DECLARATION)
     members = {
         "report.json": report_dumps(run.report).encode(),
         "report.pdf": file_read(stored=run.report_pdf),
@@ -1172,6 +1203,8 @@ def release_bundle_build(
         members[f"model/{files[FileRole.MODEL].name}"] = file_read(
             stored=files[FileRole.MODEL].stored
         )
+    if declared is not None:
+        members[f"declaration/{declared.name}"] = file_read(stored=declared.stored)
     manifest = {
         "request": submission.pk,
         "title": submission.title,
@@ -1184,6 +1217,7 @@ def release_bundle_build(
         "approvals": _manifest_approvals(run),
         "model_withheld": not with_model,
         "model_sha256": files[FileRole.MODEL].stored.sha256,
+        "declaration_sha256": declared.stored.sha256 if declared else None,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
     }
     members["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()

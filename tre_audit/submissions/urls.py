@@ -6,6 +6,7 @@ app_name = "submissions"
 urlpatterns = [
     path("", views.submission_list, name="list"),
     path("new/", views.submission_create, name="create"),
+    path("declaration-format/", views.declaration_format, name="declaration_format"),
     path("<int:submission_id>/", views.submission_detail, name="detail"),
     path("<int:submission_id>/progress/", views.submission_progress, name="progress"),
     path("<int:submission_id>/report.pdf", views.report_pdf, name="report_pdf"),

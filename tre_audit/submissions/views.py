@@ -88,7 +88,7 @@ def submission_create(request):
 def _submission_create(request, form: SubmissionForm) -> Submission | None:
     """The new request, or None with the form's errors (its good files kept for the next try)."""
     if not form.is_valid():
-        form.keep(kept_put(request.session, key="create", uploads=form.arrived))
+        _keep(request, form, key="create")
         return None
     data = form.cleaned_data
     try:
@@ -105,9 +105,23 @@ def _submission_create(request, form: SubmissionForm) -> Submission | None:
     except UploadRefused as exc:
         _files_refused(request, form, key="create", refusal=str(exc))
     except SubmissionError as exc:  # e.g. a project the author is not in: the files were fine
-        form.keep(kept_put(request.session, key="create", uploads=form.arrived))
+        _keep(request, form, key="create")
         form.add_error(None, str(exc))
     return None
+
+
+@login_required
+def declaration_format(request):
+    """How to declare a neural network's layers and recipe (the upload forms link here)."""
+    return render(
+        request, "submissions/declaration_format.html", {"format": selectors.declaration_format()}
+    )
+
+
+def _keep(request, form, *, key: str) -> None:
+    """The form failed: keep the files that passed their own checks for the next post
+    (and forget a kept optional one the post said not to send)."""
+    form.keep(kept_put(request.session, key=key, uploads=form.arrived, dropped=form.dropped))
 
 
 def _files_refused(request, form, *, key: str, refusal: str) -> None:
@@ -260,7 +274,7 @@ def submission_new_version(request, submission_id: int):
     )
     if not form.is_valid():
         if submission.author_id == request.user.pk:  # no one else's files are stored
-            form.keep(kept_put(request.session, key=key, uploads=form.arrived))
+            _keep(request, form, key=key)
     else:
         data = form.cleaned_data
         try:

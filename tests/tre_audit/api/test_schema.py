@@ -55,6 +55,9 @@ def test_binary_downloads_are_described_as_files(schema):
     fields = schema["components"]["schemas"]["SubmissionCreate"]["properties"]
     assert list(submit) == ["multipart/form-data"]
     assert fields["model"]["format"] == "binary" and "files_are_exact" in fields
+    assert fields["declaration"]["format"] == "binary"  # an ONNX network's, optional
+    required = schema["components"]["schemas"]["SubmissionCreate"]["required"]
+    assert "declaration" not in required and "model" in required
 
 
 @pytest.mark.django_db

@@ -100,9 +100,23 @@ def test_a_release_holds_the_model_and_report_with_a_manifest_of_their_hashes():
         "risk": "medium",
     }
     assert manifest["model_sha256"] == model.stored_id and manifest["model_withheld"] is False
+    assert manifest["declaration_sha256"] is None  # a scikit-learn model declares no network
     assert submission.status == Status.RELEASED
     assert AuditEntry.objects.last().reason == "released as a file"
     assert audit_chain_verify().ok
+
+
+def test_a_networks_declaration_is_released_even_when_its_model_is_withheld():
+    declared = b'{"input_shape": [30], "output": "logits", "architecture": []}'
+    submission = factories.create_audited_submission(declaration_bytes=declared)
+    for condition in (ReleaseCondition.ENDPOINT_ONLY, ReleaseCondition.AS_FILE):
+        approve(submission, condition=condition)
+    submission_release(submission=submission, by=submission.author)
+    manifest, members = bundle_of(submission)
+    assert set(members) == {"declaration/declaration.json", "report.json", "report.pdf"}
+    assert members["declaration/declaration.json"] == declared
+    assert manifest["declaration_sha256"] == sha256(declared) and manifest["model_withheld"]
+    assert manifest["files"] == {name: sha256(data) for name, data in members.items()}
 
 
 def test_the_bundle_is_the_same_bytes_each_time_it_is_built():

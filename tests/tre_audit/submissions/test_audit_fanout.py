@@ -267,3 +267,32 @@ def test_a_run_between_rounds_waits_for_its_callback_until_the_visibility_timeou
 def _without_run(report: dict) -> dict:
     """The report but for its ``run``, the one part that differs between runs."""
     return {k: v for k, v in report.items() if k != "run"}
+
+
+def test_a_networks_shadow_tasks_train_from_its_declared_recipe(mlp_files, eager):
+    """Each shadow task and each round reads the version's declaration: without it no
+    shadow of the network could be trained, and the pool attacks would report so."""
+    admin = factories.create_user(role=Role.TRE_ADMIN)
+    one_round = SMALL_ROUNDS.replace("max_shadow_models = 8", "max_shadow_models = 2")
+    policy_version_create(text=one_round, note="one round of two shadows", by=admin)
+    submission = submission_create(
+        author=factories.create_user(role="researcher"),
+        title="Breast-cancer MLP",
+        label="label",
+        declaration=factories.EXACT,
+        model=mlp_files["model"],
+        architecture=mlp_files["declaration"],
+        train=mlp_files["train"],
+        test=mlp_files["test"],
+    )
+    run = audit_run_execute(run=submission.runs.get())
+    run.refresh_from_db()
+    assert run.status == RunStatus.DONE, run.error
+    errors = {a["name"]: a["error"] for a in run.report["attacks"]}
+    assert set(errors.values()) == {None}, errors
+    shadows = AuditShadow.objects.filter(run=run)
+    assert shadows.count() == run.report["shadow_rounds"]["n_models"] == 2
+    n_records = run.report["data"]["n_members"] + run.report["data"]["n_non_members"]
+    for shadow in shadows:
+        assert shadow.error == "" and len(bytes(shadow.confidences)) == 8 * n_records
+    assert run.report["model"]["declaration"]["recipe"]["epochs"] == 20

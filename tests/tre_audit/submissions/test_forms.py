@@ -240,3 +240,55 @@ def test_files_sent_for_someone_elses_request_are_not_stored(client, example_fil
     assert client.post(url, _files(example_files)).status_code == 400  # no note: form error
     assert StoredFile.objects.count() == before
     assert SESSION_KEY not in client.session
+
+
+# A neural network: the optional declaration ------------------------------------------
+
+
+def _network(mlp_files, **replaced):
+    """The MLP's files as the form names them (the declaration is ``architecture``)."""
+    named = {"architecture" if r == "declaration" else r: u for r, u in mlp_files.items()}
+    return _files(named, **replaced)
+
+
+def test_a_kept_declaration_goes_with_the_network_on_the_next_post(client, researcher, mlp_files):
+    """About 3 s: the second post is checked by the sandboxed intake, model and declaration."""
+    page = _text(client.post(CREATE, DECLARATION | {"label": "outcome"} | _network(mlp_files)))
+    kept = _field(page, "architecture")
+    assert "Kept: declaration.json" in kept and 'name="architecture-drop"' in kept
+    assert '<span class="req"' not in kept  # optional, kept or not
+
+    again = client.post(CREATE, DECLARATION | {"label": "label"})
+    assert again.status_code == 302, _text(again)
+    stored = {f.role: f.stored_id for f in Submission.objects.get().files.all()}
+    assert stored["declaration"] == mlp_files["declaration"].sha256
+
+
+def test_a_kept_declaration_can_be_dropped(client, researcher, mlp_files):
+    client.post(CREATE, DECLARATION | {"label": "outcome"} | _network(mlp_files))
+    response = client.post(CREATE, DECLARATION | {"label": "outcome", "architecture-drop": "1"})
+    assert "Kept:" not in _field(_text(response), "architecture")
+    assert set(client.session[SESSION_KEY]["create"]) == {"model", "train", "test"}
+
+
+def test_a_declaration_that_does_not_read_is_refused_at_its_field(client, researcher, mlp_files):
+    broken = SimpleUploadedFile("net.json", b'{"input_shape": [30],')
+    response = client.post(
+        CREATE, DECLARATION | {"label": "label"} | _network(mlp_files, architecture=broken)
+    )
+    page = _text(response)
+    assert response.status_code == 400 and not Submission.objects.exists()
+    assert "The declaration is not valid JSON" in _field(page, "architecture")
+    assert "Kept: model.onnx" in _field(page, "model")
+    assert not StoredFile.objects.filter(sha256=_sha256(broken.file.getvalue())).exists()
+
+
+def test_the_form_links_to_the_declaration_format_which_lists_every_layer(client, researcher):
+    from attacks.nn.schema import LAYERS
+
+    form = _field(_text(client.get(CREATE)), "architecture")
+    link = reverse("submissions:declaration_format")
+    assert f'<a href="{link}">' in form and "(.skops or .onnx)" in _text(client.get(CREATE))
+    page = _text(client.get(link))
+    assert all(f"<code>{kind}</code>" in page for kind in LAYERS)
+    assert '"optimizer": {"type": "adam", "lr": 0.01}' in page  # an example, as JSON

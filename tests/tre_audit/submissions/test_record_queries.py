@@ -163,11 +163,13 @@ def test_a_training_row_of_a_run_that_kept_its_shadows_is_answered_from_them(
     """A fanned-out run stored each shadow's confidences: nothing is trained again."""
     from attacks.audit import shadow_base_seed
     from tre_audit.submissions.record_queries import _run_config
-    from tre_audit.submissions.services import _uploads_of
+    from tre_audit.submissions.services import version_uploads
 
     submission, run = record_audit
     target_pool = _pool_of(
-        run, _uploads_of(submission, run.version), shadow_base_seed(_run_config(run))
+        run,
+        version_uploads(submission=submission, version=run.version),
+        shadow_base_seed(_run_config(run)),
     )
     for k, confidences in enumerate(target_pool.confidences):
         AuditShadow.objects.create(

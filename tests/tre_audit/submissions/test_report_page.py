@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from tests import factories
-from tests.attacks.report_fixture import sample_report
+from tests.attacks.report_fixture import network_report, sample_report
 from tre_audit.submissions.enums import Status
 from tre_audit.submissions.models import AuditRun, Project
 from tre_audit.submissions.services import report_identity, submission_new_version
@@ -108,3 +108,38 @@ def test_the_pdf_identity_names_request_version_researcher_project_and_date():
     )
     assert (identity.researcher, identity.project) == ("Ada Lovelace", "Readmissions")
     assert identity.audited_at == "14 Mar 2026, 10:25 UTC"
+
+
+def _network_text(page: str) -> str:
+    section = page[page.index('id="declared-network"') : page.index('id="glossary"')]
+    return " ".join(html.unescape(TAG.sub(" ", section)).split())
+
+
+def test_a_declared_network_shows_its_layers_and_recipe_named_for_people(client):
+    submission = factories.create_audited_submission(Status.AWAITING_REVIEW)
+    _with_report(submission, network_report())
+    page = _page(client, submission)
+    assert page.index('id="attacks-table"') < page.index('id="layers-table"')
+    text = _network_text(page)
+    for shown in (
+        "Input Images of 1 channel, 8x8 pixels",
+        "4 Max pooling MaxPool2d kernel_size=2, stride=2 8x4x4",
+        "7 Fully connected Linear in_features=128, out_features=10, bias=true 10",
+        "Training recipe",
+        "Optimiser AdamW (betas=[0.9, 0.999])",
+        "Learning-rate schedule cosine, down to 0 over all epochs",
+        "Augmentation random crop (padding=1)",
+    ):
+        assert shown in text, shown
+    for internal in (*INTERNAL, "architecture[", '"type"'):
+        assert internal not in text
+
+
+def test_a_network_without_a_recipe_says_which_attacks_did_not_run(client):
+    submission = factories.create_audited_submission(Status.AWAITING_REVIEW)
+    _with_report(submission, network_report(recipe=False))
+    page = _page(client, submission)
+    assert 'id="recipe-table"' not in page
+    assert "No training recipe was declared, so no shadow model of this network" in (
+        _network_text(page)
+    )
