@@ -44,6 +44,9 @@ HTTP_TIMEOUT = (10, 600)
 AUDIT_PENDING = {"submitted", "auditing"}
 #: The files every audit, scan and submission takes.
 TARGET = ("model", "train", "test")
+#: The teaching networks ``tre-audit example`` writes (attacks.nn.teaching.CASES, named
+#: here so that parsing the arguments imports nothing heavy).
+NETWORK_EXAMPLES = ("breast-cancer-mlp", "digits-cnn-overfit", "digits-cnn-regularised")
 
 
 class CommandError(Exception):
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--force", action="store_true", help="replace an existing report in --out")
     audit.set_defaults(handler=_audit)
     example = commands.add_parser("example", help="write a teaching example's files to audit")
-    example.add_argument("name", choices=["famous-patient"])
+    example.add_argument("name", choices=["famous-patient", *NETWORK_EXAMPLES])
     example.add_argument(
         "--gamma", type=float, default=3.0, help="SVC gamma (3 leaks; 0.1 is the mitigation)"
     )
@@ -248,9 +251,26 @@ def _audit(args) -> int:
 
 
 def _example(args) -> int:
+    if args.name in NETWORK_EXAMPLES:
+        return _network_example(args.name.replace("-", "_"), args.out)
     from attacks.datasets import write_famous_patient_example
 
     for role, path in write_famous_patient_example(args.out, gamma=args.gamma).items():
+        print(f"{role:12} {path}")
+    return 0
+
+
+def _network_example(name: str, out: Path) -> int:
+    """A teaching network (attacks.nn.teaching) trained here and written as a researcher
+    uploads it: model.onnx, its declaration, train.csv and test.csv."""
+    try:
+        from attacks.nn.teaching import teaching_write
+        from attacks.nn.torch_model import export_onnx  # noqa: F401 (needs the torch extra)
+    except ImportError:
+        print("tre-audit: the network examples are trained with PyTorch: install the torch "
+              "extra (pip install 'tre-audit[torch]').", file=sys.stderr)  # fmt: skip
+        return 2
+    for role, path in teaching_write(name, out).items():
         print(f"{role:12} {path}")
     return 0
 

@@ -307,3 +307,19 @@ def test_scan_takes_a_networks_declaration_and_says_no_sweep_applies(mlp_dir):
     result = run("scan", *files, "--quiet")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["No structural findings.", NO_ONNX_SWEEP]
+
+
+def test_the_network_examples_are_the_teaching_networks():
+    from attacks.nn.teaching import CASES
+    from tre_audit.cli import NETWORK_EXAMPLES
+
+    assert [name.replace("-", "_") for name in NETWORK_EXAMPLES] == list(CASES)
+
+
+def test_a_network_example_writes_what_a_researcher_uploads(tmp_path):
+    result = run("example", "breast-cancer-mlp", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = {line.split()[0]: Path(line.split()[1]) for line in result.stdout.splitlines()}
+    assert sorted(written) == ["declaration", "model", "test", "train"]
+    assert written["model"].read_bytes()[:1] == b"\x08"  # an ONNX protobuf's first field
+    assert json.loads(written["declaration"].read_text())["input_shape"] == [30]
