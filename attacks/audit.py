@@ -465,13 +465,15 @@ def target_from_uploads(
     label: str,
     max_bytes: int = DEFAULT_MAX_BYTES,
     declaration: Upload | None = None,
+    policy: Policy | None = None,
 ) -> Target:
     """Validate the submitted files and build the audit target (IntakeError if not).
 
     ``max_bytes`` is the caller's upload limit, applied to every file. An ONNX
     model may come with its ``declaration`` (``docs/nn-declaration.md``): it says
     how image data become inputs and what the output holds, is checked against the
-    file's weights, and its recipe trains the shadow models. The tables are read
+    file's weights, and its recipe trains the shadow models, within ``policy``'s
+    ``[neural_networks]`` caps (the default policy's if None). The tables are read
     before the model: an ONNX model's classes are the training labels.
     """
     from attacks import intake
@@ -480,7 +482,7 @@ def target_from_uploads(
     if declaration is not None:
         from attacks.nn.declared import declaration_read
 
-        declared = declaration_read(declaration.data)
+        declared = declaration_read(declaration.data, policy=policy)
     preprocessing = declared.preprocessing if declared else None
     train_table, test_table = (
         intake.load_table(u.data, filename=u.name, max_bytes=max_bytes, preprocessing=preprocessing)
@@ -533,6 +535,7 @@ def audit_uploads(
             label=label,
             max_bytes=max_bytes,
             declaration=declaration,
+            policy=policy,
         )
     inputs = [
         u.describe(role)

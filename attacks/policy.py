@@ -31,10 +31,17 @@ BOUNDS = {
     ("rules", "max_params_per_record"): (0.0, 1e6),
     ("serving", "max_calls_per_day"): (1, 1_000_000),
     ("serving", "max_rows_per_day"): (1, 10**12),
+    ("neural_networks", "max_epochs"): (1, 100_000),
+    ("neural_networks", "max_parameters"): (1, 10**9),
+    ("neural_networks", "max_layers"): (1, 1024),
+    ("neural_networks", "max_batch_size"): (1, 1_000_000),
 }
 
-#: Sections a policy holds; one saved before [serving] existed gets the default's.
-SECTIONS = ("audit", "attacks", "record", "rules", "serving")
+#: Sections a policy holds.
+SECTIONS = ("audit", "attacks", "record", "rules", "serving", "neural_networks")
+#: Sections added after policies were first saved: a saved policy without one gets the
+#: default's.
+LATER_SECTIONS = ("serving", "neural_networks")
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,9 @@ def load_policy(text: str | None = None) -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"The policy file is not valid TOML: {exc}.") from None
     sections = {name: dict(data.get(name, {})) for name in SECTIONS}
-    if "serving" not in data:
-        sections["serving"] = tomllib.loads(default_policy_text())["serving"]
+    for name in LATER_SECTIONS:
+        if name not in data:
+            sections[name] = tomllib.loads(default_policy_text())[name]
     sections["attacks"].setdefault("require_significant_auc", True)
     _fixed_count_of_old_policies(sections["audit"])
     for (section, name), (low, high) in BOUNDS.items():

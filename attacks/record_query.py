@@ -291,6 +291,7 @@ def record_query_uploads(
         label=label,
         max_bytes=max_bytes,
         declaration=declaration,
+        policy=policy,
     )
     as_json = Upload(name="record.json", data=json.dumps(record_object(record)).encode())
     return record_query(

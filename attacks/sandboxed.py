@@ -39,6 +39,7 @@ def uploads_check(
     label: str,
     max_bytes: int = DEFAULT_MAX_BYTES,
     limits: SandboxLimits = INTAKE_LIMITS,
+    policy: Policy | None = None,
 ) -> None:
     """Load the three uploads and trial-predict, in a sandbox.
 
@@ -55,6 +56,8 @@ def uploads_check(
         Largest accepted file, applied by every loader.
     limits : SandboxLimits, default=INTAKE_LIMITS
         What the sandbox process may use.
+    policy : Policy, optional
+        Its ``[neural_networks]`` caps bound a declared recipe (default policy's if None).
 
     Raises
     ------
@@ -69,7 +72,7 @@ def uploads_check(
                     model=model, train=train, test=test, declaration=declaration
                 )
             }
-            | {"label": label, "max_bytes": max_bytes},
+            | {"label": label, "max_bytes": max_bytes, "policy": _policy_to_wire(policy)},
             limits=limits,
             reraise=_RERAISED,
         )
@@ -173,6 +176,7 @@ def uploads_shadow_train(
     base_seed: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
     limits: SandboxLimits = AUDIT_LIMITS,
+    policy: Policy | None = None,
 ) -> np.ndarray:
     """Shadow ``index`` of an audit (:func:`attacks.shadows.shadow_train`), trained in a sandbox.
 
@@ -194,6 +198,7 @@ def uploads_shadow_train(
         "index": index,
         "base_seed": base_seed,
         "max_bytes": max_bytes,
+        "policy": _policy_to_wire(policy),
     }
     confidences = _audit_call("_shadow_in_child", kwargs, limits)
     return confidences_checked(confidences)
@@ -323,6 +328,10 @@ def _audit_call(function: str, kwargs: dict, limits: SandboxLimits, progress=Non
         raise AuditError(str(exc)) from None
 
 
+def _policy_to_wire(policy: Policy | None) -> dict | None:
+    return None if policy is None else dataclasses.asdict(policy)
+
+
 def _wire_uploads(**uploads: Upload | None) -> dict[str, list]:
     return {role: [u.name, u.data] for role, u in uploads.items() if u is not None}
 
@@ -360,9 +369,14 @@ def _data_errors():
         raise AuditError(f"The model failed on the data: {exception_summary(exc)}.") from None
 
 
-def _check_in_child(*, uploads: dict, label: str, max_bytes: int) -> None:
+def _check_in_child(*, uploads: dict, label: str, max_bytes: int, policy: dict | None) -> None:
     with _data_errors():
-        target_from_uploads(**_uploads_from_wire(uploads), label=label, max_bytes=max_bytes)
+        target_from_uploads(
+            **_uploads_from_wire(uploads),
+            label=label,
+            max_bytes=max_bytes,
+            policy=_policy_from_wire(policy),
+        )
 
 
 def _audit_in_child(
@@ -382,13 +396,16 @@ def _audit_in_child(
 
 
 def _shadow_in_child(
-    *, uploads: dict, label: str, index: int, base_seed: int, max_bytes: int
+    *, uploads: dict, label: str, index: int, base_seed: int, max_bytes: int, policy: dict | None
 ) -> np.ndarray:
     from attacks.shadows import shadow_train
 
     with _data_errors():
         target = target_from_uploads(
-            **_uploads_from_wire(uploads), label=label, max_bytes=max_bytes
+            **_uploads_from_wire(uploads),
+            label=label,
+            max_bytes=max_bytes,
+            policy=_policy_from_wire(policy),
         )
         return shadow_train(target, index=index, base_seed=base_seed).confidences
 
@@ -408,7 +425,7 @@ def _round_in_child(
     policy, config = Policy(**policy), _config_from_wire(config)
     uploads = _uploads_from_wire(uploads)
     with _data_errors():
-        target = target_from_uploads(**uploads, label=label, max_bytes=max_bytes)
+        target = target_from_uploads(**uploads, label=label, max_bytes=max_bytes, policy=policy)
         rounds, done = _pool_rounds_of(target, config, policy, shadows, history)
         if not done:
             return {"round": dataclasses.asdict(rounds.history[-1])}
@@ -487,13 +504,17 @@ def _scan_in_child(
 
     with _data_errors():
         target = target_from_uploads(
-            **_uploads_from_wire(uploads), label=label, max_bytes=max_bytes
+            **_uploads_from_wire(uploads), label=label, max_bytes=max_bytes, policy=Policy(**policy)
         )
         rules = check_rules(target, thresholds=policy["sections"]["rules"])
         scan = HyperparameterScan(**sweep, n_jobs=n_jobs).fit(
             target, progress=lambda stage, done: sandbox_emit({"stage": stage, "done": done})
         )
     return json_safe({"rules": [dataclasses.asdict(r) for r in rules], "sweep": sweep_dict(scan)})
+
+
+def _policy_from_wire(policy: dict | None) -> Policy | None:
+    return None if policy is None else Policy(**policy)
 
 
 def _uploads_from_wire(uploads: dict) -> dict[str, Upload]:

@@ -12,6 +12,10 @@ from typing import Any
 from attacks.exceptions import IntakeError
 from attacks.nn.matching import check_matches_onnx, onnx_network
 from attacks.nn.schema import Declaration, DeclarationLimits, check_classes, parse_declaration
+from attacks.policy import Policy, load_policy
+
+#: The policy's ``[neural_networks]`` caps, named as :class:`DeclarationLimits`'s fields.
+POLICY_CAPS = ("max_epochs", "max_parameters", "max_layers", "max_batch_size")
 
 #: What a declaration given with a scikit-learn model is told.
 NOT_ONNX = "A declaration goes with an ONNX model only; a skops model is its own recipe."
@@ -21,10 +25,17 @@ NO_TORCH = (
 )
 
 
-def declaration_read(data: bytes, *, limits: DeclarationLimits | None = None) -> Declaration:
-    """The declaration's JSON, checked, before the labels are read (their classes are
+def declaration_read(data: bytes, *, policy: Policy | None = None) -> Declaration:
+    """The declaration's JSON, checked against ``policy``'s ``[neural_networks]`` caps
+    (the default policy's if None), before the labels are read (their classes are
     checked against it by :func:`declared_model`)."""
-    return parse_declaration(data, n_classes=None, limits=limits or DeclarationLimits())
+    return parse_declaration(data, n_classes=None, limits=declaration_limits(policy))
+
+
+def declaration_limits(policy: Policy | None) -> DeclarationLimits:
+    """The caps a policy sets on declared networks and recipes."""
+    caps = (policy or load_policy()).sections["neural_networks"]
+    return DeclarationLimits(**{name: int(caps[name]) for name in POLICY_CAPS})
 
 
 def declared_model(model: Any, declaration: Declaration, *, n_threads: int = 1) -> Any:

@@ -163,10 +163,8 @@ def _stored_tensors(graph: Any) -> dict[str, tuple[tuple[int, ...], int]]:
     """
     stored = {t.name: (tuple(t.dims), t.data_type) for t in graph.initializer}
     for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    stored[node.output[0]] = (tuple(attribute.t.dims), attribute.t.data_type)
+        if node.op_type == "Constant" and node.output and node.attribute:
+            stored[node.output[0]] = _constant_tensor(node.attribute[0])
         if _is_alias(node) and node.input[0] in stored:
             shape, data_type = stored[node.input[0]]
             if node.op_type == "Transpose":
@@ -174,6 +172,17 @@ def _stored_tensors(graph: Any) -> dict[str, tuple[tuple[int, ...], int]]:
             if shape is not None:
                 stored[node.output[0]] = (shape, data_type)
     return stored
+
+
+def _constant_tensor(attribute: Any) -> tuple[tuple[int, ...], int]:
+    """Shape and data type of a Constant's value, whichever attribute holds it."""
+    if attribute.name == "value":
+        return tuple(attribute.t.dims), attribute.t.data_type
+    if attribute.name == "sparse_value":
+        return tuple(attribute.sparse_tensor.dims), attribute.sparse_tensor.values.data_type
+    if attribute.name == "value_floats":
+        return (len(attribute.floats),), 1
+    return (), 0  # a scalar or integers: not weights
 
 
 def _is_alias(node: Any) -> bool:
@@ -259,10 +268,13 @@ def _declared_shapes(layer: Any, fused: bool) -> list[tuple[str, tuple[int, ...]
 
 def _check_shapes(where: str, declared: list, found: OnnxLayer) -> None:
     if len(declared) != len(found.shapes):
-        has = "a bias" if len(found.shapes) > len(declared) else "no bias"
+        roles = " and ".join(role for role, _ in declared)
+        if {len(declared), len(found.shapes)} == {1, 2}:  # a weight, with or without bias
+            has = "a bias" if len(found.shapes) == 2 else "no bias"
+        else:
+            has = f"{len(found.shapes)} stored tensors"
         raise IntakeError(
-            f"{where} declares {' and '.join(r for r, _ in declared)}, "
-            f"but the ONNX file's {found.op_type} has {has}."
+            f"{where} declares {roles}, but the ONNX file's {found.op_type} has {has}."
         )
     for (role, shape), onnx_shape in zip(declared, found.shapes):
         if onnx_shape is None:

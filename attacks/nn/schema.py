@@ -66,14 +66,16 @@ class DeclarationLimits:
 
 
 def _whole(low: int, high: int = MAX_SIZE) -> Callable[[Any, str], int]:
+    """Integers from ``low`` (0 or 1) to ``high``; booleans and floats such as 16.0 refused."""
+
     def check(value: Any, path: str) -> int:
         whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         if whole and low <= value <= high:
             return int(value)
         if whole and value > high:
             raise IntakeError(f"{path} must be at most {high}.")
-        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(low)
-        raise IntakeError(f"{path} must be {kind or f'a whole number of at least {low}'}.")
+        kind = "a non-negative integer" if low == 0 else "a positive integer"
+        raise IntakeError(f"{path} must be {kind}.")
 
     return check
 
@@ -81,7 +83,7 @@ def _whole(low: int, high: int = MAX_SIZE) -> Callable[[Any, str], int]:
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False):
     def check(value: Any, path: str) -> float:
         real = isinstance(value, int | float) and not isinstance(value, bool)
-        if real and math.isfinite(value):
+        if real and not (isinstance(value, float) and not math.isfinite(value)):  # 1e400 is inf
             above = value > low if low_open else value >= low
             below = value < high if high_open else value <= high
             if above and below:
@@ -137,7 +139,6 @@ def _check(function: Callable[[Any, str], Any], default: Any = dataclasses.MISSI
 
 
 _POSITIVE = _whole(1)
-_STRIDE = _whole(1)
 
 
 # --------------------------------------------------------------------------- layers
@@ -226,7 +227,7 @@ class Conv2d(_Layer):
     in_channels: int = _check(_POSITIVE)
     out_channels: int = _check(_POSITIVE)
     kernel_size: int = _check(_POSITIVE)
-    stride: int = _check(_STRIDE, 1)
+    stride: int = _check(_POSITIVE, 1)
     padding: int = _check(_whole(0), 0)
     bias: bool = _check(_boolean, True)
 
@@ -279,7 +280,7 @@ class _Pool(_Layer):
     """A square pooling window; ``stride`` defaults to the window, as in torch."""
 
     kernel_size: int = _check(_POSITIVE)
-    stride: int | None = _check(_STRIDE, None)
+    stride: int | None = _check(_POSITIVE, None)
 
     def __post_init__(self):
         if self.stride is None:

@@ -9,6 +9,7 @@ image set available offline.
 - ``breast_cancer_mlp``: 30-16-2 with ReLU on standardised features (the scaler is
   fitted on the training half, as the researcher would), 284 members, 285
   non-members.
+- Both digits cases: 100 training images (members) and 100 others (non-members).
 - ``digits_cnn_overfit``: Conv(1, 8, 3, padding 1)-ReLU-MaxPool(2)-Flatten-
   Linear(128, 10) on pixels scaled by 1/16, trained far past convergence on
   few images with no weight decay: it should come out high.
@@ -31,9 +32,14 @@ import pandas as pd
 LABEL = "label"
 
 #: Training images of both digits CNNs: few, so that the over-trained one memorises.
-N_DIGITS_TRAIN = 100
-#: Non-members of the digits cases, from the images no model trained on.
-N_DIGITS_TEST = 300
+#: With 200 (and 200 non-members) it still generalises to 94% and LiRA reaches only
+#: AUC 0.68 at 8 shadows; with 100 against 100, 0.80 at 8 and 0.81 at 16, on the high
+#: line; with 60 against 60, 0.86 (95% CI 0.80 to 0.93) at 8: high with a margin, while
+#: the regularised CNN's strongest attack is 0.71, medium.
+N_DIGITS_TRAIN = 60
+#: Non-members of the digits cases, as many as members: each shadow then trains on as
+#: many images as the target did (against 300, LiRA fell from 0.81 to 0.76 at 8 shadows).
+N_DIGITS_TEST = 60
 
 
 def _conv_layers(*, regularised: bool) -> list:

@@ -201,6 +201,17 @@ def worker_factory(celery_broker, settings, tmp_path):
         worker.stop()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Real processes (workers, a live server, a browser) on the database run in the
+    PostgreSQL pass of scripts/test, production's database; the SQLite pass leaves them
+    out (``-m "not production_db"``): the embedded default is run end to end by the run
+    command's test. Run by hand, any of them still runs on SQLite."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.get_closest_marker("django_db") and Path(item.fspath).parent == here:
+            item.add_marker(pytest.mark.production_db)
+
+
 # A real browser --------------------------------------------------------------
 
 #: Debian's Chromium (scripts/bootstrap installs it); Playwright never downloads one.

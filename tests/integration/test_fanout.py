@@ -1,8 +1,12 @@
 """An audit's shadow models fanned out over real Celery workers (TRE_AUDIT_FANOUT): the
 same report for one worker or two, and a worker killed mid-shadow loses only that one."""
 
+import json
+
 import pytest
 
+from attacks.audit import Upload
+from attacks.nn.teaching import teaching_write
 from tests import factories
 from tests.integration.conftest import wait_for
 from tre_audit.submissions.enums import RunStatus, Status
@@ -108,3 +112,32 @@ def test_a_worker_killed_mid_shadow_loses_that_shadow_only(worker_factory, examp
 def _without_run(report: dict) -> dict:
     """The report but for its ``run``, the one part that differs between runs."""
     return {k: v for k, v in report.items() if k != "run"}
+
+
+def test_a_network_fans_out_from_its_recipe_alike_on_one_worker_or_two(worker_factory, tmp_path):
+    """An ONNX network with its declaration: each shadow task trains the declared recipe
+    (tre-audit's own loop, in the sandbox), and the report is the same on two workers."""
+    paths = teaching_write("breast_cancer_mlp", tmp_path)
+    files = {role: Upload(p.name, p.read_bytes()) for role, p in paths.items()}
+    declared = json.loads(files.pop("declaration").data)
+    declared["recipe"]["epochs"] = 20  # the audit trains it again for every shadow
+    network = {**files, "architecture": Upload("net.json", json.dumps(declared).encode())}
+    submit = lambda: submission_create(  # noqa: E731
+        author=factories.create_user(role="researcher"),
+        title="MLP",
+        label="label",
+        declaration=factories.EXACT,
+        **network,
+    )
+    first = worker_factory(**NO_REDELIVERY)
+    alone = submit()
+    one = wait_for(lambda: _done(alone), what="the network's audit on one worker", log=first.log)
+    second = worker_factory(**NO_REDELIVERY)
+    wait_for(lambda: _ready(second), what="the second worker to start", log=second.log)
+    shared = submit()
+    two = wait_for(lambda: _done(shared), what="the network's audit on two workers", log=second.log)
+    attacks = {a["name"]: a for a in two.report["attacks"]}
+    assert all(attacks[name]["error"] is None for name in ("shadow", "lira", "rmia")), attacks
+    assert two.report["model"]["declaration"]["recipe"]["epochs"] == 20
+    assert _without_run(two.report) == _without_run(one.report)
+    assert _shadows_trained_by(second) > 0
