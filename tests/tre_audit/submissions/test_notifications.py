@@ -91,7 +91,7 @@ def test_an_audit_done_tells_its_author_and_every_other_active_checker(
 def test_a_new_versions_audit_enters_the_queue_again(
     monkeypatch, enqueued, audit_gives_high_risk, committed
 ):
-    monkeypatch.setattr(services, "_check_uploads", lambda **_: None)  # tested on their own
+    monkeypatch.setattr(services, "_check_uploads", lambda *_, **__: None)  # tested on their own
     submission = factories.create_audited_submission(Status.CHANGES_REQUESTED)
     (checker,) = Review.objects.values_list("reviewer__username", flat=True)
     files = {role: Upload(name=f"{role}.csv", data=b"v2") for role in ("model", "train", "test")}
