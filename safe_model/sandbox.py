@@ -173,14 +173,6 @@ PRELOAD = (
     "joblib",
     "threadpoolctl",
     "ctypes",
-    # The [torch] extra, if installed (the zygote skips what it cannot import): a
-    # neural network's shadow, one sandboxed call each, then starts in 0.03 s instead
-    # of 1.2 s of importing torch, and trains in 0.3 s instead of 1.3 s (an optimiser's
-    # first step imports torch._dynamo, and sympy with it). It adds torch's mappings to
-    # each child's address space, within the limits' margins. None starts a thread.
-    "torch",
-    "torch.optim",
-    "torch._dynamo",
 )
 
 MAX_OPEN_FILES = 512
@@ -267,6 +259,7 @@ def sandbox_call(
     on_event: Callable[[dict], None] | None = None,
     what: str = "the model",
     reraise: tuple[type[Exception], ...] = (),
+    preload: tuple[str, ...] = (),
 ) -> Any:
     """Run ``module:function(**kwargs)`` in a fresh resource-limited child; return its result.
 
@@ -289,6 +282,11 @@ def sandbox_call(
         raised here as the same class with the same message (these classes
         carry user-safe sentences by contract). Any other becomes
         :class:`SandboxFailed` naming only its type.
+    preload : tuple of str
+        More modules the zygote imports before it forks (once; it skips one it
+        cannot import), beside :data:`PRELOAD`: what only some calls need, such as
+        torch for a neural network's shadow (a second of imports in every child
+        otherwise), so other calls and processes do not pay for it.
 
     Raises
     ------
@@ -303,7 +301,8 @@ def sandbox_call(
     request = _wire.encode({"function": function, "kwargs": kwargs, "limits": _limit_list(limits)})
     scratch = tempfile.mkdtemp(prefix="safe-model-")
     try:
-        channel, status_fd = _ZYGOTE.spawn(module=function.partition(":")[0])
+        modules = ",".join([function.partition(":")[0], *preload])
+        channel, status_fd = _ZYGOTE.spawn(module=modules)
         with channel:
             try:
                 frame = _run_child(channel, status_fd, request, scratch, limits, on_event)
@@ -781,7 +780,8 @@ def _zygote_fork(control: socket.socket, children: dict[int, int]) -> bool:
             os.close(fd)
         return bool(message)
     channel_fd, status_fd = fds
-    _try_import(message.decode("ascii", "replace"))
+    for name in message.decode("ascii", "replace").split(","):  # the call's module, and more
+        _try_import(name)
     zygote = os.getpid()
     try:
         pid = os.fork()
