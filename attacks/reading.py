@@ -753,10 +753,16 @@ def _dims(shape) -> str:
 
 
 def _settings(fields: dict) -> str:
-    """A layer's or step's fields as the researcher writes them: ``in_features=30, bias=true``."""
-    return ", ".join(
-        f"{_clip(str(key), 40)}={_json(value)}" for key, value in fields.items() if key != "type"
+    """A layer's or step's fields as the researcher writes them: ``in_features=30, bias=true``,
+    in the schema's order (a report read back from PostgreSQL has its keys re-sorted)."""
+    from attacks.nn.schema import field_order  # no torch
+
+    order = field_order(fields.get("type"))
+    rank = {name: i for i, name in enumerate(order)}
+    keys = sorted(
+        (k for k in fields if k != "type"), key=lambda k: (rank.get(k, len(rank)), str(k))
     )
+    return ", ".join(f"{_clip(str(key), 40)}={_json(fields[key])}" for key in keys)
 
 
 def _json(value) -> str:

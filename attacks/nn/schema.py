@@ -685,3 +685,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def field_order(kind: Any) -> list[str]:
+    """The fields of the layer or recipe step called ``kind`` (its JSON ``type``), in the
+    schema's order; [] for an unknown kind. A stored report may have lost its keys' order
+    (PostgreSQL's jsonb keeps them sorted its own way), so readers order by this."""
+    classes = [*LAYERS.values(), Sgd, Adam, AdamW, NoSchedule, StepSchedule, CosineSchedule,
+               HorizontalFlip, RandomCrop, GaussianNoise]  # fmt: skip
+    for cls in classes:
+        if cls.kind == kind:
+            return [f.name for f in dataclasses.fields(cls)]
+    return []

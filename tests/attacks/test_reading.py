@@ -6,7 +6,7 @@ import pytest
 
 from attacks import reading, verdict
 from attacks.reading import ReportIdentity
-from tests.attacks.report_fixture import sample_report
+from tests.attacks.report_fixture import network_report, sample_report
 
 
 def _attack(name, auc, tpr_1pct):
@@ -272,3 +272,16 @@ def test_a_malformed_declaration_reads_as_missing_never_raises(junk):
     assert all(row.output == reading.MISSING for row in network.layers)
     for _label, value in (*network.network, *network.recipe):
         assert isinstance(value, str) and "Traceback" not in value
+
+
+def test_a_layers_settings_read_in_the_schemas_order_whatever_the_stored_order():
+    """PostgreSQL's jsonb gives a stored report's keys back in an order of its own."""
+    report = network_report("digits_cnn_regularised")
+    shuffled = copy.deepcopy(report)
+    for layer in shuffled["model"]["declaration"]["architecture"]:
+        items = list(layer.items())
+        layer.clear()
+        layer.update(reversed(items))
+    rows = [r.settings for r in reading.declared_network(report).layers]
+    assert [r.settings for r in reading.declared_network(shuffled).layers] == rows
+    assert "in_channels=1, out_channels=8, kernel_size=3" in rows[0]
