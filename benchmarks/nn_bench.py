@@ -32,13 +32,13 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.fanout_bench import (  # noqa: E402 - after the path is set
+    _audit_once,
     _busy_seconds,
     _database_prepare,
     _without_run,
@@ -138,29 +138,6 @@ def _teaching_uploads(name: str, folder: Path) -> dict:
     files = {role: Upload(path.name, path.read_bytes()) for role, path in paths.items()}
     files["architecture"] = files.pop("declaration")
     return files
-
-
-def _audit_once(researcher, uploads: dict, timeout: float):
-    from tre_audit.submissions.enums import RunStatus
-    from tre_audit.submissions.models import AuditRun
-    from tre_audit.submissions.services import Declaration, submission_create
-
-    submission = submission_create(
-        author=researcher,
-        title="nn bench",
-        label="label",
-        declaration=Declaration(files_are_exact=True),
-        **uploads,
-    )
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        run = AuditRun.objects.get(submission=submission)
-        if run.status == RunStatus.FAILED:
-            raise SystemExit(f"the audit failed: {run.error}")
-        if run.status == RunStatus.DONE:
-            return run, time.monotonic() - started
-        time.sleep(0.5)
-    raise SystemExit(f"the audit did not finish in {timeout:.0f} s")
 
 
 def _attack_figures(report: dict) -> dict:

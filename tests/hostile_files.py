@@ -198,3 +198,18 @@ def zip_member_bomb(members: list[tuple[str, bytes]], *, name: str, expanded_byt
             for chunk in _padded(b"", b"\0", expanded_bytes):
                 stream.write(chunk)
     return out.getvalue()
+
+
+def count_reads(monkeypatch) -> list[int]:
+    """Record the size of every chunk a loader decompresses from a zip member (to show a
+    bomb is refused while it is read, not after)."""
+    reads = []
+    real_read = zipfile.ZipExtFile.read
+
+    def read(self, n=-1):
+        chunk = real_read(self, n)
+        reads.append(len(chunk))
+        return chunk
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
+    return reads

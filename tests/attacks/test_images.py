@@ -29,7 +29,7 @@ from attacks.images import (
 )
 from attacks.intake import build_target, load_table, table_columns
 from safe_model import archive
-from tests.hostile_files import png_claiming, zip_member_bomb, zip_of
+from tests.hostile_files import count_reads, png_claiming, zip_member_bomb, zip_of
 from tests.intake_support import one_sentence
 
 N_IMAGES = 12
@@ -227,15 +227,7 @@ def test_a_member_that_expands_hugely_is_refused_while_it_is_read(digits, monkey
     members = [m for m in _members(digits) if m[0] != "img/0003.png"]
     data = zip_member_bomb(members, name="img/0003.png", expanded_bytes=64 * 2**20)
     assert len(data) < 2**20  # small on the wire
-    reads = []
-    real_read = zipfile.ZipExtFile.read
-
-    def read(self, n=-1):
-        chunk = real_read(self, n)
-        reads.append(len(chunk))
-        return chunk
-
-    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
+    reads = count_reads(monkeypatch)
     message = refusal(load_images, data, max_bytes=2**20)
     assert message == "The image archive is refused: it would expand to more than 4 MiB."
     assert sum(reads) <= 4 * 2**20 + 2 * archive.READ_CHUNK_BYTES

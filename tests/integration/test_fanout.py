@@ -1,14 +1,11 @@
 """An audit's shadow models fanned out over real Celery workers (TRE_AUDIT_FANOUT): the
 same report for one worker or two, and a worker killed mid-shadow loses only that one."""
 
-import json
-
 import pytest
 
-from attacks.audit import Upload
-from attacks.nn.teaching import teaching_write
 from tests import factories
 from tests.integration.conftest import wait_for
+from tests.nn_support import LIGHT_EPOCHS, MLP_LABEL
 from tre_audit.submissions.enums import RunStatus, Status
 from tre_audit.submissions.models import AuditRun, AuditShadow
 from tre_audit.submissions.services import audit_chain_verify, submission_create
@@ -22,11 +19,11 @@ FANOUT = {"TRE_AUDIT_FANOUT": "true", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 NO_REDELIVERY = {**FANOUT, "TRE_AUDIT_VISIBILITY_TIMEOUT": "3600"}
 
 
-def _submit(files):
+def _submit(files, label="response"):
     return submission_create(
         author=factories.create_user(role="researcher"),
         title="SVC",
-        label="response",
+        label=label,
         declaration=factories.EXACT,
         **files,
     )
@@ -114,21 +111,12 @@ def _without_run(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "run"}
 
 
-def test_a_network_fans_out_from_its_recipe_alike_on_one_worker_or_two(worker_factory, tmp_path):
+def test_a_network_fans_out_from_its_recipe_alike_on_one_worker_or_two(worker_factory, mlp_files):
     """An ONNX network with its declaration: each shadow task trains the declared recipe
     (tre-audit's own loop, in the sandbox), and the report is the same on two workers."""
-    paths = teaching_write("breast_cancer_mlp", tmp_path)
-    files = {role: Upload(p.name, p.read_bytes()) for role, p in paths.items()}
-    declared = json.loads(files.pop("declaration").data)
-    declared["recipe"]["epochs"] = 20  # the audit trains it again for every shadow
-    network = {**files, "architecture": Upload("net.json", json.dumps(declared).encode())}
-    submit = lambda: submission_create(  # noqa: E731
-        author=factories.create_user(role="researcher"),
-        title="MLP",
-        label="label",
-        declaration=factories.EXACT,
-        **network,
-    )
+    network = {**mlp_files, "architecture": mlp_files["declaration"]}
+    del network["declaration"]  # the services' name for it is architecture
+    submit = lambda: _submit(network, label=MLP_LABEL)  # noqa: E731
     first = worker_factory(**NO_REDELIVERY)
     alone = submit()
     one = wait_for(lambda: _done(alone), what="the network's audit on one worker", log=first.log)
@@ -138,6 +126,6 @@ def test_a_network_fans_out_from_its_recipe_alike_on_one_worker_or_two(worker_fa
     two = wait_for(lambda: _done(shared), what="the network's audit on two workers", log=second.log)
     attacks = {a["name"]: a for a in two.report["attacks"]}
     assert all(attacks[name]["error"] is None for name in ("shadow", "lira", "rmia")), attacks
-    assert two.report["model"]["declaration"]["recipe"]["epochs"] == 20
+    assert two.report["model"]["declaration"]["recipe"]["epochs"] == LIGHT_EPOCHS
     assert _without_run(two.report) == _without_run(one.report)
     assert _shadows_trained_by(second) > 0

@@ -274,7 +274,7 @@ def test_load_model_refuses_too_many_members(forest_skops, monkeypatch):
 def test_load_model_refuses_schema_bomb(monkeypatch):
     data = hostile_files.skops_schema_bomb(loader.MAX_SCHEMA_BYTES + 2**20)
     assert len(data) < 2**20
-    reads = _count_reads(monkeypatch)
+    reads = hostile_files.count_reads(monkeypatch)
     message = refusal(load_model, data)
     assert message == "The model file is refused: its schema.json expands to more than 16 MiB."
     # refused at the cap: never more than one chunk past it was decompressed
@@ -342,20 +342,6 @@ def _with_member(data: bytes, info: zipfile.ZipInfo) -> bytes:
     with zipfile.ZipFile(out, "a") as archive:
         archive.writestr(info, b"x" * 100)
     return out.getvalue()
-
-
-def _count_reads(monkeypatch) -> list[int]:
-    """Record the size of every chunk the loader decompresses."""
-    reads = []
-    real_read = zipfile.ZipExtFile.read
-
-    def read(self, n=-1):
-        chunk = real_read(self, n)
-        reads.append(len(chunk))
-        return chunk
-
-    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
-    return reads
 
 
 # --------------------------------------------------------------------------- classifier
