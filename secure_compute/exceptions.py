@@ -35,3 +35,11 @@ class EnclaveGone(EnclaveUnavailable):
 
 class RowLimitExceeded(EnclaveError):
     """A sealed request holds more rows than the caller may still send (its query budget)."""
+
+
+class MPCError(SecureComputeError, ValueError):
+    """A secure-inference request, message, certificate or model was refused."""
+
+
+class MPCUnavailable(SecureComputeError, RuntimeError):
+    """A party of a secure-inference session is down, left mid-protocol or stopped answering."""
