@@ -55,6 +55,7 @@ from secure_compute.mpc_transport import (
     identity_load,
     listen,
     tls_context,
+    transcript_write,
 )
 
 _PROGRAM = "secure_compute.mpc_host"
@@ -112,6 +113,7 @@ def host_command(
     python: str | None = None,
     model_dir: Path | None = None,
     dealer: str | None = None,
+    transcript: Path | None = None,
 ) -> list[str]:
     """The command line that starts an owner or dealer host (see :func:`main`)."""
     project_root = os.fspath(Path(__file__).resolve().parents[1])
@@ -123,6 +125,8 @@ def host_command(
     command += ["--tls", os.fspath(tls_dir), "--endpoint", endpoint, "--listen", listen_at]
     if role == "owner":
         command += ["--model", os.fspath(model_dir), "--dealer", dealer]
+    if transcript is not None:
+        command += ["--transcript", os.fspath(transcript)]
     return command
 
 
@@ -201,8 +205,13 @@ def owner_serve(
     listen_at: tuple[str, int],
     model_dir: Path,
     dealer: tuple[str, int],
+    transcript: Path | None = None,
 ) -> None:
-    """Serve sessions of one endpoint's model until SIGTERM (see the module's docstring)."""
+    """Serve sessions of one endpoint's model until SIGTERM (see the module's docstring).
+
+    With ``transcript`` (a folder), each session also keeps what this host received
+    from the partner and the dealer in ``<id>.owner.frames`` there: what the owner saw.
+    """
     model = weights_load(model_dir)
     sessions = model_dir / "sessions"
     sessions.mkdir(exist_ok=True, mode=0o700)
@@ -214,7 +223,7 @@ def owner_serve(
 
     def session(raw: socket.socket) -> None:
         sock, peer = handshake_server(raw, server_context, timeout=HANDSHAKE_SECONDS)
-        partner = Link(sock, PARTNER)
+        partner = Link(sock, PARTNER, record=transcript is not None)
         try:
             if peer.role != "partner" or peer.endpoint != endpoint or not peer.session:
                 raise MPCError(
@@ -225,6 +234,7 @@ def owner_serve(
             partner.stop(exc)
             return
         outcome: dict = {"session": peer.session, "status": "failed"}
+        links = {PARTNER: partner}
         try:
             dealer_sock = connect(
                 dealer,
@@ -233,7 +243,7 @@ def owner_serve(
                 expect=PeerIdentity("dealer", endpoint),
                 title="the dealer",
             )
-            links = {PARTNER: partner, DEALER: Link(dealer_sock, DEALER)}
+            links[DEALER] = Link(dealer_sock, DEALER, record=partner.record)
             links[DEALER].send_object({"session": peer.session})
             n_rows, stats = mpc.owner_session(model, links, max_rows=peer.rows or 0)
             outcome |= {
@@ -252,6 +262,9 @@ def owner_serve(
             partner.stop(failure)
         finally:
             _record(record, outcome)
+            if transcript is not None:
+                seen = [frame for link in links.values() for frame in link.received]
+                transcript_write(transcript / f"{peer.session}.owner.frames", seen)
 
     _serve(host, listen_at, session)
 
@@ -285,8 +298,14 @@ def session_record(model_dir: Path, session: str) -> dict | None:
         return None
 
 
-def dealer_serve(*, tls_dir: Path, endpoint: str, listen_at: tuple[str, int]) -> None:
-    """Pair each session's owner and partner and deal for it, until SIGTERM."""
+def dealer_serve(
+    *, tls_dir: Path, endpoint: str, listen_at: tuple[str, int], transcript: Path | None = None
+) -> None:
+    """Pair each session's owner and partner and deal for it, until SIGTERM.
+
+    With ``transcript`` (a folder), each session keeps what the dealer received in
+    ``<id>.dealer.frames`` there.
+    """
     host = _Host(
         "dealer", identity_load(tls_dir, "dealer"), (tls_dir / "ca.pem").read_bytes(), endpoint, {}
     )
@@ -299,7 +318,12 @@ def dealer_serve(*, tls_dir: Path, endpoint: str, listen_at: tuple[str, int]) ->
         except SecureComputeError:
             return
         rank = {"owner": OWNER, "partner": PARTNER}.get(peer.role)
-        link = Link(sock, rank if rank is not None else PARTNER, timeout=HANDSHAKE_SECONDS)
+        link = Link(
+            sock,
+            rank if rank is not None else PARTNER,
+            timeout=HANDSHAKE_SECONDS,
+            record=transcript is not None,
+        )
         try:
             if rank is None or peer.endpoint != endpoint:
                 raise MPCError("Only this endpoint's model owner and partners are dealt for here.")
@@ -319,7 +343,8 @@ def dealer_serve(*, tls_dir: Path, endpoint: str, listen_at: tuple[str, int]) ->
         links[rank] = link
         if len(links) == 2:
             del waiting[session]
-            host.fork(lambda: _deal(links))
+            where = None if transcript is None else transcript / f"{session}.dealer.frames"
+            host.fork(lambda: _deal(links, where))
             for each in links.values():
                 each.close()
 
@@ -337,12 +362,16 @@ def dealer_serve(*, tls_dir: Path, endpoint: str, listen_at: tuple[str, int]) ->
     _serve(host, listen_at, arrive, tick=expire, in_child=False)
 
 
-def _deal(links: dict[int, Link]) -> None:
+def _deal(links: dict[int, Link], transcript: Path | None) -> None:
     try:
         mpc.dealer_session(links)
     except SecureComputeError as exc:
         for link in links.values():
             link.stop(exc)
+    finally:
+        if transcript is not None:
+            seen = [frame for link in links.values() for frame in link.received]
+            transcript_write(transcript, seen)
 
 
 def _serve(host: _Host, listen_at: tuple[str, int], handle, *, tick=None, in_child=True) -> None:
@@ -398,10 +427,10 @@ class SessionTicket:
 
 def partner_predict(
     ticket: SessionTicket, X, *, timeout: float = SESSION_SECONDS, record: bool = False
-) -> mpc.Prediction | tuple[mpc.Prediction, list[bytes]]:
+) -> mpc.Prediction | tuple[mpc.Prediction, list[tuple[int, bytes]]]:
     """Run one session as the partner, in a forked child; return what the partner learns.
 
-    With ``record``, also every frame body the partner's process received.
+    With ``record``, also every frame (kind, body) the partner's process received.
 
     Raises
     ------
@@ -462,7 +491,7 @@ def _partner_child(ticket: SessionTicket, X, sender, record: bool) -> None:
         prediction = mpc.partner_session(
             ticket.architecture, X, links, precision_bits=ticket.precision_bits
         )
-        received = [body for link in links.values() for body in link.received]
+        received = [frame for link in links.values() for frame in link.received]
         sender.send(("ok", (prediction, received) if record else prediction))
     except SecureComputeError as exc:
         sender.send(("error", type(exc)(str(exc))))
@@ -483,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free)")
     parser.add_argument("--model", type=Path, help="the folded model's folder (owner)")
     parser.add_argument("--dealer", help="the dealer's host:port (owner)")
+    parser.add_argument(
+        "--transcript", type=Path, help="keep what each session received here (for audits, tests)"
+    )
     args = parser.parse_args(argv)
     try:
         listen_at = address_parse(args.listen)
@@ -495,9 +527,15 @@ def main(argv: list[str] | None = None) -> int:
                 listen_at=listen_at,
                 model_dir=args.model,
                 dealer=address_parse(args.dealer),
+                transcript=args.transcript,
             )
         else:
-            dealer_serve(tls_dir=args.tls, endpoint=args.endpoint, listen_at=listen_at)
+            dealer_serve(
+                tls_dir=args.tls,
+                endpoint=args.endpoint,
+                listen_at=listen_at,
+                transcript=args.transcript,
+            )
     except (SecureComputeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

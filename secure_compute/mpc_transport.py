@@ -299,8 +299,9 @@ class LinkStats:
 class Link:
     """One party's end of a framed, TLS-protected connection to one peer.
 
-    ``received`` keeps every frame body that arrived when ``record`` is set: what
-    this party saw, for the tests that check neither side sees the other's data.
+    ``received`` keeps every frame (kind, body) that arrived when ``record`` is
+    set: what this party saw (:func:`transcript_values` reads it), for the tests
+    that check neither side sees the other's data.
     """
 
     sock: socket.socket
@@ -308,7 +309,7 @@ class Link:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     record: bool = False
     stats: LinkStats = field(default_factory=LinkStats)
-    received: list[bytes] = field(default_factory=list)
+    received: list[tuple[int, bytes]] = field(default_factory=list)
     _sent_seq: int = 0
     _received_seq: int = 0
 
@@ -354,7 +355,7 @@ class Link:
                 f"where {_KIND_NAMES[kind]} was expected."
             )
         if self.record:
-            self.received.append(bytes(body))
+            self.received.append((got_kind, bytes(body)))
         return body
 
     def stop(self, error: Exception) -> None:
@@ -446,6 +447,35 @@ class Link:
             return _untagged(json.loads(body))
         except (ValueError, TypeError, RecursionError):
             raise MPCError(f"{self._from()} is not a valid JSON message.") from None
+
+
+def transcript_write(path: Path, frames: list[tuple[int, bytes]]) -> None:
+    """Keep what a party received in a session (0600): shares and messages, never data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        for kind, body in frames:
+            file.write(struct.pack(">BI", kind, len(body)) + body)
+
+
+def transcript_read(path: Path) -> list[tuple[int, bytes]]:
+    data, frames, at = path.read_bytes(), [], 0
+    while at < len(data):
+        kind, length = struct.unpack_from(">BI", data, at)
+        frames.append((kind, data[at + 5 : at + 5 + length]))
+        at += 5 + length
+    return frames
+
+
+def transcript_values(frames: list[tuple[int, bytes]]) -> tuple[np.ndarray, list]:
+    """Every int64 a party received, flattened, and every message (JSON, untagged)."""
+    values, messages = [np.zeros(0, dtype=np.int64)], []
+    for kind, body in frames:
+        if kind == KIND_TENSOR:
+            rank = body[0]
+            values.append(np.frombuffer(body[1 + 4 * rank :], dtype="<i8").astype(np.int64))
+        elif kind == KIND_OBJECT:
+            messages.append(_untagged(json.loads(body)))
+    return np.concatenate(values), messages
 
 
 def _stop_sentence(title: str, body: bytes) -> str:
