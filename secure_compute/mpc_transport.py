@@ -538,6 +538,7 @@ def handshake_server(
     raw: socket.socket, context: ssl.SSLContext, *, timeout: float
 ) -> tuple[ssl.SSLSocket, PeerIdentity]:
     raw.settimeout(timeout)
+    _no_delay(raw)
     try:
         sock = context.wrap_socket(raw, server_side=True)
     except (ssl.SSLError, OSError) as exc:
@@ -563,6 +564,7 @@ def connect(
         raise MPCUnavailable(
             f"{title.capitalize()} is not reachable at {address[0]}:{address[1]}."
         ) from None
+    _no_delay(raw)
     try:
         sock = context.wrap_socket(raw)
     except (ssl.SSLError, OSError) as exc:
@@ -578,6 +580,13 @@ def connect(
             f"not {expect.role} of endpoint {expect.endpoint}."
         )
     return sock
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """Send each frame at once: the protocol is many small request-answer rounds, which
+    Nagle's algorithm would hold back for the peer's delayed ACK (40 ms a round)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _ssl_reason(exc: BaseException) -> str:
