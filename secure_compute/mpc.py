@@ -48,8 +48,9 @@ MAX_ROWS = 4096
 MAX_FEATURES = 4096
 MAX_LAYERS = 16
 MAX_UNITS = 4096
-#: Largest value a partner's input may hold: products stay far inside the ring.
-MAX_ABS_INPUT = 2.0**20
+#: Largest value a partner's input may hold, so that a product before truncation stays
+#: far inside the 64-bit ring (see :func:`row_error_bounds` on truncation failures).
+MAX_ABS_INPUT = 2.0**16
 #: Most ring elements the dealer makes for one request (a 4096 x 4096 product).
 MAX_DEALER_ELEMENTS = 2**24
 

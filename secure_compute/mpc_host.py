@@ -114,6 +114,7 @@ def host_command(
     model_dir: Path | None = None,
     dealer: str | None = None,
     transcript: Path | None = None,
+    session_seconds: int = SESSION_SECONDS,
 ) -> list[str]:
     """The command line that starts an owner or dealer host (see :func:`main`)."""
     project_root = os.fspath(Path(__file__).resolve().parents[1])
@@ -123,6 +124,7 @@ def host_command(
     )
     command = [python or sys.executable, "-I", "-c", bootstrap, role]
     command += ["--tls", os.fspath(tls_dir), "--endpoint", endpoint, "--listen", listen_at]
+    command += ["--session-seconds", str(session_seconds)]
     if role == "owner":
         command += ["--model", os.fspath(model_dir), "--dealer", dealer]
     if transcript is not None:
@@ -166,6 +168,7 @@ class _Host:
     ca_pem: bytes
     endpoint: str
     children: dict[int, float]
+    session_seconds: int = SESSION_SECONDS
 
     def reap(self) -> None:
         """Collect ended session children; kill one that outlived SESSION_SECONDS."""
@@ -176,7 +179,7 @@ class _Host:
                 if done:
                     del self.children[pid]
                     continue
-            if now - started > SESSION_SECONDS + 5:
+            if now - started > self.session_seconds + 5:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
@@ -189,13 +192,23 @@ class _Host:
         status = 1
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.alarm(SESSION_SECONDS)
+            _session_deadline(self.session_seconds)
             run()
             status = 0
         except BaseException:  # noqa: BLE001 - a child reports through its record, then ends
             status = 2
         finally:
             os._exit(status)
+
+
+def _session_deadline(seconds: int = SESSION_SECONDS) -> None:
+    """End this session's process with one sentence once it has run ``seconds``."""
+
+    def expired(*_):
+        raise MPCUnavailable(f"The session ran longer than {seconds} s and was stopped.")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
 
 
 def owner_serve(
@@ -206,6 +219,7 @@ def owner_serve(
     model_dir: Path,
     dealer: tuple[str, int],
     transcript: Path | None = None,
+    session_seconds: int = SESSION_SECONDS,
 ) -> None:
     """Serve sessions of one endpoint's model until SIGTERM (see the module's docstring).
 
@@ -215,9 +229,7 @@ def owner_serve(
     model = weights_load(model_dir)
     sessions = model_dir / "sessions"
     sessions.mkdir(exist_ok=True, mode=0o700)
-    host = _Host(
-        "owner", identity_load(tls_dir, "owner"), (tls_dir / "ca.pem").read_bytes(), endpoint, {}
-    )
+    host = _Host("owner", *_credentials(tls_dir, "owner"), endpoint, {}, session_seconds)
     server_context = tls_context(host.identity, host.ca_pem, server=True)
     client_context = tls_context(host.identity, host.ca_pem, server=False)
 
@@ -269,6 +281,10 @@ def owner_serve(
     _serve(host, listen_at, session)
 
 
+def _credentials(tls_dir: Path, role: str) -> tuple[Identity, bytes]:
+    return identity_load(tls_dir, role), (tls_dir / "ca.pem").read_bytes()
+
+
 def _claim(sessions: Path, session: str) -> Path:
     if not session.isalnum() or len(session) > 64:
         raise MPCError("The session certificate names no valid session.")
@@ -299,16 +315,19 @@ def session_record(model_dir: Path, session: str) -> dict | None:
 
 
 def dealer_serve(
-    *, tls_dir: Path, endpoint: str, listen_at: tuple[str, int], transcript: Path | None = None
+    *,
+    tls_dir: Path,
+    endpoint: str,
+    listen_at: tuple[str, int],
+    transcript: Path | None = None,
+    session_seconds: int = SESSION_SECONDS,
 ) -> None:
     """Pair each session's owner and partner and deal for it, until SIGTERM.
 
     With ``transcript`` (a folder), each session keeps what the dealer received in
     ``<id>.dealer.frames`` there.
     """
-    host = _Host(
-        "dealer", identity_load(tls_dir, "dealer"), (tls_dir / "ca.pem").read_bytes(), endpoint, {}
-    )
+    host = _Host("dealer", *_credentials(tls_dir, "dealer"), endpoint, {}, session_seconds)
     context = tls_context(host.identity, host.ca_pem, server=True)
     waiting: dict[str, tuple[float, dict[int, Link]]] = {}
 
@@ -471,7 +490,7 @@ def _received(receiver):
 
 
 def _partner_child(ticket: SessionTicket, X, sender, record: bool) -> None:
-    signal.alarm(SESSION_SECONDS)
+    _session_deadline()
     try:
         context = tls_context(ticket.identity, ticket.ca_pem, server=False)
         links = {}
@@ -512,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free)")
     parser.add_argument("--model", type=Path, help="the folded model's folder (owner)")
     parser.add_argument("--dealer", help="the dealer's host:port (owner)")
+    parser.add_argument("--session-seconds", type=int, default=SESSION_SECONDS)
     parser.add_argument(
         "--transcript", type=Path, help="keep what each session received here (for audits, tests)"
     )
@@ -528,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
                 model_dir=args.model,
                 dealer=address_parse(args.dealer),
                 transcript=args.transcript,
+                session_seconds=args.session_seconds,
             )
         else:
             dealer_serve(
@@ -535,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                 endpoint=args.endpoint,
                 listen_at=listen_at,
                 transcript=args.transcript,
+                session_seconds=args.session_seconds,
             )
     except (SecureComputeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

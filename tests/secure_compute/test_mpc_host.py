@@ -84,7 +84,7 @@ def _start(command) -> tuple[subprocess.Popen, int]:
 
 
 @contextmanager
-def hosts_for(model: mpc.FoldedModel, root: Path):
+def hosts_for(model: mpc.FoldedModel, root: Path, *, session_seconds=mpc_host.SESSION_SECONDS):
     ca = transport.ca_create(endpoint=ENDPOINT)
     tls, model_dir, transcripts = root / "tls", root / "model", root / "transcripts"
     for role in ("owner", "dealer"):
@@ -93,7 +93,12 @@ def hosts_for(model: mpc.FoldedModel, root: Path):
     (tls / "ca.pem").write_bytes(ca.cert_pem)
     mpc_host.weights_save(model, model_dir)
     transcripts.mkdir()
-    common = {"tls_dir": tls, "endpoint": ENDPOINT, "listen_at": "127.0.0.1:0"}
+    common = {
+        "tls_dir": tls,
+        "endpoint": ENDPOINT,
+        "listen_at": "127.0.0.1:0",
+        "session_seconds": session_seconds,
+    }
     dealer, dealer_port = _start(mpc_host.host_command("dealer", transcript=transcripts, **common))
     owner, owner_port = _start(
         mpc_host.host_command(
@@ -231,15 +236,7 @@ def test_a_partner_with_the_wrong_certificate_is_refused(lr_hosts, cancer, chang
 
 def test_a_partner_that_leaves_mid_protocol_fails_only_its_session(lr_hosts, cancer):
     ticket = lr_hosts.ticket(4)
-    context = transport.tls_context(ticket.identity, ticket.ca_pem, server=False)
-    sock = transport.connect(
-        ticket.owner,
-        context,
-        timeout=10,
-        expect=transport.PeerIdentity("owner", ENDPOINT),
-        title="the model owner",
-    )
-    link = transport.Link(sock, transport.OWNER)
+    link = _connected_partner(ticket)
     link.send_object({"n_rows": 4, "architecture": ticket.architecture.sha256()})
     link.receive_object()  # the layer norms; then the partner leaves before CrypTen starts
     link.close()
@@ -250,10 +247,31 @@ def test_a_partner_that_leaves_mid_protocol_fails_only_its_session(lr_hosts, can
     assert prediction.logits.shape == (4, 1)
 
 
-def test_a_killed_dealer_fails_the_call_cleanly_and_leaves_no_process(cancer, tmp_path):
+def _connected_partner(ticket) -> transport.Link:
+    context = transport.tls_context(ticket.identity, ticket.ca_pem, server=False)
+    sock = transport.connect(
+        ticket.owner,
+        context,
+        timeout=10,
+        expect=transport.PeerIdentity("owner", ENDPOINT),
+        title="the model owner",
+    )
+    return transport.Link(sock, transport.OWNER)
+
+
+def test_a_silent_partner_is_cut_off_and_a_killed_dealer_fails_calls_cleanly(cancer, tmp_path):
     X, y, rows = cancer
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y)
-    with hosts_for(mpc.model_fold(model), tmp_path) as hosts:
+    # A session may run 5 s here, so the silent partner below is cut off soon.
+    with hosts_for(mpc.model_fold(model), tmp_path, session_seconds=5) as hosts:
+        silent = _connected_partner(hosts.ticket(3))
+        silent.send_object({"n_rows": 3, "architecture": model_architecture(hosts)})
+        silent.receive_object()  # the owner now waits for the dealer and for CrypTen's seeds
+        record = _record(hosts, f"s{hosts.sessions}")
+        assert record["status"] == "failed", record
+        assert record["error"] == "The session ran longer than 5 s and was stopped.", record
+        silent.close()
+
         os.killpg(hosts.dealer.pid, signal.SIGKILL)
         hosts.dealer.wait(timeout=60)
         ticket = hosts.ticket(3)
@@ -263,6 +281,10 @@ def test_a_killed_dealer_fails_the_call_cleanly_and_leaves_no_process(cancer, tm
         assert record["status"] == "failed" and "dealer" in record["error"]
         assert _children(hosts.owner.pid) == []  # the session's child has ended
     assert hosts.owner.poll() is not None
+
+
+def model_architecture(hosts: Hosts) -> str:
+    return hosts.model.architecture.sha256()
 
 
 def _children(pid: int) -> list[int]:
