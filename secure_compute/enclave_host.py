@@ -30,6 +30,7 @@ import struct
 import sys
 from pathlib import Path
 
+from secure_compute._processes import pid_runs, python_command
 from secure_compute.enclave import CHILD_ENVIRONMENT, ROW_COUNT, EnclaveProcess
 from secure_compute.exceptions import (
     EnclaveError,
@@ -103,13 +104,8 @@ def host_command(
     *, socket_path: Path, model_path: Path, root_directory: Path, python: str | None = None
 ) -> list[str]:
     """The command line that starts a host; it imports this project from where it lives."""
-    project_root = os.fspath(Path(__file__).resolve().parents[1])
-    bootstrap = (
-        f"import sys; sys.path.insert(0, {project_root!r}); "
-        f"from {_PROGRAM} import main; sys.exit(main())"
-    )
     return [
-        *(python or sys.executable, "-I", "-c", bootstrap),
+        *python_command(_PROGRAM, python=python),
         *("--socket", os.fspath(socket_path), "--model", os.fspath(model_path)),
         *("--root", os.fspath(root_directory)),
     ]
@@ -121,22 +117,9 @@ def host_environment() -> dict[str, str]:
 
 
 def host_pid_is_ours(pid: int, socket_path: str | os.PathLike) -> bool:
-    """Whether ``pid`` is a live (not zombie) host serving ``socket_path``.
-
-    PIDs are reused: a stored PID is trusted only if its command line is this
-    program's with this socket. Reads ``/proc`` (Linux); elsewhere it answers
-    False, so nothing is ever signalled on a guess.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
-        return False
-    wanted = [b"--socket", os.fsencode(socket_path)]
-    pairs = [arguments[i : i + 2] for i in range(len(arguments) - 1)]
-    return any(_PROGRAM.encode() in a for a in arguments) and wanted in pairs
+    """Whether ``pid`` is a live (not zombie) host serving ``socket_path``
+    (:func:`secure_compute._processes.pid_runs`)."""
+    return pid_runs(pid, _PROGRAM, "--socket", socket_path)
 
 
 def host_serve(*, socket_path: Path, model_path: Path, root_directory: Path) -> None:

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from secure_compute import mpc
+from secure_compute._processes import pid_runs, python_command
 from secure_compute.exceptions import MPCError, MPCUnavailable, SecureComputeError
 from secure_compute.mpc_transport import (
     DEALER,
@@ -117,12 +118,7 @@ def host_command(
     session_seconds: int = SESSION_SECONDS,
 ) -> list[str]:
     """The command line that starts an owner or dealer host (see :func:`main`)."""
-    project_root = os.fspath(Path(__file__).resolve().parents[1])
-    bootstrap = (
-        f"import sys; sys.path.insert(0, {project_root!r}); "
-        f"from {_PROGRAM} import main; sys.exit(main())"
-    )
-    command = [python or sys.executable, "-I", "-c", bootstrap, role]
+    command = [*python_command(_PROGRAM, python=python), role]
     command += ["--tls", os.fspath(tls_dir), "--endpoint", endpoint, "--listen", listen_at]
     command += ["--session-seconds", str(session_seconds)]
     if role == "owner":
@@ -137,18 +133,9 @@ def host_environment() -> dict[str, str]:
 
 
 def host_pid_is_ours(pid: int, tls_dir: str | os.PathLike) -> bool:
-    """Whether ``pid`` is a live host of this program using ``tls_dir`` (reads ``/proc``)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
-        return False
-    pairs = [arguments[i : i + 2] for i in range(len(arguments) - 1)]
-    return (
-        any(_PROGRAM.encode() in a for a in arguments) and [b"--tls", os.fsencode(tls_dir)] in pairs
-    )
+    """Whether ``pid`` is a live host of this program using ``tls_dir``
+    (:func:`secure_compute._processes.pid_runs`)."""
+    return pid_runs(pid, _PROGRAM, "--tls", tls_dir)
 
 
 def address_parse(text: str) -> tuple[str, int]:
