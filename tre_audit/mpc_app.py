@@ -324,7 +324,8 @@ def _shares_table(i, names, x, encoded, mask, masked) -> str:
     )
     return (
         f'<div class="scroll"><table class="shares" id="shares-row-{i + 1}">'
-        f"<caption>Row {i + 1}</caption><thead><tr><th>Feature</th>"
+        f'<caption>Row {i + 1} <span class="narrow-only">(scroll sideways for the shares)'
+        "</span></caption><thead><tr><th>Feature</th>"
         "<th class=num>Value (stays here)</th>"
         f"<th class=num>× 2<sup>{PRECISION_BITS}</sup></th>"
         "<th class=num>Share 1: mask <var>r</var></th>"
