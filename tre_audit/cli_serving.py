@@ -1,8 +1,9 @@
-"""``tre-audit enclave`` and ``tre-audit he``: serve an approved model, and use it as a partner.
+"""``tre-audit enclave``, ``he`` and ``mpc``: serve an approved model, and use it as a partner.
 
 In the spirit of Cape's CLI: ``deploy`` starts an endpoint for an approved
 request; ``encrypt`` verifies the enclave's attestation and seals a CSV to it
 (nothing leaves in the clear); ``run`` sends sealed rows and opens the answer.
+``mpc app`` serves the partner's local web app for secure inference.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tre_audit.cli import CommandError, _Server
 
 
 def add_commands(commands, *, server_args) -> None:
-    """Register the ``enclave`` and ``he`` command groups on the main parser."""
+    """Register the ``enclave``, ``he`` and ``mpc`` command groups on the main parser."""
     enclave = commands.add_parser("enclave", help="attested-enclave endpoints").add_subparsers(
         dest="enclave_command", required=True
     )
@@ -53,6 +54,14 @@ def add_commands(commands, *, server_args) -> None:
     predict.add_argument("--out", type=Path, help="write predictions here (CSV); default stdout")
     server_args(predict)
     predict.set_defaults(handler=_he_predict)
+    mpc = commands.add_parser("mpc", help="secure inference with a dealer").add_subparsers(
+        dest="mpc_command", required=True
+    )
+    app = mpc.add_parser("app", help="the web app for secure inference, on this machine only")
+    app.add_argument("endpoint", type=int, help="the endpoint's number")
+    app.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default: any free)")
+    server_args(app)
+    app.set_defaults(handler=_mpc_app)
 
 
 def _deploy_args(p, server_args, *, kind: str) -> None:
@@ -105,6 +114,12 @@ def _code_measurement(text: str) -> bytes:
     if len(value) != 48:
         raise argparse.ArgumentTypeError("must be 96 hexadecimal digits (a SHA-384)")
     return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("must be a port number, 0 to 65535")
+    return int(text)
 
 
 def _server(args) -> _Server:
@@ -286,6 +301,39 @@ def _he_predict(args) -> int:
         raise CommandError(str(exc)) from None
     labels = result.labels if result.labels is not None else result.outputs
     _write_predictions(args.out, labels, result.probabilities, list(client.info.classes or []))
+    return 0
+
+
+def _mpc_app(args) -> int:
+    """Serve the local app, wired to the service's secure-inference client."""
+    from secure_compute.mpc import Architecture
+    from tre_audit import mpc_app
+
+    server = _server(args)
+    try:
+        from secure_compute import mpc_client
+    except ImportError:
+        raise CommandError(
+            "This installation has no secure-inference client (secure_compute.mpc_client)."
+        ) from None
+    token = server.session.headers["Authorization"].split(" ", 1)[1]
+    info = mpc_client.model_info(server.url, token, args.endpoint)
+    architecture = Architecture.from_json(info["architecture"])
+
+    def predict(X):
+        return mpc_client.predict(server.url, token, args.endpoint, X)
+
+    def ready(url: str) -> None:
+        print(f"Secure inference for endpoint #{args.endpoint}: open {url} (Ctrl-C stops it)")
+
+    try:
+        mpc_app.app_serve(
+            architecture, predict, endpoint=str(args.endpoint), port=args.port, ready=ready
+        )
+    except KeyboardInterrupt:
+        print("Stopped.", file=sys.stderr)
+    except OSError as exc:
+        raise CommandError(f"Cannot listen on 127.0.0.1:{args.port}: {exc.strerror}.") from None
     return 0
 
 
