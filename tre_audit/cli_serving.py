@@ -54,9 +54,19 @@ def add_commands(commands, *, server_args) -> None:
     predict.add_argument("--out", type=Path, help="write predictions here (CSV); default stdout")
     server_args(predict)
     predict.set_defaults(handler=_he_predict)
-    mpc = commands.add_parser("mpc", help="secure inference with a dealer").add_subparsers(
-        dest="mpc_command", required=True
+    mpc = commands.add_parser("mpc", help="two-party secure inference (with a dealer)")
+    mpc = mpc.add_subparsers(dest="mpc_command", required=True)
+    _deploy_args(
+        mpc.add_parser("deploy", help="serve an approved linear model or MLP by secure MPC"),
+        server_args,
+        kind="mpc",
     )
+    predict = mpc.add_parser("predict", help="secure predictions for a CSV (rows stay here)")
+    predict.add_argument("endpoint", type=int, help="the endpoint's number")
+    predict.add_argument("-f", "--file", required=True, type=Path, help="input CSV")
+    predict.add_argument("--out", type=Path, help="write predictions here (CSV); default stdout")
+    server_args(predict)
+    predict.set_defaults(handler=_mpc_predict)
     app = mpc.add_parser("app", help="the web app for secure inference, on this machine only")
     app.add_argument("endpoint", type=int, help="the endpoint's number")
     app.add_argument("--port", type=_port, default=0, help="port on 127.0.0.1 (default: any free)")
@@ -306,29 +316,26 @@ def _he_predict(args) -> int:
 
 def _mpc_app(args) -> int:
     """Serve the local app, wired to the service's secure-inference client."""
-    from secure_compute.mpc import Architecture
+    from secure_compute import mpc_client
+    from secure_compute.exceptions import SecureComputeError
     from tre_audit import mpc_app
 
     server = _server(args)
-    try:
-        from secure_compute import mpc_client
-    except ImportError:
-        raise CommandError(
-            "This installation has no secure-inference client (secure_compute.mpc_client)."
-        ) from None
     token = server.session.headers["Authorization"].split(" ", 1)[1]
-    info = mpc_client.model_info(server.url, token, args.endpoint)
-    architecture = Architecture.from_json(info["architecture"])
+    try:
+        info = mpc_client.model_info(server.url, token, args.endpoint, http=server.session)
+    except SecureComputeError as exc:
+        raise CommandError(str(exc)) from None
 
     def predict(X):
-        return mpc_client.predict(server.url, token, args.endpoint, X)
+        return mpc_client.predict(server.url, token, args.endpoint, X, http=server.session)
 
     def ready(url: str) -> None:
         print(f"Secure inference for endpoint #{args.endpoint}: open {url} (Ctrl-C stops it)")
 
     try:
         mpc_app.app_serve(
-            architecture, predict, endpoint=str(args.endpoint), port=args.port, ready=ready
+            info.architecture, predict, endpoint=str(args.endpoint), port=args.port, ready=ready
         )
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
@@ -350,3 +357,54 @@ def _write_predictions(out: Path | None, labels, probabilities, classes) -> None
     if out:
         handle.close()
         print(f"Wrote {len(labels)} predictions to {out}", file=sys.stderr)
+
+
+def _mpc_predict(args) -> int:
+    from secure_compute import mpc_client
+    from secure_compute.exceptions import SecureComputeError
+
+    server = _server(args)
+    info = server.call("get", f"endpoints/{args.endpoint}/")
+    if info["kind"] != "mpc":
+        raise CommandError(f"Endpoint #{args.endpoint} is not an MPC endpoint.")
+    token = server.session.headers["Authorization"].split(" ", 1)[1]
+    rows = _mpc_rows(args.file)
+    try:
+        prediction = mpc_client.predict(server.url, token, args.endpoint, rows, http=server.session)
+    except SecureComputeError as exc:
+        raise CommandError(str(exc)) from None
+    _mpc_predictions_write(args.out, prediction)
+    stats = prediction.stats
+    print(
+        f"{len(prediction.predictions)} rows by secure inference: largest logit error bound "
+        f"{prediction.error_bound:.3g}, {stats.bytes_sent + stats.bytes_received} bytes "
+        f"in {stats.rounds} rounds.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _mpc_rows(path: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a CSV table"
+        raise CommandError(f"Cannot read {path}: {reason}.") from None
+
+
+def _mpc_predictions_write(out: Path | None, prediction) -> None:
+    logits = prediction.logits
+    names = ["logit"] if logits.shape[1] == 1 else [f"logit_{j}" for j in range(logits.shape[1])]
+    handle = out.open("w", newline="") if out else sys.stdout
+    writer = csv.writer(handle)
+    writer.writerow(["prediction", *names, "error_bound"])
+    for label, row, bound in zip(
+        prediction.predictions, logits, prediction.error_bounds, strict=True
+    ):
+        label = label.item() if hasattr(label, "item") else label
+        writer.writerow([label, *(f"{v:.6f}" for v in row), f"{bound:.6f}"])
+    if out:
+        handle.close()
+        print(f"Wrote {len(logits)} predictions to {out}", file=sys.stderr)

@@ -159,6 +159,14 @@ TRE_AUDIT_ANCHOR_FILE = Path(env("TRE_AUDIT_ANCHOR_FILE", str(VAR_DIR / "audit-a
 #: and the enclave hosts' sockets (short path: Unix sockets allow about 100 bytes).
 TRE_AUDIT_ENCLAVE_ROOT = Path(env("TRE_AUDIT_ENCLAVE_ROOT", str(VAR_DIR / "enclave-root")))
 TRE_AUDIT_ENCLAVE_SOCKETS = Path(env("TRE_AUDIT_ENCLAVE_SOCKETS", str(VAR_DIR / "enclaves")))
+#: Secure inference with a dealer (docs/mpc-inference.md): the address partners reach
+#: the model owner's and the dealer's hosts at, which they also listen on (a port each,
+#: chosen per endpoint). TRE_AUDIT_MPC_DEALER ("host:port") names a dealer the TRE runs
+#: on a separate host instead of one started here per endpoint (empty, the default); that
+#: dealer must present the endpoint's dealer certificate, which deploying writes to
+#: var/mpc/<endpoint>/tls/dealer.pem and .key for the operator to copy there.
+TRE_AUDIT_MPC_HOST = env("TRE_AUDIT_MPC_HOST", "127.0.0.1")
+TRE_AUDIT_MPC_DEALER = env("TRE_AUDIT_MPC_DEALER", "")
 #: Largest file a researcher may upload, in bytes (safe_model.loader.DEFAULT_MAX_BYTES too).
 TRE_AUDIT_MAX_UPLOAD_BYTES = env_int("TRE_AUDIT_MAX_UPLOAD_BYTES", 200 * 2**20)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20

@@ -5,9 +5,7 @@ with a real partner session behind them; here ``predict`` is a plain function.
 """
 
 import re
-import sys
 import threading
-import types
 
 import numpy as np
 import pytest
@@ -141,45 +139,6 @@ def test_a_failed_session_is_one_sentence_on_the_page(error, status):
         server.server_close()
     assert answer.status_code == status
     assert str(error) in answer.text and "Traceback" not in answer.text
-
-
-def test_the_cli_without_the_client_module_exits_2_in_one_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "secure_compute.mpc_client", None)  # import fails
-    code = cli.main(["mpc", "app", "7", "--url", "http://tre.example", "--token", "t"])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert (
-        err == "tre-audit: error: This installation has no secure-inference client "
-        "(secure_compute.mpc_client).\n"
-    )
-
-
-def test_the_cli_wires_the_app_to_the_client(monkeypatch, capsys):
-    calls = []
-    client = types.SimpleNamespace(
-        model_info=lambda url, token, endpoint: (
-            calls.append(("info", url, token, endpoint)) or {"architecture": ARCHITECTURE.to_json()}
-        ),
-        predict=lambda url, token, endpoint, X: (
-            calls.append(("predict", url, token, endpoint)) or _sum_predict(X)
-        ),
-    )
-    monkeypatch.setitem(sys.modules, "secure_compute.mpc_client", client)
-    served = {}
-
-    def serve(architecture, predict, *, endpoint, port, ready):
-        served.update(architecture=architecture, endpoint=endpoint, port=port)
-        served["prediction"] = predict(np.array([[1.0, 1.0, -3.0]]))
-        ready("http://127.0.0.1:5123/")
-
-    monkeypatch.setattr(mpc_app, "app_serve", serve)
-    code = cli.main(["mpc", "app", "7", "--port", "5123", "--url", "http://tre.x", "--token", "t"])
-    assert code == 0
-    assert served["architecture"] == ARCHITECTURE
-    assert (served["endpoint"], served["port"]) == ("7", 5123)
-    assert served["prediction"].predictions.tolist() == ["no"]
-    assert calls == [("info", "http://tre.x", "t", 7), ("predict", "http://tre.x", "t", 7)]
-    assert "open http://127.0.0.1:5123/" in capsys.readouterr().out
 
 
 def test_the_cli_refuses_a_port_out_of_range(capsys):

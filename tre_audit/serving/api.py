@@ -1,4 +1,4 @@
-"""REST endpoints of secure serving: deploy and stop, HE inference, the enclave.
+"""REST endpoints of secure serving: deploy and stop, HE inference, the enclave, MPC.
 
 Binary bodies are read straight from the stream after their declared length is
 checked, so an oversized body is refused with 413 before a byte is buffered.
@@ -18,8 +18,8 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from secure_compute import he
-from secure_compute.exceptions import EnclaveUnavailable, SecureComputeError
+from secure_compute import he, mpc
+from secure_compute.exceptions import EnclaveUnavailable, MPCUnavailable, SecureComputeError
 from secure_compute.sealing import MAX_SEALED_REQUEST_BYTES
 from tre_audit.api.serializers import ErrorSerializer
 from tre_audit.serving import selectors, services
@@ -40,7 +40,7 @@ _CALL_ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Refused: the sentence says why."),
     413: OpenApiResponse(ErrorSerializer, description="The body is larger than allowed."),
     429: OpenApiResponse(ErrorSerializer, description="Today's query budget is spent."),
-    503: OpenApiResponse(ErrorSerializer, description="The enclave is not running."),
+    503: OpenApiResponse(ErrorSerializer, description="The enclave or an MPC host is down."),
 }
 
 
@@ -76,6 +76,8 @@ class EndpointSerializer(serializers.ModelSerializer):
         base = self.context["request"].build_absolute_uri(f"/api/v1/endpoints/{endpoint.pk}/")
         if endpoint.kind == EndpointKind.HE:
             return {"model_info": f"{base}he/info", "evaluate": f"{base}he/evaluate"}
+        if endpoint.kind == EndpointKind.MPC:
+            return {"model_info": f"{base}mpc/info", "sessions": f"{base}mpc/sessions"}
         return {"endpoint": base.rstrip("/")}
 
 
@@ -112,17 +114,32 @@ def _answer(call, content_type: str) -> HttpResponse | Response:
     """
     try:
         body = call()
-    except BudgetSpent as exc:
-        response = Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
-        response["Retry-After"] = str(exc.retry_after)
-        return response
-    except EnclaveUnavailable as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-    except SecureComputeError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    except (BudgetSpent, SecureComputeError) as exc:
+        return _refusal(exc)
     response = HttpResponse(body, content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def _json_answer(call, code: int = status.HTTP_200_OK) -> Response:
+    """:func:`_answer` for a call whose answer is JSON."""
+    try:
+        body = call()
+    except (BudgetSpent, SecureComputeError) as exc:
+        return _refusal(exc)
+    response = Response(body, status=code)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _refusal(exc: Exception) -> Response:
+    if isinstance(exc, BudgetSpent):
+        response = Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    if isinstance(exc, (EnclaveUnavailable, MPCUnavailable)):
+        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
 
 
 def _body(request, limit: int) -> bytes | Response:
@@ -284,4 +301,60 @@ class EnclaveRunView(APIView):
         return _answer(
             lambda: services.enclave_run(endpoint=endpoint, user=request.user, sealed=body),
             "application/octet-stream",
+        )
+
+
+class MPCSessionOpenSerializer(serializers.Serializer):
+    n_rows = serializers.IntegerField(min_value=1, max_value=mpc.MAX_ROWS)
+    csr = serializers.CharField(max_length=16384, help_text="your key's certificate request, PEM")
+
+
+class MPCModelInfoView(APIView):
+    @extend_schema(
+        tags=[TAG],
+        responses={200: OpenApiTypes.OBJECT, **_CALL_ERRORS},
+        description="The public layers, their SHA-256, the precision and row limit; no weights.",
+    )
+    def get(self, request, endpoint_id: int):
+        endpoint = _endpoint(request, endpoint_id)
+        return _json_answer(lambda: services.mpc_model_info(endpoint=endpoint, user=request.user))
+
+
+class MPCSessionOpenView(APIView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        tags=[TAG],
+        request=MPCSessionOpenSerializer,
+        responses={201: OpenApiTypes.OBJECT, **_CALL_ERRORS},
+        description="Reserve rows and certify your key for one session with the two hosts.",
+    )
+    def post(self, request, endpoint_id: int):
+        endpoint = _endpoint(request, endpoint_id)
+        data = MPCSessionOpenSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return _json_answer(
+            lambda: services.mpc_session_open(
+                endpoint=endpoint,
+                user=request.user,
+                n_rows=data.validated_data["n_rows"],
+                csr_pem=data.validated_data["csr"].encode(),
+            ),
+            status.HTTP_201_CREATED,
+        )
+
+
+class MPCSessionCloseView(APIView):
+    @extend_schema(
+        tags=[TAG],
+        request=None,
+        responses={200: OpenApiTypes.OBJECT, **_CALL_ERRORS},
+        description="Settle a session: counted once if it ran, its rows refunded if not.",
+    )
+    def post(self, request, endpoint_id: int, session: str):
+        endpoint = _endpoint(request, endpoint_id)
+        return _json_answer(
+            lambda: services.mpc_session_close(
+                endpoint=endpoint, user=request.user, session=session
+            )
         )

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from tre_audit.serving.enums import EndpointKind, EndpointStatus
+from tre_audit.serving.enums import EndpointKind, EndpointStatus, MpcSessionStatus
 from tre_audit.submissions.models import Submission
 
 
@@ -20,7 +20,12 @@ class Endpoint(models.Model):
     callers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
     preset = models.CharField(max_length=16, blank=True)  # HE parameter preset
     socket_path = models.CharField(max_length=255, blank=True)  # enclave host
-    pid = models.IntegerField(null=True, blank=True)
+    pid = models.IntegerField(null=True, blank=True)  # enclave host; MPC: the owner's host
+    #: MPC: the dealer host started for this endpoint (None: the TRE's own dealer).
+    dealer_pid = models.IntegerField(null=True, blank=True)
+    #: MPC: where partners reach the model owner's and the dealer's hosts ("host:port").
+    owner_address = models.CharField(max_length=300, blank=True)
+    dealer_address = models.CharField(max_length=300, blank=True)
     n_calls = models.PositiveBigIntegerField(default=0)
     n_bytes_in = models.PositiveBigIntegerField(default=0)
     created_by = models.ForeignKey(
@@ -54,3 +59,28 @@ class CallerUsage(models.Model):
                 fields=["submission", "caller", "day"], name="one_usage_per_caller_and_day"
             )
         ]
+
+
+class MpcSession(models.Model):
+    """One partner's secure-inference session on an MPC endpoint: counts, never data.
+
+    Its rows are reserved in the caller's budget when it opens; closing it reads
+    what the model owner's host recorded and refunds a session that never ran.
+    """
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="mpc_sessions")
+    caller = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    session = models.CharField(max_length=32, unique=True)  # secrets.token_hex(16)
+    usage = models.ForeignKey(CallerUsage, on_delete=models.PROTECT, related_name="+")
+    n_rows = models.PositiveIntegerField()  # reserved at opening; what ran, once done
+    status = models.CharField(
+        max_length=16, choices=MpcSessionStatus.choices, default=MpcSessionStatus.OPEN
+    )
+    n_bytes = models.PositiveBigIntegerField(default=0)  # received by the model owner
+    rounds = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -112,6 +112,9 @@ def endpoint_command(endpoint: Endpoint, *, server_url: str) -> str:
     if endpoint.kind == EndpointKind.HE:
         args = ["he", "predict", str(endpoint.pk), "-f", "rows.csv", "--keys", "partner.key"]
         return shlex.join(["tre-audit", *args, "--out", "predictions.csv", *server])
+    if endpoint.kind == EndpointKind.MPC:
+        args = ["mpc", "predict", str(endpoint.pk), "-f", "rows.csv", "--out", "predictions.csv"]
+        return shlex.join(["tre-audit", *args, *server])
     args = ["enclave", "run", str(endpoint.pk), "-f", "rows.csv", "--root", ROOT_DOWNLOAD_NAME]
     pins = ["--model-sha256", endpoint.model_sha256]
     pins += ["--code-measurement", enclave_code_measurement(), "--accept-simulated"]

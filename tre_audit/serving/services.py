@@ -17,11 +17,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import json
 import math
 import os
+import secrets
+import select
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -29,7 +33,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from secure_compute import he
+from secure_compute import he, mpc, mpc_host
 from secure_compute.attestation import (
     ROOT_CERT_FILE,
     simulated_root_create,
@@ -47,21 +51,31 @@ from secure_compute.exceptions import (
     EnclaveGone,
     EnclaveUnavailable,
     HEError,
+    MPCError,
+    MPCUnavailable,
     RowLimitExceeded,
     UnsupportedModel,
+)
+from secure_compute.mpc_transport import (
+    Identity,
+    ca_create,
+    csr_sign,
+    identity_issue,
+    identity_load,
+    identity_save,
 )
 from secure_compute.presets import PRESETS
 from secure_compute.sealing import MAX_ROWS as ENCLAVE_MAX_ROWS
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.exceptions import ReviewNotAllowed
 from tre_audit.reviews.services import check_approval_signed_off
-from tre_audit.serving.enums import EndpointKind, EndpointStatus
+from tre_audit.serving.enums import EndpointKind, EndpointStatus, MpcSessionStatus
 from tre_audit.serving.exceptions import BudgetSpent, ServingError, ServingNotAllowed
-from tre_audit.serving.models import CallerUsage, Endpoint
+from tre_audit.serving.models import CallerUsage, Endpoint, MpcSession
 from tre_audit.serving.selectors import he_unfit_reason
 from tre_audit.submissions.enums import FileRole, Status
-from tre_audit.submissions.models import StoredFile, Submission
-from tre_audit.submissions.selectors import user_is_author_or_admin, user_roles
+from tre_audit.submissions.models import StoredFile, Submission, SubmissionFile
+from tre_audit.submissions.selectors import current_run, user_is_author_or_admin, user_roles
 from tre_audit.submissions.services import (
     audit_entry_append,
     file_path,
@@ -74,6 +88,12 @@ SERVABLE = {Status.APPROVED, Status.RELEASED}
 
 #: Endpoints that hold (or are about to hold) a process.
 LIVE = {EndpointStatus.STARTING, EndpointStatus.RUNNING}
+
+#: Endpoint kinds whose hosts are processes of their own.
+HOSTED = {EndpointKind.ENCLAVE, EndpointKind.MPC}
+
+#: Seconds an MPC host may take to print ``ready <port>`` (it imports CrypTen first).
+MPC_HOST_START_SECONDS = 120
 
 #: Compare-and-swap attempts to count one call before giving up under contention.
 BUDGET_ATTEMPTS = 100
@@ -166,6 +186,7 @@ def endpoint_deploy(
         raise ServingError(unfit)  # as the audit's report names the model: no fold needed
     if kind == EndpointKind.HE:
         he_weights(model.sha256)  # refuses a model HE cannot serve, before anything is stored
+    folded = mpc_fold(submission=submission) if kind == EndpointKind.MPC else None
     endpoint = Endpoint.objects.create(
         submission=submission,
         kind=kind,
@@ -175,6 +196,8 @@ def endpoint_deploy(
     )
     if kind == EndpointKind.ENCLAVE:
         _enclave_start(endpoint)  # raises ServingError once the endpoint is marked failed
+    if kind == EndpointKind.MPC:
+        _mpc_start(endpoint, folded)  # the same
     _endpoint_running(endpoint, by=by)
     for caller in callers:
         endpoint_caller_grant(endpoint=endpoint, caller=caller, by=by, reason=reason)
@@ -189,7 +212,13 @@ def _check_has_role(caller: AbstractBaseUser) -> None:
 
 
 def _approved_model(submission: Submission) -> StoredFile:
-    return submission.files.get(version=submission.version, role=FileRole.MODEL).stored
+    return _approved_model_file(submission).stored
+
+
+def _approved_model_file(submission: Submission) -> SubmissionFile:
+    return submission.files.select_related("stored").get(
+        version=submission.version, role=FileRole.MODEL
+    )
 
 
 @transaction.atomic
@@ -304,6 +333,126 @@ def _sentence(line: str) -> str:
     return line.removeprefix("error: ").strip()
 
 
+# --------------------------------------------------------------------------- MPC hosts
+
+
+def mpc_directory(endpoint: Endpoint) -> Path:
+    """The endpoint's MPC folder: ``tls/`` (certificates) and ``model/`` (the folded model)."""
+    return settings.VAR_DIR / "mpc" / str(endpoint.pk)
+
+
+def mpc_ca() -> Identity:
+    """The service's MPC certificate authority, made on first use (key 0600, folder 0700).
+
+    Every certificate it signs names its endpoint (and a partner's its session),
+    and the hosts accept only their own endpoint's peers.
+    """
+    directory = settings.VAR_DIR / "mpc" / "ca"
+    if not (directory / "ca.pem").exists():
+        directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity_save(ca_create(endpoint="service"), directory, "ca")
+    return identity_load(directory, "ca")
+
+
+def mpc_fold(*, submission: Submission) -> mpc.FoldedModel:
+    """The approved model folded for secure inference, in a sandbox; ServingError if refused.
+
+    An ONNX model's classes and output are the audit's, as it loaded the model.
+    """
+    model = _approved_model_file(submission)
+    labels, output = None, "probabilities"
+    if model.name.lower().endswith(".onnx"):
+        run = current_run(submission)
+        summary = ((run.report if run else None) or {}).get("model") or {}
+        labels = summary.get("classes")
+        output = (summary.get("declaration") or {}).get("output") or output
+    try:
+        return mpc.model_fold_file(
+            file_read(stored=model.stored), filename=model.name, labels=labels, output=output
+        )
+    except MPCError as exc:
+        raise ServingError(str(exc)) from None
+
+
+def mpc_architecture(endpoint: Endpoint) -> mpc.Architecture:
+    """The public layers the endpoint serves, as written at deploy (never its weights)."""
+    path = mpc_directory(endpoint) / "model" / mpc_host.ARCHITECTURE_FILE
+    return mpc.Architecture.from_json(json.loads(path.read_text()))
+
+
+def _mpc_start(endpoint: Endpoint, folded: mpc.FoldedModel) -> None:
+    """Write the endpoint's certificates and model, start the dealer, then the owner.
+
+    Each PID is recorded as soon as its host is up, so a failure stops what started.
+    """
+    try:
+        _mpc_files_write(endpoint, folded)
+        dealer = settings.TRE_AUDIT_MPC_DEALER
+        if not dealer:
+            endpoint.dealer_pid, port = _mpc_host_spawn(endpoint, "dealer")
+            dealer = _address(settings.TRE_AUDIT_MPC_HOST, port)
+        endpoint.dealer_address = dealer
+        endpoint.save(update_fields=["dealer_pid", "dealer_address"])
+        endpoint.pid, port = _mpc_host_spawn(endpoint, "owner", dealer=dealer)
+        endpoint.owner_address = _address(settings.TRE_AUDIT_MPC_HOST, port)
+        endpoint.save(update_fields=["pid", "owner_address"])
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, ServingError) else "The MPC hosts did not start."
+        endpoint_fail(endpoint=endpoint, reason=reason)
+        raise ServingError(reason) from None
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _mpc_files_write(endpoint: Endpoint, folded: mpc.FoldedModel) -> None:
+    directory = mpc_directory(endpoint)
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.mkdir(exist_ok=True, mode=0o700)
+    ca, tls = mpc_ca(), directory / "tls"
+    for role in ("owner", "dealer"):
+        identity_save(identity_issue(ca, role=role, endpoint=str(endpoint.pk)), tls, role)
+    (tls / "ca.pem").write_bytes(ca.cert_pem)
+    mpc_host.weights_save(folded, directory / "model")
+
+
+def _mpc_host_spawn(endpoint: Endpoint, role: str, *, dealer: str = "") -> tuple[int, int]:
+    """Start one host in its own session; its PID and port once it prints ``ready <port>``."""
+    directory = mpc_directory(endpoint)
+    log = settings.VAR_DIR / "log" / f"mpc-{endpoint.pk}-{role}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = mpc_host.host_command(
+        role,
+        tls_dir=directory / "tls",
+        endpoint=str(endpoint.pk),
+        listen_at=_address(settings.TRE_AUDIT_MPC_HOST, 0),
+        model_dir=directory / "model" if role == "owner" else None,
+        dealer=dealer or None,
+    )
+    with log.open("ab") as errors:
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            start_new_session=True,  # outlives the web process that deployed it
+            env=mpc_host.host_environment(),
+        )
+    ready, _, _ = select.select([process.stdout], [], [], MPC_HOST_START_SECONDS)
+    line = process.stdout.readline().split() if ready else []
+    process.stdout.close()
+    if len(line) != 2 or line[0] != b"ready" or not line[1].isdigit():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        problem = log.read_text(errors="replace").strip().splitlines()
+        title = "model owner's" if role == "owner" else "dealer"
+        raise ServingError(
+            _sentence(problem[-1] if problem else f"The {title} host did not start.")
+        )
+    return process.pid, int(line[1])
+
+
 # --------------------------------------------------------------------------- stop, fail, reconcile
 
 
@@ -350,35 +499,57 @@ def endpoint_fail(*, endpoint: Endpoint, reason: str) -> Endpoint:
 
 
 def endpoints_reconcile() -> int:
-    """Mark FAILED every live enclave endpoint whose host is gone; run at start-up.
+    """Mark FAILED every live enclave or MPC endpoint whose host is gone; run at start-up.
 
     A stored PID counts only if it is still that endpoint's host
-    (:func:`~secure_compute.enclave_host.host_pid_is_ours`): an unrelated
-    process that reused it is left alone. Returns how many were marked.
+    (:func:`~secure_compute.enclave_host.host_pid_is_ours`,
+    :func:`~secure_compute.mpc_host.host_pid_is_ours`): an unrelated process
+    that reused it is left alone. Returns how many were marked.
     """
     failed = 0
-    for endpoint in Endpoint.objects.filter(kind=EndpointKind.ENCLAVE, status__in=LIVE):
+    for endpoint in Endpoint.objects.filter(kind__in=HOSTED, status__in=LIVE):
         if not _host_alive(endpoint):
             endpoint_fail(endpoint=endpoint, reason=_host_missing(endpoint))
             failed += 1
     return failed
 
 
+def _hosts(endpoint: Endpoint) -> list[tuple[int | None, str]]:
+    """The endpoint's host processes and what each is called (an MPC endpoint has two,
+    or one when the TRE runs the dealer elsewhere)."""
+    if endpoint.kind != EndpointKind.MPC:
+        return [(endpoint.pid, "enclave host")]
+    hosts = [(endpoint.pid, "model owner's host")]
+    if endpoint.dealer_pid or not endpoint.dealer_address:
+        hosts.append((endpoint.dealer_pid, "dealer host"))
+    return hosts
+
+
 def _host_missing(endpoint: Endpoint) -> str:
-    if endpoint.pid is None:
-        return "Its deployment never finished: no enclave host was recorded."
-    return f"Its enclave host (process {endpoint.pid}) is no longer running."
+    for pid, name in _hosts(endpoint):
+        if pid is None:
+            return f"Its deployment never finished: no {name} was recorded."
+        if not _pid_is_ours(endpoint, pid):
+            return f"Its {name} (process {pid}) is no longer running."
+    return "Its host is no longer running."
+
+
+def _pid_is_ours(endpoint: Endpoint, pid: int) -> bool:
+    if endpoint.kind == EndpointKind.MPC:
+        return mpc_host.host_pid_is_ours(pid, mpc_directory(endpoint) / "tls")
+    return host_pid_is_ours(pid, endpoint.socket_path)
 
 
 def _host_alive(endpoint: Endpoint) -> bool:
-    return bool(endpoint.pid and host_pid_is_ours(endpoint.pid, endpoint.socket_path))
+    return all(pid and _pid_is_ours(endpoint, pid) for pid, _ in _hosts(endpoint))
 
 
 def _host_stop(endpoint: Endpoint) -> None:
-    if _host_alive(endpoint):
-        _process_group_stop(endpoint.pid)
-    elif endpoint.pid:
-        _reap(endpoint.pid)
+    for pid, _ in _hosts(endpoint):
+        if pid and _pid_is_ours(endpoint, pid):
+            _process_group_stop(pid)
+        elif pid:
+            _reap(pid)
 
 
 def _process_group_stop(pid: int, *, grace_seconds: float = 10.0) -> None:
@@ -414,8 +585,9 @@ def _reap(pid: int) -> None:
 
 
 def enclave_endpoints_stop_all(*, reason: str) -> int:
-    """Stop every live enclave, starting ones too (their hosts end with the service)."""
-    running = Endpoint.objects.filter(kind=EndpointKind.ENCLAVE, status__in=LIVE)
+    """Stop every live enclave and MPC endpoint, starting ones too (their hosts end with
+    the service)."""
+    running = Endpoint.objects.filter(kind__in=HOSTED, status__in=LIVE)
     for endpoint in running:
         endpoint_stop(endpoint=endpoint, by=None, reason=reason)
     return len(running)
@@ -505,6 +677,147 @@ def _host_answer(endpoint: Endpoint, call):
         if not _host_alive(endpoint):
             endpoint_fail(endpoint=endpoint, reason=_host_missing(endpoint))
         raise
+
+
+def mpc_model_info(*, endpoint: Endpoint, user: AbstractBaseUser) -> dict:
+    """What a partner needs to take part: the public layers and precision; never weights."""
+    check_user_can_call(user, endpoint)
+    architecture = mpc_architecture(endpoint)
+    return {
+        "architecture": architecture.to_json(),
+        "architecture_sha256": architecture.sha256(),
+        "precision_bits": mpc.PRECISION_BITS,
+        "max_rows": mpc.MAX_ROWS,
+    }
+
+
+def mpc_session_open(
+    *,
+    endpoint: Endpoint,
+    user: AbstractBaseUser,
+    n_rows: int,
+    csr_pem: bytes,
+    now: dt.datetime | None = None,
+) -> dict:
+    """Reserve ``n_rows`` of the caller's budget and certify their key for one session.
+
+    The certificate names the endpoint, the session and its rows: the model
+    owner's host runs that session once, on at most those rows. A host found
+    dead marks the endpoint failed (MPCUnavailable, 503); a bad request is an
+    MPCError and charges nothing.
+    """
+    check_user_can_call(user, endpoint)
+    if not 1 <= n_rows <= mpc.MAX_ROWS:
+        raise ServingError(f"A session takes 1 to {mpc.MAX_ROWS} rows, not {n_rows}.")
+    _mpc_hosts_check(endpoint)
+    session = secrets.token_hex(16)
+    ca = mpc_ca()
+    certificate = csr_sign(ca, csr_pem, endpoint=str(endpoint.pk), session=session, rows=n_rows)
+    usage, _ = budget_reserve(endpoint=endpoint, user=user, n_rows=n_rows, now=now)
+    with transaction.atomic():
+        MpcSession.objects.create(
+            endpoint=endpoint, caller=user, session=session, usage=usage, n_rows=n_rows
+        )
+        audit_entry_append(
+            submission=endpoint.submission,
+            action="endpoint:mpc-open",
+            by=user,
+            reason=f"endpoint #{endpoint.pk}: mpc session opened: {n_rows} rows "
+            f"from {user.get_username()}",
+        )
+    return {
+        "session": session,
+        "owner": endpoint.owner_address,
+        "dealer": endpoint.dealer_address,
+        "ca": ca.cert_pem.decode(),
+        "certificate": certificate.decode(),
+        "architecture": mpc_architecture(endpoint).to_json(),
+        "precision_bits": mpc.PRECISION_BITS,
+    }
+
+
+def _mpc_hosts_check(endpoint: Endpoint) -> None:
+    if not _host_alive(endpoint):
+        reason = _host_missing(endpoint)
+        endpoint_fail(endpoint=endpoint, reason=reason)
+        raise MPCUnavailable(f"This endpoint has failed: {reason}")
+
+
+def mpc_session_close(
+    *, endpoint: Endpoint, user: AbstractBaseUser, session: str, now: dt.datetime | None = None
+) -> dict:
+    """Settle a session from what the model owner's host recorded; idempotent.
+
+    Done: the call is counted and logged once (rows, bytes the owner received),
+    unused rows refunded. Failed, or never run (it then never can): every row
+    is refunded and the failure logged. Still running: nothing changes yet.
+    Only the session's caller may close it.
+    """
+    with transaction.atomic():
+        row = (
+            MpcSession.objects.select_for_update()
+            .filter(endpoint=endpoint, caller=user, session=session)
+            .first()
+        )
+        if row is None:
+            raise ServingNotAllowed("There is no session with that name you opened.")
+        if row.status != MpcSessionStatus.OPEN:
+            return _mpc_session_summary(row, row.status)
+        record = _mpc_session_settle(row, now=now or timezone.now())
+    return _mpc_session_summary(row, record.get("status", "failed"))
+
+
+def _mpc_session_settle(row: MpcSession, *, now: dt.datetime) -> dict:
+    model_dir = mpc_directory(row.endpoint) / "model"
+    record = mpc_host.session_record(model_dir, row.session) or _mpc_session_void(
+        model_dir, row.session
+    )
+    if record.get("status") == "running":
+        return record
+    if record.get("status") == "done":
+        n_rows = min(int(record.get("n_rows", row.n_rows)), row.n_rows)
+        budget_refund(usage=row.usage, n_rows=row.n_rows - n_rows)
+        row.status, row.n_rows = MpcSessionStatus.DONE, n_rows
+        row.n_bytes, row.rounds = int(record["bytes_received"]), int(record["rounds"])
+        _call_record(row.endpoint, row.caller, row.n_bytes, n_rows, "mpc:predict")
+    else:
+        budget_refund(usage=row.usage, n_rows=row.n_rows)
+        row.status = MpcSessionStatus.FAILED
+        row.error = str(record.get("error") or "The session failed.")[:500]
+        audit_entry_append(
+            submission=row.endpoint.submission,
+            action="endpoint:mpc-failed",
+            by=row.caller,
+            reason=f"endpoint #{row.endpoint_id}: mpc session failed, {row.n_rows} rows "
+            f"refunded to {row.caller.get_username()}: {row.error}",
+        )
+    row.finished_at = now
+    row.save(update_fields=["status", "n_rows", "n_bytes", "rounds", "error", "finished_at"])
+    return record
+
+
+def _mpc_session_void(model_dir: Path, session: str) -> dict:
+    """Claim a session that never ran, as the owner host would, so it never can."""
+    sessions = model_dir / "sessions"
+    sessions.mkdir(exist_ok=True, mode=0o700)
+    outcome = {"session": session, "status": "failed", "error": "The session never ran."}
+    try:
+        fd = os.open(sessions / f"{session}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # it has just started
+        return mpc_host.session_record(model_dir, session) or {"status": "running"}
+    with os.fdopen(fd, "w") as file:
+        json.dump(outcome, file)
+    return outcome
+
+
+def _mpc_session_summary(row: MpcSession, status: str) -> dict:
+    return {
+        "status": status,
+        "n_rows": row.n_rows,
+        "bytes": row.n_bytes,
+        "rounds": row.rounds,
+        "error": row.error,
+    }
 
 
 def _call_record(

@@ -12,4 +12,11 @@ urlpatterns = [
     path(f"{E}he/evaluate", api.HEEvaluateView.as_view(), name="api-he-evaluate"),
     path(f"{E}attestation", api.AttestationView.as_view(), name="api-enclave-attestation"),
     path(f"{E}run", api.EnclaveRunView.as_view(), name="api-enclave-run"),
+    path(f"{E}mpc/info", api.MPCModelInfoView.as_view(), name="api-mpc-info"),
+    path(f"{E}mpc/sessions", api.MPCSessionOpenView.as_view(), name="api-mpc-sessions"),
+    path(
+        f"{E}mpc/sessions/<str:session>/close",
+        api.MPCSessionCloseView.as_view(),
+        name="api-mpc-session-close",
+    ),
 ]

@@ -68,6 +68,9 @@ class AuditAction(models.TextChoices):
     ENDPOINT_FAILED = "endpoint:failed", "an endpoint failed"
     ENDPOINT_EVALUATE = "endpoint:evaluate", "called the encrypted endpoint"
     ENDPOINT_RUN = "endpoint:run", "called the enclave endpoint"
+    ENDPOINT_MPC_OPEN = "endpoint:mpc-open", "opened a secure-inference session"
+    ENDPOINT_PREDICT = "endpoint:predict", "called the secure-inference endpoint"
+    ENDPOINT_MPC_FAILED = "endpoint:mpc-failed", "a secure-inference session failed"
 
 
 def audit_action_text(action: str) -> str:

@@ -32,7 +32,7 @@ def test_every_endpoint_and_method_is_in_the_schema(schema):
     }
     got = {path: set(ops) - {"parameters"} for path, ops in schema["paths"].items()}
     assert got == expected
-    assert len(expected) == 16 + 8 + 3  # + record questions (list, detail), + inbox
+    assert len(expected) == 16 + 8 + 3 + 3  # + record questions, + inbox, + MPC (info, open, close)
 
 
 def test_every_operation_documents_its_success_and_errors(schema):

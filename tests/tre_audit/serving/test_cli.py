@@ -134,3 +134,52 @@ def test_only_an_admin_names_callers_at_deploy(served, capsys):
     as_admin = ["--url", served["server"][1], "--token", AuthToken.objects.create(user=admin)[1]]
     assert main([*deploy, "--reason", "Study 4 partner.", *as_admin]) == 0
     assert list(Endpoint.objects.get().callers.all()) == [partner]
+
+
+def test_mpc_deploy_and_predict_by_column_name_and_a_missing_column_exits_2(
+    served, cancer, tmp_path, settings, capsys
+):
+    settings.VAR_DIR, settings.TRE_AUDIT_MPC_DEALER = tmp_path / "var", ""
+    X, model = cancer
+    assert main(["mpc", "deploy", str(served["submission"].pk), *served["server"]]) == 0
+    endpoint = Endpoint.objects.get()
+    shuffled, out = tmp_path / "shuffled.csv", tmp_path / "mpc.csv"
+    X[list(reversed(X.columns))].to_csv(shuffled, index=False)  # chosen by name, not place
+    args = ["mpc", "predict", str(endpoint.pk), "-f", str(shuffled), *served["server"]]
+    assert main([*args, "--out", str(out)]) == 0
+    with out.open() as handle:
+        assert next(csv.reader(handle)) == ["prediction", "logit", "error_bound"]
+    assert np.array_equal(_predictions(out), model.predict(X))
+    assert "largest logit error bound" in capsys.readouterr().err
+    missing = tmp_path / "missing.csv"
+    X.drop(columns=[X.columns[3]]).to_csv(missing, index=False)
+    args[4] = str(missing)
+    assert main([*args, "--out", str(tmp_path / "never.csv")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert X.columns[3] in error and "\n" not in error
+    assert not (tmp_path / "never.csv").exists()
+
+
+def test_mpc_app_is_wired_to_the_service_s_endpoint(
+    served, cancer, tmp_path, settings, monkeypatch
+):
+    """``tre-audit mpc app`` serves the endpoint's public model and predicts through the
+    service (its HTTP loop is driven in Chromium in tests/integration/test_browser_mpc_app.py)."""
+    from tre_audit import mpc_app
+
+    settings.VAR_DIR, settings.TRE_AUDIT_MPC_DEALER = tmp_path / "var", ""
+    X, model = cancer
+    assert main(["mpc", "deploy", str(served["submission"].pk), *served["server"]]) == 0
+    endpoint = Endpoint.objects.get()
+    served_app = {}
+
+    def serve(architecture, predict, *, endpoint, port, ready):
+        rows = X[list(architecture.feature_names)].to_numpy()[:3]
+        served_app.update(architecture=architecture, endpoint=endpoint, prediction=predict(rows))
+        ready(f"http://127.0.0.1:{port}/")
+
+    monkeypatch.setattr(mpc_app, "app_serve", serve)
+    assert main(["mpc", "app", str(endpoint.pk), "--port", "5123", *served["server"]]) == 0
+    assert served_app["endpoint"] == str(endpoint.pk)
+    assert served_app["architecture"].n_features == X.shape[1]
+    assert (served_app["prediction"].predictions == model.predict(X.iloc[:3])).all()
