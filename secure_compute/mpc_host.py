@@ -272,7 +272,8 @@ def _credentials(tls_dir: Path, role: str) -> tuple[Identity, bytes]:
     return identity_load(tls_dir, role), (tls_dir / "ca.pem").read_bytes()
 
 
-def _claim(sessions: Path, session: str) -> Path:
+def _claim(sessions: Path, session: str, outcome: dict | None = None) -> Path:
+    """Create ``session``'s record, exclusively: a session runs (or is voided) once."""
     if not session.isalnum() or len(session) > 64:
         raise MPCError("The session certificate names no valid session.")
     record = sessions / f"{session}.json"
@@ -281,8 +282,25 @@ def _claim(sessions: Path, session: str) -> Path:
     except FileExistsError:
         raise MPCError("This session has run already: open a new one.") from None
     with os.fdopen(fd, "w") as file:
-        json.dump({"session": session, "status": "running"}, file)
+        json.dump(outcome or {"session": session, "status": "running"}, file)
     return record
+
+
+def session_void(model_dir: Path, session: str) -> dict:
+    """Make sure a session that has not started never can; return its record.
+
+    The service calls this when a partner closes a session the owner host never
+    saw: the record is claimed as failed, so that certificate cannot run it later.
+    A session that started meanwhile keeps its own record.
+    """
+    sessions = model_dir / "sessions"
+    sessions.mkdir(exist_ok=True, mode=0o700)
+    outcome = {"session": session, "status": "failed", "error": "The session never ran."}
+    try:
+        _claim(sessions, session, outcome)
+    except MPCError:
+        return session_record(model_dir, session) or {"status": "running"}
+    return outcome
 
 
 def _record(path: Path, outcome: dict) -> None:

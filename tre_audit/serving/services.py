@@ -95,6 +95,10 @@ HOSTED = {EndpointKind.ENCLAVE, EndpointKind.MPC}
 #: Seconds an MPC host may take to print ``ready <port>`` (it imports CrypTen first).
 MPC_HOST_START_SECONDS = 120
 
+#: A session still "running" this long after it opened lost its process (the host kills
+#: a session past its deadline): it is settled as failed and its rows refunded.
+MPC_SESSION_LOST_AFTER = dt.timedelta(seconds=mpc_host.SESSION_SECONDS + 60)
+
 #: Compare-and-swap attempts to count one call before giving up under contention.
 BUDGET_ATTEMPTS = 100
 
@@ -769,11 +773,13 @@ def mpc_session_close(
 
 def _mpc_session_settle(row: MpcSession, *, now: dt.datetime) -> dict:
     model_dir = mpc_directory(row.endpoint) / "model"
-    record = mpc_host.session_record(model_dir, row.session) or _mpc_session_void(
+    record = mpc_host.session_record(model_dir, row.session) or mpc_host.session_void(
         model_dir, row.session
     )
     if record.get("status") == "running":
-        return record
+        if now - row.created_at <= MPC_SESSION_LOST_AFTER:
+            return record
+        record = {"status": "failed", "error": "The session's process ended without a record."}
     if record.get("status") == "done":
         n_rows = min(int(record.get("n_rows", row.n_rows)), row.n_rows)
         budget_refund(usage=row.usage, n_rows=row.n_rows - n_rows)
@@ -794,20 +800,6 @@ def _mpc_session_settle(row: MpcSession, *, now: dt.datetime) -> dict:
     row.finished_at = now
     row.save(update_fields=["status", "n_rows", "n_bytes", "rounds", "error", "finished_at"])
     return record
-
-
-def _mpc_session_void(model_dir: Path, session: str) -> dict:
-    """Claim a session that never ran, as the owner host would, so it never can."""
-    sessions = model_dir / "sessions"
-    sessions.mkdir(exist_ok=True, mode=0o700)
-    outcome = {"session": session, "status": "failed", "error": "The session never ran."}
-    try:
-        fd = os.open(sessions / f"{session}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # it has just started
-        return mpc_host.session_record(model_dir, session) or {"status": "running"}
-    with os.fdopen(fd, "w") as file:
-        json.dump(outcome, file)
-    return outcome
 
 
 def _mpc_session_summary(row: MpcSession, status: str) -> dict:

@@ -1,8 +1,10 @@
 """MPC endpoints end to end: real owner and dealer host processes started by the service,
 real HTTP (live server), the partner's real client in a process of its own."""
 
+import datetime as dt
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +163,42 @@ def test_a_model_mpc_cannot_serve_is_refused_in_one_sentence_with_no_endpoint(mp
     assert str(refused.value).endswith(".") and "\n" not in str(refused.value)
     assert "RandomForest" in str(refused.value)
     assert not Endpoint.objects.exists()
+
+
+def test_a_session_whose_process_died_is_settled_as_failed_once_it_is_overdue(live_server, served):
+    """The owner host's session child is killed mid-session, before it can record how it
+    went: the record says "running" until the session is overdue, then it is refunded."""
+    from django.utils import timezone
+
+    from secure_compute import mpc_transport as transport
+    from tre_audit.serving.services import MPC_SESSION_LOST_AFTER, mpc_session_close
+
+    endpoint, _, partner, token = served
+    key, csr = csr_create()
+    opened = _open(live_server, endpoint, token, {"n_rows": 3, "csr": csr.decode()}).json()
+    info = mpc_client.model_info(live_server.url, token, endpoint.pk)
+    ticket = mpc_client._ticket(opened, endpoint.pk, key, info)
+    context = transport.tls_context(ticket.identity, ticket.ca_pem, server=False)
+    expect = transport.PeerIdentity("owner", str(endpoint.pk))
+    sock = transport.connect(ticket.owner, context, timeout=30, expect=expect, title="the owner")
+    link = transport.Link(sock, transport.OWNER)
+    link.send_object({"n_rows": 3, "architecture": ticket.architecture.sha256()})
+    link.receive_object()  # the session's child is now waiting for CrypTen's seeds
+    endpoint.refresh_from_db()
+    children = Path(f"/proc/{endpoint.pid}/task/{endpoint.pid}/children").read_text().split()
+    assert len(children) == 1
+    os.kill(int(children[0]), signal.SIGKILL)
+    link.close()
+    now = timezone.now()
+    assert (
+        mpc_session_close(endpoint=endpoint, user=partner, session=ticket.session, now=now)[
+            "status"
+        ]
+        == "running"
+    )
+    later = now + MPC_SESSION_LOST_AFTER + dt.timedelta(seconds=1)
+    summary = mpc_session_close(endpoint=endpoint, user=partner, session=ticket.session, now=later)
+    assert summary["status"] == "failed"
+    assert summary["error"] == "The session's process ended without a record."
+    assert CallerUsage.objects.get(caller=partner).n_rows == 0
+    assert MpcSession.objects.get(session=ticket.session).status == MpcSessionStatus.FAILED
