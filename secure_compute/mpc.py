@@ -566,9 +566,10 @@ def owner_session(
     """The model owner's part of one session; returns the rows served and what crossed.
 
     ``links`` reach the partner and the dealer. The partner first says how many
-    rows it brings (at most ``max_rows``, its certificate's), the largest absolute
-    input and the architecture it expects; the owner answers with the logit
-    error bound, then both run the model under CrypTen.
+    rows it brings (at most ``max_rows``, its certificate's) and the architecture
+    it expects; the owner answers with one norm per dense layer
+    (:func:`layer_norms`, for the partner's error bound), then both run the
+    model under CrypTen.
     """
     partner = links[PARTNER]
     n_rows = _hello_check(partner.receive_object(), model.architecture, max_rows)
