@@ -257,8 +257,13 @@ def foldable_by_name(model_class: str, step_classes: Sequence[str] = ()) -> bool
     -------
     bool
     """
-    steps_ok = all(step in {*_names_of(_SCALERS), "str", "NoneType"} for step in step_classes)
-    return model_class in _names_of(_FOLDABLE_MODELS) and steps_ok
+    return model_class in _names_of(_FOLDABLE_MODELS) and scalers_by_name(step_classes)
+
+
+def scalers_by_name(step_classes: Sequence[str]) -> bool:
+    """Whether pipeline steps of these class names fold into a model's first layer: the
+    scalers, or ``"passthrough"`` (``"str"``) and None."""
+    return all(step in {*_names_of(_SCALERS), "str", "NoneType"} for step in step_classes)
 
 
 def _names_of(classes) -> list[str]:

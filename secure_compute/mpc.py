@@ -194,6 +194,47 @@ def _dense_stack(dense: list[tuple[np.ndarray, np.ndarray]]) -> list[Layer]:
 # --------------------------------------------------------------------------- folding
 
 
+#: The declared layers (:mod:`attacks.nn.schema` types) whose ONNX export folds: Linear
+#: becomes Gemm or MatMul and Add, Dropout is gone from the export, Flatten is a no-op.
+FOLDABLE_LAYERS = ("Linear", "ReLU", "Dropout", "Flatten")
+
+
+def foldable_by_name(
+    model_class: str,
+    step_classes: Sequence[str] = (),
+    *,
+    activation: str | None = None,
+    layers: Sequence[str] | None = None,
+) -> bool:
+    """Whether :func:`model_fold` takes a model so named, after these steps.
+
+    A cheap first answer from a report's model summary, as
+    :func:`secure_compute.he.foldable_by_name` gives for HE, so a page offers secure
+    inference only for what it can serve; folding the model still decides.
+
+    Parameters
+    ----------
+    model_class : str
+        The final estimator's class name, such as ``"MLPClassifier"`` or
+        ``"OnnxClassifier"``.
+    step_classes : sequence of str, default=()
+        The class names of the pipeline steps before it.
+    activation : str, optional
+        An ``MLPClassifier``'s ``activation``; None if not known.
+    layers : sequence of str, optional
+        An ONNX network's declared layer types, in order; None if not declared.
+
+    Returns
+    -------
+    bool
+    """
+    if model_class == "OnnxClassifier":
+        return layers is None or all(layer in FOLDABLE_LAYERS for layer in layers)
+    if model_class == "MLPClassifier":
+        return activation in (None, "relu") and he.scalers_by_name(step_classes)
+    return he.foldable_by_name(model_class, step_classes)
+
+
 def model_fold(model) -> FoldedModel:
     """Fold a fitted model into public layers and secret weights.
 

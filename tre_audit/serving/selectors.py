@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
-from secure_compute import he
+from secure_compute import he, mpc
 from secure_compute.attestation import ROOT_CERT_FILE
 from tre_audit.reviews.enums import Role
 from tre_audit.reviews.services import user_has_role
@@ -58,8 +58,7 @@ def he_unfit_reason(*, submission: Submission) -> str:
     model = _report_model(submission)
     if not model or not model.get("type"):
         return ""
-    final = str(model["type"]).rsplit(".", 1)[-1]
-    steps = [str(step).split(": ", 1)[-1] for step in model.get("pipeline_steps", [])[:-1]]
+    final, steps = _final_and_steps(model)
     if he.foldable_by_name(final, steps):
         return ""
     return (
@@ -68,17 +67,63 @@ def he_unfit_reason(*, submission: Submission) -> str:
     )
 
 
+def mpc_unfit_reason(*, submission: Submission) -> str:
+    """Why secure inference (MPC) cannot serve the approved model, from the report's model
+    summary (an MLP's activation, a network's declared layers); "" if it can, or if the
+    report does not say (deploying then folds the model and decides)."""
+    model = _report_model(submission)
+    if not model or not model.get("type"):
+        return ""
+    final, steps = _final_and_steps(model)
+    activation = (model.get("params") or {}).get("activation")
+    layers = _declared_layers(model)
+    if mpc.foldable_by_name(final, steps, activation=activation, layers=layers):
+        return ""
+    if final == "OnnxClassifier":
+        others = sorted({layer for layer in layers if layer not in mpc.FOLDABLE_LAYERS})
+        names = ", ".join(others[:-1]) + f" and {others[-1]}" if len(others) > 1 else others[0]
+        return (
+            f"A network with {names} layers cannot be served by two-party secure inference "
+            "(only Linear and ReLU layers can); serve it in an attested enclave instead."
+        )
+    if final == "MLPClassifier":
+        return (
+            f"An MLPClassifier with activation={activation!r} cannot be served by two-party "
+            "secure inference (only 'relu' can); serve it in an attested enclave instead."
+        )
+    return (
+        f"A {final} cannot be served by two-party secure inference (only linear models and "
+        "ReLU networks can); serve it in an attested enclave instead."
+    )
+
+
+def _final_and_steps(model: dict) -> tuple[str, list[str]]:
+    """The final estimator's class name and its pipeline steps' (``"name: Class"``)."""
+    final = str(model["type"]).rsplit(".", 1)[-1]
+    steps = [str(step).split(": ", 1)[-1] for step in model.get("pipeline_steps", [])[:-1]]
+    return final, steps
+
+
+def _declared_layers(model: dict) -> list[str] | None:
+    """A network's declared layer types (``attacks.nn.schema``), None if none is declared."""
+    architecture = (model.get("declaration") or {}).get("architecture")
+    if not isinstance(architecture, list):
+        return None
+    return [str(layer.get("type") if isinstance(layer, dict) else layer) for layer in architecture]
+
+
 def _report_model(submission: Submission) -> dict | None:
     run = current_run(submission)
     return (run.report or {}).get("model") if run is not None else None
 
 
 def endpoint_kinds_offered(*, submission: Submission) -> list[str]:
-    """The secure options that fit the model: HE and the enclave for a linear model, the
-    enclave alone for any other."""
-    if he_unfit_reason(submission=submission):
-        return [EndpointKind.ENCLAVE]
-    return [EndpointKind.HE, EndpointKind.ENCLAVE]
+    """The secure options that fit the model, the most private first: HE for a linear
+    model, MPC for a linear model or a ReLU network, and the enclave for any."""
+    kinds = [] if he_unfit_reason(submission=submission) else [EndpointKind.HE]
+    if not mpc_unfit_reason(submission=submission):
+        kinds.append(EndpointKind.MPC)
+    return [*kinds, EndpointKind.ENCLAVE]
 
 
 def enclave_root_pem() -> bytes | None:
@@ -121,16 +166,37 @@ def endpoint_command(endpoint: Endpoint, *, server_url: str) -> str:
     return shlex.join(["tre-audit", *args, *pins, "--out", "predictions.csv", *server])
 
 
+def endpoint_app_command(endpoint: Endpoint, *, server_url: str) -> str:
+    """The partner's command line for the local secure-inference web app ("" but for MPC)."""
+    if endpoint.kind != EndpointKind.MPC:
+        return ""
+    args = ["mpc", "app", str(endpoint.pk), "--url", server_url.rstrip("/")]
+    return shlex.join(["tre-audit", *args])
+
+
+def endpoint_api_path(endpoint: Endpoint) -> str:
+    """Where the REST API serves ``endpoint``'s calls."""
+    path = f"/api/v1/endpoints/{endpoint.pk}/"
+    return path + {EndpointKind.HE: "he/", EndpointKind.MPC: "mpc/"}.get(endpoint.kind, "")
+
+
 def serving_view(*, submission: Submission, endpoints: list[Endpoint], server_url: str) -> dict:
-    """The request page's secure serving: the options to offer, each endpoint with its
-    command line, and what a partner pins (root fingerprint, code measurement)."""
+    """The request page's secure serving: the options to offer (and why others are not),
+    each endpoint with its command lines, and what a partner pins (root fingerprint, code
+    measurement)."""
     kinds = endpoint_kinds_offered(submission=submission)
     pem = enclave_root_pem() if any(e.kind == EndpointKind.ENCLAVE for e in endpoints) else None
+    unfit = [he_unfit_reason(submission=submission), mpc_unfit_reason(submission=submission)]
     return {
         "kinds": kinds,
-        "he_unfit": he_unfit_reason(submission=submission),
+        "unfit": [reason for reason in unfit if reason],
         "rows": [
-            {"endpoint": e, "command": endpoint_command(e, server_url=server_url)}
+            {
+                "endpoint": e,
+                "command": endpoint_command(e, server_url=server_url),
+                "app_command": endpoint_app_command(e, server_url=server_url),
+                "api_path": endpoint_api_path(e),
+            }
             for e in endpoints
         ],
         "root_fingerprint": enclave_root_fingerprint(pem) if pem else "",

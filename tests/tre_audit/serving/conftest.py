@@ -27,3 +27,13 @@ def enclave_dirs(settings):
         settings.TRE_AUDIT_ENCLAVE_SOCKETS = Path(short) / "s"
         settings.TRE_AUDIT_ENCLAVE_ROOT = Path(short) / "root"
         yield settings
+
+
+@pytest.fixture
+def mpc_var(settings, tmp_path):
+    """MPC endpoints' folders under the test's own var/, their hosts (a dealer of their
+    own, not a shared one) on the loopback."""
+    settings.VAR_DIR = tmp_path / "var"
+    settings.TRE_AUDIT_MPC_DEALER = ""
+    settings.TRE_AUDIT_MPC_HOST = "127.0.0.1"
+    return settings

@@ -2,8 +2,10 @@
 
 from attacks.policy import default_policy_text
 from tests import factories
-from tre_audit.reviews.enums import ReleaseCondition, Role
+from tre_audit.reviews.enums import Decision, ReleaseCondition, Role
+from tre_audit.reviews.services import finding_sources, review_submit
 from tre_audit.submissions.enums import Status
+from tre_audit.submissions.selectors import current_run
 from tre_audit.submissions.services import policy_version_create
 
 
@@ -14,6 +16,34 @@ def approved(model_bytes, condition=ReleaseCondition.ENDPOINT_ONLY, risk="low"):
         Status.APPROVED, author=author, risk=risk, condition=condition, model_bytes=model_bytes
     )
     return submission, author
+
+
+def audited_as(model_summary: dict, model_bytes: bytes = b"model"):
+    """An approved request whose audit's report names its model as ``model_summary``
+    (the audit writes this summary; the factory's report has none)."""
+    submission, author = approved(model_bytes)
+    run = current_run(submission)
+    run.report = {**run.report, "model": model_summary}
+    run.save(update_fields=["report"])
+    return submission, author
+
+
+def approve(submission, condition=ReleaseCondition.ENDPOINT_ONLY) -> None:
+    """Two checkers approve the request's audited version, citing its report's findings."""
+    run = current_run(submission)
+    for _ in range(2):
+        review_submit(
+            submission=submission,
+            run_id=run.id,
+            reviewer=factories.create_user(role=Role.CHECKER),
+            decision=Decision.APPROVE,
+            reason="Judged on the attacks.",
+            evidence=finding_sources(run)[:2],
+            justification="Served behind the endpoint." if run.risk == "high" else "",
+            condition=condition,
+        )
+    submission.refresh_from_db()
+    assert submission.status == Status.APPROVED, submission.status
 
 
 def budget_set(*, max_calls: int = 200, max_rows: int = 1_000_000) -> None:

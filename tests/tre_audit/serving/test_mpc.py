@@ -36,14 +36,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def mpc_var(settings, tmp_path):
-    settings.VAR_DIR = tmp_path / "var"
-    settings.TRE_AUDIT_MPC_DEALER = ""
-    settings.TRE_AUDIT_MPC_HOST = "127.0.0.1"
-    return settings
-
-
-@pytest.fixture
 def served(mpc_var, linear_model_bytes):
     """An MPC endpoint for an approved breast-cancer LR, a granted partner, and their token."""
     submission, author = approved(linear_model_bytes[0])

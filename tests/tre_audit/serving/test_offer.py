@@ -10,7 +10,7 @@ from sklearn.ensemble import RandomForestClassifier
 from secure_compute import he
 from secure_compute.exceptions import UnsupportedModel
 from tests import factories
-from tests.tre_audit.serving.helpers import approved
+from tests.tre_audit.serving.helpers import approved, audited_as
 from tre_audit.cli import build_parser
 from tre_audit.reviews.enums import Role
 from tre_audit.serving.enums import EndpointKind
@@ -18,7 +18,6 @@ from tre_audit.serving.exceptions import ServingError
 from tre_audit.serving.models import Endpoint
 from tre_audit.serving.selectors import endpoint_command, endpoint_kinds_offered
 from tre_audit.serving.services import enclave_endpoints_stop_all, endpoint_deploy
-from tre_audit.submissions.selectors import current_run
 
 pytestmark = pytest.mark.django_db
 
@@ -27,16 +26,6 @@ LINEAR = {
     "type": "sklearn.linear_model._logistic.LogisticRegression",
     "pipeline_steps": ["standardscaler: StandardScaler", "logisticregression: LogisticRegression"],
 }
-
-
-def audited_as(model_summary: dict, model_bytes: bytes = b"model"):
-    """An approved request whose audit's report names its model as ``model_summary``
-    (the audit writes this summary; the factory's report has none)."""
-    submission, author = approved(model_bytes)
-    run = current_run(submission)
-    run.report = {**run.report, "model": model_summary}
-    run.save(update_fields=["report"])
-    return submission, author
 
 
 def deploy_options(client, submission, user) -> str:
@@ -53,11 +42,15 @@ def test_a_forest_is_offered_the_enclave_only_and_told_why(client):
     assert "A RandomForestClassifier is not a linear model" in html.unescape(form)
 
 
-def test_a_linear_pipeline_is_offered_both_with_he_first(client):
+def test_a_linear_pipeline_is_offered_all_three_with_he_first(client):
     submission, author = audited_as(LINEAR)
-    assert endpoint_kinds_offered(submission=submission) == [EndpointKind.HE, EndpointKind.ENCLAVE]
+    assert endpoint_kinds_offered(submission=submission) == [
+        EndpointKind.HE,
+        EndpointKind.MPC,
+        EndpointKind.ENCLAVE,
+    ]
     form = deploy_options(client, submission, author)
-    assert 'value="he" checked' in form and 'value="enclave">' in form
+    assert 'value="he" checked' in form and 'value="mpc">' in form and 'value="enclave">' in form
 
 
 def test_he_for_a_forest_is_refused_in_words_before_anything_is_stored():
