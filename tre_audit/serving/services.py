@@ -92,8 +92,8 @@ LIVE = {EndpointStatus.STARTING, EndpointStatus.RUNNING}
 #: Endpoint kinds whose hosts are processes of their own.
 HOSTED = {EndpointKind.ENCLAVE, EndpointKind.MPC}
 
-#: Seconds an MPC host may take to print ``ready <port>`` (it imports CrypTen first).
-MPC_HOST_START_SECONDS = 120
+#: Seconds a host may take to say it is ready (an MPC host imports CrypTen first).
+HOST_START_SECONDS = 120
 
 #: A session still "running" this long after it opened lost its process (the host kills
 #: a session past its deadline): it is settled as failed and its rows refunded.
@@ -315,22 +315,32 @@ def _enclave_host_spawn(endpoint: Endpoint) -> tuple[str, int]:
         model_path=file_path(endpoint.model_sha256),
         root_directory=enclave_root_directory(),
     )
+    pid, _ = _host_start(command, env=host_environment(), log=log, what="The enclave")
+    return str(socket_path), pid
+
+
+def _host_start(command: list[str], *, env: dict, log: Path, what: str) -> tuple[int, list]:
+    """Start a host in its own session and wait for its ``ready`` line; its PID and the
+    line's other words. A host that does not say it is ready is killed, and its last
+    logged sentence is the ServingError."""
     with log.open("ab") as errors:
         process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=errors,
             start_new_session=True,  # outlives the web process that deployed it
-            env=host_environment(),
+            env=env,
         )
-    ready = process.stdout.readline().strip()  # the host gives up by itself after 120 s
+    ready, _, _ = select.select([process.stdout], [], [], HOST_START_SECONDS)
+    line = process.stdout.readline().split() if ready else []
     process.stdout.close()
-    if ready != b"ready":
-        process.kill()
+    if line[:1] != [b"ready"]:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         problem = log.read_text(errors="replace").strip().splitlines()
-        raise ServingError(_sentence(problem[-1] if problem else "The enclave did not start."))
-    return str(socket_path), process.pid
+        raise ServingError(_sentence(problem[-1] if problem else f"{what} did not start."))
+    return process.pid, line[1:]
 
 
 def _sentence(line: str) -> str:
@@ -434,27 +444,12 @@ def _mpc_host_spawn(endpoint: Endpoint, role: str, *, dealer: str = "") -> tuple
         model_dir=directory / "model" if role == "owner" else None,
         dealer=dealer or None,
     )
-    with log.open("ab") as errors:
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            start_new_session=True,  # outlives the web process that deployed it
-            env=mpc_host.host_environment(),
-        )
-    ready, _, _ = select.select([process.stdout], [], [], MPC_HOST_START_SECONDS)
-    line = process.stdout.readline().split() if ready else []
-    process.stdout.close()
-    if len(line) != 2 or line[0] != b"ready" or not line[1].isdigit():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        problem = log.read_text(errors="replace").strip().splitlines()
-        title = "model owner's" if role == "owner" else "dealer"
-        raise ServingError(
-            _sentence(problem[-1] if problem else f"The {title} host did not start.")
-        )
-    return process.pid, int(line[1])
+    title = "The model owner's host" if role == "owner" else "The dealer host"
+    pid, words = _host_start(command, env=mpc_host.host_environment(), log=log, what=title)
+    if len(words) != 1 or not words[0].isdigit():
+        _process_group_stop(pid)
+        raise ServingError(f"{title} did not say which port it listens on.")
+    return pid, int(words[0])
 
 
 # --------------------------------------------------------------------------- stop, fail, reconcile
