@@ -295,6 +295,11 @@ def _he_keygen(args) -> int:
     return 0
 
 
+def _token(server) -> str:
+    """The API token the server's session sends (the partners' clients take it as is)."""
+    return server.session.headers["Authorization"].split(" ", 1)[1]
+
+
 def _he_predict(args) -> int:
     from secure_compute.client import HEClient
     from secure_compute.exceptions import SecureComputeError
@@ -303,7 +308,7 @@ def _he_predict(args) -> int:
     info = server.call("get", f"endpoints/{args.endpoint}/")
     if info["kind"] != "he":
         raise CommandError(f"Endpoint #{args.endpoint} is not an HE endpoint.")
-    token = server.session.headers["Authorization"].split(" ", 1)[1]
+    token = _token(server)
     client = HEClient(info["urls"]["model_info"], info["urls"]["evaluate"], token, args.keys)
     try:
         result = client.predict_csv(args.file)
@@ -321,7 +326,7 @@ def _mpc_app(args) -> int:
     from tre_audit import mpc_app
 
     server = _server(args)
-    token = server.session.headers["Authorization"].split(" ", 1)[1]
+    token = _token(server)
     try:
         info = mpc_client.model_info(server.url, token, args.endpoint, http=server.session)
     except SecureComputeError as exc:
@@ -367,7 +372,7 @@ def _mpc_predict(args) -> int:
     info = server.call("get", f"endpoints/{args.endpoint}/")
     if info["kind"] != "mpc":
         raise CommandError(f"Endpoint #{args.endpoint} is not an MPC endpoint.")
-    token = server.session.headers["Authorization"].split(" ", 1)[1]
+    token = _token(server)
     rows = _mpc_rows(args.file)
     try:
         prediction = mpc_client.predict(server.url, token, args.endpoint, rows, http=server.session)

@@ -108,26 +108,24 @@ def _users(usernames: list[str]) -> list | Response:
 
 
 def _answer(call, content_type: str) -> HttpResponse | Response:
-    """Run one secure-compute call; its one-sentence refusals become 400 (503: enclave down).
+    """Run one secure-compute call; its one-sentence refusals become 400 (503: a host down).
 
     A spent query budget is 429 with ``Retry-After``.
     """
-    try:
-        body = call()
-    except (BudgetSpent, SecureComputeError) as exc:
-        return _refusal(exc)
-    response = HttpResponse(body, content_type=content_type)
-    response["Cache-Control"] = "no-store"
-    return response
+    return _guarded(call, lambda body: HttpResponse(body, content_type=content_type))
 
 
 def _json_answer(call, code: int = status.HTTP_200_OK) -> Response:
     """:func:`_answer` for a call whose answer is JSON."""
+    return _guarded(call, lambda body: Response(body, status=code))
+
+
+def _guarded(call, respond) -> HttpResponse | Response:
     try:
         body = call()
     except (BudgetSpent, SecureComputeError) as exc:
         return _refusal(exc)
-    response = Response(body, status=code)
+    response = respond(body)
     response["Cache-Control"] = "no-store"
     return response
 
